@@ -1,0 +1,1 @@
+"""hybridgrid: join OpenStack sites to a home cluster over WireGuard, as Prefect flows."""

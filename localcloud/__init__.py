@@ -1,0 +1,1 @@
+"""localcloud: an OpenStack-compatible cloud on one Linux machine (API + real namespaces)."""
