@@ -1,0 +1,404 @@
+"""Remote shell over asyncssh: pinned host keys, jump hosts, proxy commands, atomic uploads.
+
+Host keys are pinned (OpenSSH key lines and/or SHA256 fingerprints from the console log);
+there is no trust-on-first-use and no known_hosts file: a server that shows another key is
+refused with `HostKeyMismatch`. The client key comes in as a string and stays in memory.
+Commands run as root: `sh -c …` for root, `sudo -n sh -c …` otherwise. File contents travel on
+stdin, never in argv, and never appear in errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shlex
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol, runtime_checkable
+
+import asyncssh
+from hybridgrid.tasks.sshkeys import SSHKeyError, load_private_key
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+STDERR_TAIL = 2000
+
+
+# ---------------------------------------------------------------- errors
+
+
+class RemoteError(Exception):
+    """Base of everything this module raises."""
+
+
+class HostKeyMismatch(RemoteError):
+    """The server presented a host key we have not pinned. Permanent: never retried."""
+
+    def __init__(self, label: str, presented: str | None = None):
+        self.label = label
+        self.presented = presented
+        shown = f" (it presented {presented})" if presented else ""
+        super().__init__(
+            f"host key of {label} does not match the pinned key{shown}. Either someone is "
+            f"intercepting the connection, or the server was rebuilt: if it was rebuilt, pin its "
+            f"new host keys again from its console log (rerun the pinning step), then retry."
+        )
+
+
+class SSHAuthError(RemoteError):
+    """The server refused our client key. Permanent."""
+
+    def __init__(self, label: str):
+        self.label = label
+        super().__init__(
+            f"{label} refused the SSH key (permission denied): check that the site's SSH key "
+            f"block holds the key whose public half is in the server's authorized_keys"
+        )
+
+
+class SSHUnreachable(RemoteError, ConnectionError):
+    """SSH is not (yet) reachable: refused, reset, timed out, lost. Transient."""
+
+    def __init__(self, label: str, cause: BaseException):
+        self.label = label
+        reason = str(cause) or type(cause).__name__
+        super().__init__(f"SSH to {label} not reachable: {type(cause).__name__}: {reason}")
+
+
+class RemoteCommandError(RemoteError):
+    """A remote command exited non-zero. Carries the command's label and stderr, nothing else."""
+
+    def __init__(self, name: str, label: str, exit_status: int | None, stderr: str):
+        self.name = name
+        self.label = label
+        self.exit_status = exit_status
+        self.stderr = stderr[-STDERR_TAIL:]
+        detail = self.stderr.strip() or "(no stderr)"
+        super().__init__(f"{name!r} on {label} failed with exit status {exit_status}: {detail}")
+
+
+class RemoteCommandTimeout(RemoteCommandError, TimeoutError):
+    def __init__(self, name: str, label: str, timeout: float, stderr: str = ""):
+        super().__init__(name, label, None, stderr)
+        self.args = (f"{name!r} on {label} did not finish within {timeout:g} s",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+# ---------------------------------------------------------------- shell protocol
+
+
+class CommandResult(BaseModel):
+    name: str
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+@runtime_checkable
+class RemoteShell(Protocol):
+    """What tasks need from a host: run a root shell snippet, upload a file atomically."""
+
+    label: str
+
+    async def run(
+        self,
+        cmd: str,
+        *,
+        name: str,
+        timeout: float = 60,
+        check: bool = True,
+        input: bytes | None = None,
+    ) -> CommandResult: ...
+
+    async def upload(
+        self, path: str, content: bytes, *, mode: int = 0o600, name: str | None = None
+    ) -> None: ...
+
+
+def upload_command(path: str, mode: int = 0o600) -> str:
+    """Shell that writes stdin to `path` atomically: temp file in the same dir, chmod, rename."""
+    if not path.startswith("/") or "\n" in path or path.endswith("/"):
+        raise ValueError(f"upload path must be an absolute file path, got {path!r}")
+    if not 0 <= mode <= 0o7777:
+        raise ValueError("mode must be a permission mode like 0o600")
+    dest = shlex.quote(path)
+    return f"""umask 077
+set -e
+dest={dest}
+dir=$(dirname "$dest")
+mkdir -p "$dir"
+tmp=$(mktemp "$dir/.$(basename "$dest").XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+cat > "$tmp"
+chmod {mode:o} "$tmp"
+mv -f "$tmp" "$dest"
+trap - EXIT
+"""
+
+
+def as_root(cmd: str, user: str) -> str:
+    """The command line to send: sh for root, non-interactive sudo for everyone else."""
+    inner = f"sh -c {shlex.quote(cmd)}"
+    return inner if user == "root" else f"sudo -n {inner}"
+
+
+def _result(name: str, label: str, status: int | None, out: bytes, err: bytes, check: bool):
+    stdout = out.decode("utf-8", "replace")
+    stderr = err.decode("utf-8", "replace")
+    code = -1 if status is None else status
+    if check and code != 0:
+        raise RemoteCommandError(name, label, code, stderr)
+    return CommandResult(name=name, exit_status=code, stdout=stdout, stderr=stderr)
+
+
+class LocalShell:
+    """RemoteShell on this machine, optionally behind a prefix such as `ip netns exec NS`.
+
+    Used where no SSH is needed (tests with temp dirs; localcloud servers via nsenter).
+    """
+
+    def __init__(self, prefix: list[str] | None = None, label: str = "local"):
+        self.prefix = list(prefix or [])
+        self.label = label
+
+    async def run(
+        self,
+        cmd: str,
+        *,
+        name: str,
+        timeout: float = 60,
+        check: bool = True,
+        input: bytes | None = None,
+    ) -> CommandResult:
+        proc = await asyncio.create_subprocess_exec(
+            *self.prefix,
+            "sh",
+            "-c",
+            cmd,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input or b""), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RemoteCommandTimeout(name, self.label, timeout) from None
+        return _result(name, self.label, proc.returncode, out, err, check)
+
+    async def upload(
+        self, path: str, content: bytes, *, mode: int = 0o600, name: str | None = None
+    ) -> None:
+        await self.run(
+            upload_command(path, mode), name=name or f"upload {path}", input=content, timeout=60
+        )
+
+
+# ---------------------------------------------------------------- SSH target
+
+
+_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+
+
+class SSHTarget(BaseModel):
+    """Where and how to reach a host. Holds no secret (the client key is passed separately)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")
+    host_keys: list[str] = Field(
+        default_factory=list, description="pinned OpenSSH public key lines (ssh-ed25519 AAAA…)"
+    )
+    host_key_fingerprints: list[str] = Field(
+        default_factory=list, description="pinned SHA256:… fingerprints (cloud-init console log)"
+    )
+    jump: SSHTarget | None = None
+    proxy_command: str | None = Field(
+        default=None, description="OpenSSH-style ProxyCommand; %h, %p, %r and %% are expanded"
+    )
+    sock_factory: Callable[[], socket.socket] | None = Field(default=None, exclude=True)
+    connect_timeout: float = Field(default=15, gt=0)
+
+    @field_validator("host_keys")
+    @classmethod
+    def _parse_keys(cls, v: list[str]) -> list[str]:
+        for i, line in enumerate(v):
+            try:
+                asyncssh.import_public_key(line.strip())
+            except (asyncssh.KeyImportError, ValueError):
+                raise ValueError(
+                    f"host_keys[{i}] is not an OpenSSH public key line "
+                    f"(expected e.g. 'ssh-ed25519 AAAA… root@host')"
+                ) from None
+        return [line.strip() for line in v]
+
+    @field_validator("host_key_fingerprints")
+    @classmethod
+    def _fps(cls, v: list[str]) -> list[str]:
+        for i, fp in enumerate(v):
+            if not _FINGERPRINT.match(fp):
+                raise ValueError(f"host_key_fingerprints[{i}] must look like SHA256:<43 chars>")
+        return v
+
+    @model_validator(mode="after")
+    def _pinned(self) -> SSHTarget:
+        if not self.host_keys and not self.host_key_fingerprints:
+            raise ValueError(
+                f"host_keys: no pinned host key for {self.host}; pin the keys from the server's "
+                f"console log first (hybridgrid.tasks.hostkeys.parse_console_host_keys)"
+            )
+        ways = [
+            self.jump is not None,
+            self.proxy_command is not None,
+            self.sock_factory is not None,
+        ]
+        if sum(ways) > 1:
+            raise ValueError("jump, proxy_command and sock_factory are alternatives: set one")
+        return self
+
+    @property
+    def label(self) -> str:
+        via = f" via {self.jump.label}" if self.jump else ""
+        return f"{self.user}@{self.host}:{self.port}{via}"
+
+    def expanded_proxy_command(self) -> list[str] | None:
+        if self.proxy_command is None:
+            return None
+        subst = {"%h": self.host, "%p": str(self.port), "%r": self.user, "%%": "%"}
+        return [
+            re.sub(r"%[hpr%]", lambda m: subst[m.group(0)], arg)
+            for arg in shlex.split(self.proxy_command)
+        ]
+
+
+class _PinnedClient(asyncssh.SSHClient):
+    """Accepts a key not in the pinned list only when its SHA256 fingerprint is pinned."""
+
+    def __init__(self, fingerprints: list[str]):
+        self._fingerprints = set(fingerprints)
+        self.presented: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key) -> bool:
+        fp = key.get_fingerprint("sha256")
+        self.presented = fp
+        return fp in self._fingerprints
+
+
+class RemoteHost:
+    """An open SSH connection to one target; implements RemoteShell."""
+
+    def __init__(self, target: SSHTarget, conn: asyncssh.SSHClientConnection):
+        self.target = target
+        self.conn = conn
+        self.label = target.label
+
+    @property
+    def server_host_key(self) -> str:
+        """The host key the server proved it holds (OpenSSH line), to store in the registry."""
+        key = self.conn.get_server_host_key()
+        assert key is not None
+        return key.export_public_key("openssh").decode().strip()
+
+    async def run(
+        self,
+        cmd: str,
+        *,
+        name: str,
+        timeout: float = 60,
+        check: bool = True,
+        input: bytes | None = None,
+    ) -> CommandResult:
+        try:
+            proc = await self.conn.run(
+                as_root(cmd, self.target.user),
+                input=input or b"",
+                encoding=None,
+                check=False,
+                timeout=timeout,
+            )
+        except asyncssh.TimeoutError as exc:
+            raise RemoteCommandTimeout(name, self.label, timeout) from exc
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHUnreachable(self.label, exc) from exc
+        out = proc.stdout if isinstance(proc.stdout, bytes) else b""
+        err = proc.stderr if isinstance(proc.stderr, bytes) else b""
+        return _result(name, self.label, proc.exit_status, out, err, check)
+
+    async def upload(
+        self, path: str, content: bytes, *, mode: int = 0o600, name: str | None = None
+    ) -> None:
+        await self.run(
+            upload_command(path, mode), name=name or f"upload {path}", input=content, timeout=60
+        )
+
+
+async def _open(
+    target: SSHTarget, key: asyncssh.SSHKey, tunnel: asyncssh.SSHClientConnection | None
+) -> asyncssh.SSHClientConnection:
+    pinned = [asyncssh.import_public_key(line) for line in target.host_keys]
+    client = _PinnedClient(target.host_key_fingerprints)
+    kwargs: dict = {}
+    if tunnel is not None:
+        kwargs["tunnel"] = tunnel
+    elif target.proxy_command is not None:
+        kwargs["proxy_command"] = target.expanded_proxy_command()
+    elif target.sock_factory is not None:
+        kwargs["sock"] = await asyncio.to_thread(target.sock_factory)
+    try:
+        return await asyncssh.connect(
+            target.host,
+            target.port,
+            username=target.user,
+            client_keys=[key],
+            known_hosts=(pinned, [], []),
+            client_factory=lambda: client,
+            # with fingerprint pins the key type is unknown up front: offer every algorithm
+            server_host_key_algs="default" if target.host_key_fingerprints else (),
+            config=[],
+            agent_path=None,
+            password=None,
+            kbdint_auth=False,
+            gss_auth=False,
+            preferred_auth="publickey",
+            connect_timeout=target.connect_timeout,
+            **kwargs,
+        )
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise HostKeyMismatch(target.label, client.presented) from exc
+    except asyncssh.KeyExchangeFailed as exc:
+        # no common host key algorithm: the server has none of the pinned key types
+        if "host key" in str(exc).lower():
+            raise HostKeyMismatch(target.label) from exc
+        raise SSHUnreachable(target.label, exc) from exc
+    except asyncssh.PermissionDenied as exc:
+        raise SSHAuthError(target.label) from exc
+    except (OSError, asyncssh.Error) as exc:  # refused, reset, unreachable, timeout, lost
+        raise SSHUnreachable(target.label, exc) from exc
+
+
+@contextlib.asynccontextmanager
+async def connect(target: SSHTarget, client_key: SecretStr | str) -> AsyncIterator[RemoteHost]:
+    """Open SSH to `target` (through `target.jump` first, if any) with the given private key."""
+    try:
+        key = load_private_key(client_key)
+    except SSHKeyError as exc:
+        raise SSHKeyError(f"client key for {target.label}: {exc}") from None
+    async with contextlib.AsyncExitStack() as stack:
+        tunnel = None
+        if target.jump is not None:
+            tunnel = await _open(target.jump, key, None)
+            stack.push_async_callback(_close, tunnel)
+        conn = await _open(target, key, tunnel)
+        stack.push_async_callback(_close, conn)
+        yield RemoteHost(target, conn)
+
+
+async def _close(conn: asyncssh.SSHClientConnection) -> None:
+    conn.close()
+    with contextlib.suppress(Exception):
+        await conn.wait_closed()

@@ -1,0 +1,380 @@
+"""WireGuard: render wg0.conf (pure) and the node-side shell that handles the private key.
+
+The private key is made on its node and never leaves it. The rendered config therefore has no
+`PrivateKey` line; the node joins it in from its key file (see `assemble_command`), so the key
+crosses no wire and never appears in a process argument. We deliberately do not load the key
+with `PostUp`: `wg syncconf` of a stripped config without `PrivateKey` wipes the key and drops
+every peer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import shlex
+from functools import cache
+from ipaddress import IPv4Interface, IPv4Network
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import jinja2
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from hybridgrid.tasks.remote import RemoteShell
+
+DEFAULT_PORT = 51820
+KEEPALIVE = 25
+
+
+def _check_wg_public_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(
+            "not a WireGuard public key (expected 44 base64 characters encoding 32 bytes, "
+            "as printed by `wg pubkey`)"
+        )
+    return value
+
+
+WgPublicKey = Annotated[str, AfterValidator(_check_wg_public_key)]
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _check_endpoint(value: str) -> str:
+    """host:port, [v6]:port; the host an IPv4 address or a DNS name."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value)
+    if not m:
+        raise ValueError("endpoint must be HOST:PORT (e.g. 203.0.113.10:51820) or [IPv6]:PORT")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"endpoint port {port} is outside 1..65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise ValueError(
+                f"endpoint host {host!r} is neither an IP address nor a DNS name"
+            ) from None
+    return value
+
+
+class WgInterface(BaseModel):
+    """The [Interface] section, minus the private key (joined in on the node)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: IPv4Interface = Field(description="Tunnel address with prefix, e.g. 10.0.0.1/24")
+    listen_port: int | None = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    mtu: int | None = Field(default=None, ge=1280, le=9000, description="underlay MTU - 80")
+
+
+class WgPeer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    public_key: WgPublicKey
+    endpoint: Annotated[str, AfterValidator(_check_endpoint)] | None = None
+    allowed_ips: list[IPv4Network] = Field(min_length=1)
+    keepalive: int | None = Field(default=KEEPALIVE, ge=0, le=65535)
+    name: str | None = Field(default=None, description="comment line only, e.g. hg-giessen-vpn")
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", v):
+            raise ValueError("peer name may use letters, digits and . _ @ - (max 64)")
+        return v
+
+
+class WgConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    interface: WgInterface
+    peers: list[WgPeer] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> WgConfig:
+        keys = [p.public_key for p in self.peers]
+        dup = {k for k in keys if keys.count(k) > 1}
+        if dup:
+            raise ValueError(f"peers: public key {sorted(dup)[0]} appears more than once")
+        seen: dict[IPv4Network, str] = {}
+        for p in self.peers:
+            for net in p.allowed_ips:
+                for other, owner in seen.items():
+                    if net.overlaps(other) and owner != p.public_key:
+                        raise ValueError(
+                            f"peers: AllowedIPs {net} of {p.name or p.public_key} overlaps {other} "
+                            f"of another peer; WireGuard routes each address to one peer only"
+                        )
+                seen[net] = p.public_key
+        return self
+
+
+def sorted_peers(peers: list[WgPeer]) -> list[WgPeer]:
+    """Stable order: by first AllowedIPs network (the peer's tunnel address), then key."""
+    return sorted(peers, key=lambda p: (min(p.allowed_ips), p.public_key))
+
+
+def with_peer(config: WgConfig, peer: WgPeer) -> WgConfig:
+    """Add `peer` or replace the one with the same public key or name."""
+    keep = [
+        p
+        for p in config.peers
+        if p.public_key != peer.public_key and (peer.name is None or p.name != peer.name)
+    ]
+    return WgConfig(interface=config.interface, peers=[*keep, peer])
+
+
+def without_peer(config: WgConfig, public_key: str) -> WgConfig:
+    return WgConfig(
+        interface=config.interface, peers=[p for p in config.peers if p.public_key != public_key]
+    )
+
+
+# ---------------------------------------------------------------- rendering (pure)
+
+
+@cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("hybridgrid.tasks", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 -- a WireGuard config, not HTML
+    )
+
+
+class WgPaths(BaseModel):
+    """Where the node keeps its WireGuard files (a temp dir in tests)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    directory: str = "/etc/wireguard"
+    iface: str = Field(default="wg0", pattern=r"^[A-Za-z0-9_=+.-]{1,15}$")
+
+    @field_validator("directory")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        if not v.startswith("/") or "\n" in v:
+            raise ValueError("directory must be an absolute path")
+        return v.rstrip("/") or "/"
+
+    @property
+    def conf(self) -> str:
+        return f"{self.directory}/{self.iface}.conf"
+
+    @property
+    def body(self) -> str:
+        """The uploaded config without the PrivateKey line."""
+        return f"{self.directory}/{self.iface}.conf.body"
+
+    @property
+    def private_key(self) -> str:
+        return f"{self.directory}/privatekey"
+
+
+def render_wg_conf(config: WgConfig, paths: WgPaths | None = None) -> str:
+    """The wg0.conf body: everything but PrivateKey. Pure and deterministic."""
+    paths = paths or WgPaths()
+    return (
+        _env()
+        .get_template("wg0.conf.j2")
+        .render(
+            interface=config.interface,
+            peers=sorted_peers(config.peers),
+            private_key_path=paths.private_key,
+        )
+    )
+
+
+# ---------------------------------------------------------------- node-side commands (pure)
+# Each returns a POSIX sh script. It is run as root (RemoteHost wraps it in `sudo -n sh -c`).
+# None of them ever carries key material: keys are read from files by the tools themselves.
+
+
+def genkey_command(paths: WgPaths | None = None) -> str:
+    """Make the private key once (umask 077, atomic), print only the public key."""
+    p = paths or WgPaths()
+    d, key = shlex.quote(p.directory), shlex.quote(p.private_key)
+    return f"""umask 077
+set -e
+mkdir -p {d}
+chmod 700 {d}
+if ! test -s {key}; then
+  tmp=$(mktemp {d}/.privatekey.XXXXXX)
+  wg genkey > "$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" {key}
+fi
+chmod 600 {key}
+wg pubkey < {key}
+"""
+
+
+def assemble_command(paths: WgPaths | None = None) -> str:
+    """Join `PrivateKey = <key file>` into the uploaded body, write wg0.conf atomically (0600).
+
+    awk reads the key from the file itself, so the key is never in any argv.
+    """
+    p = paths or WgPaths()
+    d, body, key, conf = (shlex.quote(x) for x in (p.directory, p.body, p.private_key, p.conf))
+    return f"""umask 077
+set -e
+die() {{ echo "hybridgrid: $*" >&2; exit 3; }}
+test -s {key} || die "{p.private_key} is missing or empty; generate the key first"
+test -f {body} || die "{p.body} is missing; upload the rendered config first"
+if grep -q '^[[:space:]]*PrivateKey' {body}; then
+  die "{p.body} must not contain a PrivateKey line"
+fi
+tmp=$(mktemp {d}/.{p.iface}.conf.XXXXXX)
+trap 'rm -f "$tmp"' EXIT
+awk -v keyfile={key} '
+  {{ print }}
+  /^\\[Interface\\][[:space:]]*$/ && !done {{
+    if ((getline k < keyfile) <= 0) {{
+      print "hybridgrid: cannot read the key file" > "/dev/stderr"; exit 4
+    }}
+    print "PrivateKey = " k
+    done = 1
+  }}
+  END {{
+    if (!done) {{ print "hybridgrid: no [Interface] section in the body" > "/dev/stderr"; exit 5 }}
+  }}
+' {body} > "$tmp"
+chmod 600 "$tmp"
+mv -f "$tmp" {conf}
+trap - EXIT
+"""
+
+
+def bring_up_command(paths: WgPaths | None = None, mtu: int | None = None) -> str:
+    """wg0 down → `wg-quick up`; wg0 up → `wg syncconf` so existing peers keep their sessions.
+
+    The stripped config goes through a 0600 temp file, not a pipe, so that a failing
+    `wg-quick strip` can never feed `wg syncconf` an empty config (which would wipe the key and
+    every peer). Prints `started` or `synced`.
+    """
+    p = paths or WgPaths()
+    d, conf, iface = shlex.quote(p.directory), shlex.quote(p.conf), shlex.quote(p.iface)
+    set_mtu = f"\n  ip link set dev {iface} mtu {int(mtu)}" if mtu else ""
+    return f"""umask 077
+set -e
+if ip link show dev {iface} >/dev/null 2>&1; then
+  s=$(mktemp {d}/.{p.iface}.strip.XXXXXX)
+  trap 'rm -f "$s"' EXIT
+  wg-quick strip {conf} > "$s"
+  if ! grep -q '^PrivateKey' "$s"; then
+    echo "hybridgrid: stripped {p.conf} has no PrivateKey;" \
+      "refusing a syncconf that would wipe the key" >&2
+    exit 3
+  fi
+  wg syncconf {iface} "$s"{set_mtu}
+  echo synced
+else
+  wg-quick up {conf} >&2
+  echo started
+fi
+"""
+
+
+def down_command(paths: WgPaths | None = None) -> str:
+    p = paths or WgPaths()
+    iface, conf = shlex.quote(p.iface), shlex.quote(p.conf)
+    return f"if ip link show dev {iface} >/dev/null 2>&1; then wg-quick down {conf} >&2; fi\n"
+
+
+def remove_peer_live_command(public_key: str, iface: str = "wg0") -> str:
+    """Drop one peer from the running interface (public key only; no restart)."""
+    _check_wg_public_key(public_key)
+    return f"wg set {shlex.quote(iface)} peer {shlex.quote(public_key)} remove\n"
+
+
+def ip_forward_command(persist_file: str = "/etc/sysctl.d/90-hybridgrid.conf") -> str:
+    """Enable IPv4 forwarding now and, where the host has /etc/sysctl.d, after reboot."""
+    f = shlex.quote(persist_file)
+    return f"""set -e
+sysctl -qw net.ipv4.ip_forward=1
+if [ -d "$(dirname {f})" ]; then
+  grep -qsx 'net.ipv4.ip_forward = 1' {f} || printf 'net.ipv4.ip_forward = 1\\n' > {f}
+fi
+"""
+
+
+MSS_TABLE = "hybridgrid"
+
+
+def mss_clamp_command(table: str = MSS_TABLE) -> str:
+    """Clamp TCP MSS to the route MTU on forwarded SYNs (hubs forward into a smaller tunnel).
+
+    `add table`/`add chain` are no-ops when present; the rule is added only when missing.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", table):
+        raise ValueError("table: letters, digits, _ and - only")
+    return f"""set -e
+nft add table inet {table}
+nft 'add chain inet {table} forward {{ type filter hook forward priority mangle; policy accept; }}'
+nft list chain inet {table} forward | grep -q 'maxseg size set rt mtu' || \\
+  nft add rule inet {table} forward tcp flags syn tcp option maxseg size set rt mtu
+"""
+
+
+# ---------------------------------------------------------------- async edges
+
+
+class WgApplyResult(BaseModel):
+    iface: str
+    action: Literal["started", "synced"]
+    peers: int
+
+
+async def ensure_wg_key(host: RemoteShell, paths: WgPaths | None = None) -> str:
+    """Private key on the node (made once, reused); returns only the public key."""
+    res = await host.run(genkey_command(paths), name="wg-genkey", timeout=30)
+    return _check_wg_public_key(res.stdout.strip())
+
+
+async def apply_wg_config(
+    host: RemoteShell, config: WgConfig, paths: WgPaths | None = None
+) -> WgApplyResult:
+    """Upload the rendered body, join the key in on the node, then up or syncconf."""
+    p = paths or WgPaths()
+    body = render_wg_conf(config, p).encode()
+    await host.upload(p.body, body, mode=0o600, name=f"upload {p.iface}.conf.body")
+    await host.run(assemble_command(p), name=f"assemble {p.iface}.conf", timeout=30)
+    res = await host.run(
+        bring_up_command(p, config.interface.mtu), name=f"bring up {p.iface}", timeout=60
+    )
+    action = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+    if action not in ("started", "synced"):
+        action = "synced"
+    return WgApplyResult(iface=p.iface, action=action, peers=len(config.peers))  # type: ignore[arg-type]
+
+
+async def upsert_peer(
+    host: RemoteShell, config: WgConfig, peer: WgPeer, paths: WgPaths | None = None
+) -> WgApplyResult:
+    """Live add/update of one peer: full config with the peer, uploaded and synced."""
+    return await apply_wg_config(host, with_peer(config, peer), paths)
+
+
+async def remove_peer(
+    host: RemoteShell, config: WgConfig, public_key: str, paths: WgPaths | None = None
+) -> WgApplyResult:
+    """Live removal of one peer: full config without it, uploaded and synced."""
+    return await apply_wg_config(host, without_peer(config, public_key), paths)
+
+
+async def enable_forwarding(host: RemoteShell, *, clamp_mss: bool) -> None:
+    await host.run(ip_forward_command(), name="enable ip_forward", timeout=30)
+    if clamp_mss:
+        await host.run(mss_clamp_command(), name="nft mss clamp", timeout=30)
