@@ -1,0 +1,361 @@
+"""Remote shell against real OpenSSH servers on 127.0.0.1 (random ports, temp keys and configs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+import pytest
+from hybridgrid.tasks import wireguard as wg
+from hybridgrid.tasks.remote import (
+    HostKeyMismatch,
+    RemoteCommandError,
+    RemoteCommandTimeout,
+    SSHAuthError,
+    SSHTarget,
+    SSHUnreachable,
+    as_root,
+    connect,
+)
+from hybridgrid.tasks.retry import is_transient
+from hybridgrid.tasks.sshkeys import SSHKeyError, generate_ssh_keypair, load_private_key
+from pydantic import SecretStr, ValidationError
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(SSHD) or os.geteuid() != 0, reason="needs root and OpenSSH sshd"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Sshd:
+    port: int
+    host_key_line: str  # "ssh-ed25519 AAAA…"
+    fingerprint: str
+    log: Path
+    commands: Path  # every command line the server was asked to run (via ForceCommand)
+    proc: subprocess.Popen
+
+
+def _start_sshd(base: Path, name: str, authorized: str, extra: str = "") -> Sshd:
+    d = base / name
+    d.mkdir()
+    host = generate_ssh_keypair(f"root@{name}")
+    key_path = d / "ssh_host_ed25519_key"
+    key_path.write_text(host.private_key.get_secret_value())
+    key_path.chmod(0o600)
+    (d / "authorized_keys").write_text(authorized + "\n")
+    port = free_port()
+    commands = d / "commands.log"
+    record = d / "record.sh"
+    record.write_text(
+        f"#!/bin/sh\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" >> {commands}\n"
+        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
+    )
+    record.chmod(0o755)
+    cfg = d / "sshd_config"
+    cfg.write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {key_path}
+PidFile {d / "sshd.pid"}
+AuthorizedKeysFile {d / "authorized_keys"}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding yes
+LogLevel DEBUG1
+ForceCommand {record}
+{extra}
+"""
+    )
+    log = d / "sshd.log"
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(cfg), "-E", str(log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"sshd {name} did not start: {log.read_text()}") from None
+            time.sleep(0.05)
+    pub = " ".join(host.public_key.split()[:2])
+    fp = asyncssh.import_public_key(pub).get_fingerprint("sha256")
+    return Sshd(port=port, host_key_line=pub, fingerprint=fp, log=log, commands=commands, proc=proc)
+
+
+@pytest.fixture(scope="module")
+def client():
+    return generate_ssh_keypair("hybridgrid-test")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, client):
+    """Three sshds: a (the host / jump host), b (behind a), mitm (same address, other key)."""
+    base = tmp_path_factory.mktemp("sshd")
+    started: dict[str, Sshd] = {}
+    try:
+        for name in ("a", "b", "mitm"):
+            started[name] = _start_sshd(base, name, client.public_key)
+        yield started
+    finally:
+        for s in started.values():
+            s.proc.terminate()
+            try:
+                s.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                s.proc.kill()
+                s.proc.wait()
+
+
+def target(s: Sshd, **kw) -> SSHTarget:
+    return SSHTarget(host="127.0.0.1", port=s.port, host_keys=[s.host_key_line], **kw)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _run(t: SSHTarget, key, cmd: str, **kw):
+    async with connect(t, key) as host:
+        return await host.run(cmd, name="test", **kw)
+
+
+# ---------------------------------------------------------------- connect and pinning
+
+
+def test_connect_and_run_with_pinned_key(servers, client):
+    res = run(_run(target(servers["a"]), client.private_key, "id -u; echo out; echo err >&2"))
+    assert res.exit_status == 0
+    assert res.stdout.split() == ["0", "out"]
+    assert res.stderr.strip() == "err"
+
+
+def test_pinned_by_console_fingerprint_only_and_server_key_reported(servers, client):
+    a = servers["a"]
+    t = SSHTarget(host="127.0.0.1", port=a.port, host_key_fingerprints=[a.fingerprint])
+
+    async def go():
+        async with connect(t, client.private_key) as host:
+            return host.server_host_key, (await host.run("echo ok", name="echo")).stdout
+
+    key, out = run(go())
+    assert key == a.host_key_line and out == "ok\n"
+
+
+@pytest.mark.parametrize("pin", ["key", "fingerprint"])
+def test_swapped_host_key_is_refused(servers, client, pin):
+    a, mitm = servers["a"], servers["mitm"]
+    # the "same server" (address and pins of a) now answers with another key
+    pins = (
+        {"host_keys": [a.host_key_line]}
+        if pin == "key"
+        else {"host_key_fingerprints": [a.fingerprint]}
+    )
+    t = SSHTarget(host="127.0.0.1", port=mitm.port, **pins)
+    with pytest.raises(HostKeyMismatch) as err:
+        run(_run(t, client.private_key, "touch /tmp/should-not-run"))
+    msg = str(err.value)
+    assert f"127.0.0.1:{mitm.port}" in msg and "pin its new host keys" in msg
+    if pin == "fingerprint":
+        assert mitm.fingerprint in msg
+    assert not is_transient(err.value)
+
+
+def test_target_without_pins_is_rejected_early():
+    with pytest.raises(ValidationError, match="host_keys: no pinned host key"):
+        SSHTarget(host="127.0.0.1")
+    with pytest.raises(ValidationError, match=r"host_keys\[0\]"):
+        SSHTarget(host="127.0.0.1", host_keys=["not a key"])
+
+
+def test_wrong_client_key_is_permanent_and_leaks_nothing(servers):
+    other = generate_ssh_keypair("stranger")
+    with pytest.raises(SSHAuthError) as err:
+        run(_run(target(servers["a"]), other.private_key, "true"))
+    assert not is_transient(err.value)
+    _assert_no_secret(err.value, other.private_key.get_secret_value())
+
+
+def test_closed_port_is_transient_unreachable(client):
+    t = SSHTarget(host="127.0.0.1", port=free_port(), host_keys=[client.public_key])
+    with pytest.raises(SSHUnreachable) as err:
+        run(_run(t, client.private_key, "true"))
+    assert is_transient(err.value)
+    assert "not reachable" in str(err.value)
+
+
+def test_bad_client_key_string_is_a_clear_error_without_echo():
+    bad = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n"
+        "-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    with pytest.raises(SSHKeyError) as err:
+        load_private_key(SecretStr(bad))
+    assert "c2VjcmV0" not in str(err.value) and "could not be parsed" in str(err.value)
+    with pytest.raises(SSHKeyError, match="public key"):
+        load_private_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB")
+
+
+# ---------------------------------------------------------------- commands and uploads
+
+
+def test_failing_command_raises_with_name_and_stderr(servers, client):
+    async def go():
+        async with connect(target(servers["a"]), client.private_key) as host:
+            soft = await host.run("exit 7", name="soft", check=False)
+            with pytest.raises(RemoteCommandError) as err:
+                await host.run("echo 'no such peer' >&2; exit 3", name="wg set peer")
+            return soft, err.value
+
+    soft, exc = run(go())
+    assert soft.exit_status == 7
+    assert exc.name == "wg set peer" and exc.exit_status == 3
+    assert "no such peer" in str(exc) and "'wg set peer'" in str(exc)
+    assert not is_transient(exc)
+
+
+def test_command_timeout_is_transient(servers, client):
+    with pytest.raises(RemoteCommandTimeout) as err:
+        run(_run(target(servers["a"]), client.private_key, "sleep 5", timeout=0.5))
+    assert is_transient(err.value) and "0.5 s" in str(err.value)
+
+
+def test_upload_is_atomic_mode_0600_and_errors_never_carry_content(servers, client, tmp_path):
+    dest = tmp_path / "etc" / "wireguard" / "wg0.conf.body"
+    dest.parent.mkdir(parents=True)
+    dest.write_text("old\n")
+    dest.chmod(0o644)
+    old_inode = dest.stat().st_ino
+    secret = b"PrivateKey = c2VjcmV0LWRvLW5vdC1sZWFrLXRoaXMtYW55d2hlcmUhISE=\n"
+
+    async def go():
+        async with connect(target(servers["a"]), client.private_key) as host:
+            await host.upload(str(dest), secret)
+            with pytest.raises(RemoteCommandError) as err:
+                await host.upload("/proc/version/nope", secret, name="upload nope")
+            return err.value
+
+    exc = run(go())
+    assert dest.read_bytes() == secret
+    st = dest.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    assert st.st_ino != old_inode  # replaced by rename, never rewritten in place
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]  # no temp file left
+    assert exc.name == "upload nope"
+    _assert_no_secret(exc, secret.decode().split(" = ")[1].strip())
+    # the content never appears in a command line: the server recorded every one it got
+    sent = servers["a"].commands.read_text()
+    assert 'cat > "$tmp"' in sent and "c2VjcmV0" not in sent
+
+
+def test_node_side_wireguard_key_over_ssh(servers, client, tmp_path):
+    paths = wg.WgPaths(directory=str(tmp_path / "wg"))
+
+    async def go():
+        async with connect(target(servers["a"]), client.private_key) as host:
+            return await wg.ensure_wg_key(host, paths), await wg.ensure_wg_key(host, paths)
+
+    first, second = run(go())
+    assert first == second
+    key = Path(paths.private_key).read_text().strip()
+    assert stat.S_IMODE(os.stat(paths.private_key).st_mode) == 0o600
+    assert os.stat(paths.private_key).st_uid == 0
+    sent = servers["a"].commands.read_text()
+    assert "wg genkey" in sent and key not in sent
+
+
+def test_sudo_wrapping_for_non_root_users():
+    assert as_root("echo 'x'", "root") == "sh -c 'echo '\"'\"'x'\"'\"''"
+    assert as_root("id -u", "ubuntu") == "sudo -n sh -c 'id -u'"
+
+
+# ---------------------------------------------------------------- jump host and proxy command
+
+
+def test_jump_host_tunnel(servers, client):
+    a, b = servers["a"], servers["b"]
+    t = target(b, jump=target(a))
+    assert "via root@127.0.0.1" in t.label
+    res = run(_run(t, client.private_key, "echo behind-a"))
+    assert res.stdout == "behind-a\n"
+    # a forwarded the connection: its log records the direct-tcpip channel to b's port
+    assert f"direct_tcpip: originator  port 0, target 127.0.0.1 port {b.port}" in a.log.read_text()
+
+
+PROXY = r"""
+import os, socket, sys, threading
+host, port, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+open(marker, "a").write(f"{host}:{port}\n")
+s = socket.create_connection((host, port))
+def pump():
+    while data := s.recv(65536):
+        os.write(1, data)
+    os._exit(0)
+threading.Thread(target=pump, daemon=True).start()
+while data := os.read(0, 65536):
+    s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+threading.Event().wait(5)
+"""
+
+
+def test_proxy_command(servers, client, tmp_path):
+    script = tmp_path / "proxy.py"
+    script.write_text(PROXY)
+    marker = tmp_path / "proxy-used"
+    b = servers["b"]
+    t = target(b, proxy_command=f"{sys.executable} {script} %h %p {marker}")
+    res = run(_run(t, client.private_key, "echo via-proxy"))
+    assert res.stdout == "via-proxy\n"
+    assert marker.read_text() == f"127.0.0.1:{b.port}\n"
+
+
+def test_sock_factory(servers, client):
+    b = servers["b"]
+    made = []
+
+    def factory():
+        made.append(1)
+        return socket.create_connection(("127.0.0.1", b.port))
+
+    res = run(_run(target(b, sock_factory=factory), client.private_key, "echo via-sock"))
+    assert res.stdout == "via-sock\n" and made == [1]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _assert_no_secret(exc: BaseException, secret: str) -> None:
+    texts = []
+    cur: BaseException | None = exc
+    while cur is not None:
+        texts += [str(cur), repr(cur), *map(str, cur.args)]
+        cur = cur.__cause__ or cur.__context__
+    for needle in (secret, *[ln for ln in secret.splitlines() if len(ln) > 20]):
+        assert all(needle not in t for t in texts)
