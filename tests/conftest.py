@@ -22,3 +22,8 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+def pytest_configure(config):
+    # openstacksdk warns about its optional InfluxDB support on every cloud config it builds.
+    config.addinivalue_line("filterwarnings", "ignore:Support for InfluxDB:Warning")

@@ -1,0 +1,193 @@
+"""The site registry (DESIGN §2): what hybridgrid has allocated and built, per site.
+
+It is changed only through ``update_registry``, which holds a Prefect global concurrency
+limit of 1 while it loads, mutates and saves, so concurrent flow runs (on any host using the
+same Prefect API) never allocate the same subnet or WireGuard address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Network
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from pydantic import BaseModel, Field, model_validator
+
+from hybridgrid.model import Allocation, ResolvedSite, Topology, TopologyError, plan
+
+DEFAULT_REGISTRY = "hybridgrid"
+LOCK_TIMEOUT_SECONDS = 120.0
+T = TypeVar("T")
+
+
+class Verification(BaseModel):
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    ok: bool
+    summary: str = ""
+
+
+class _Entry(BaseModel):
+    cloud: str
+    subnet: IPv4Network
+    wg_address: IPv4Address
+    public_ips: dict[str, IPv4Address] = Field(
+        default_factory=dict, description="floating IPs by server role, e.g. {'vpn': …}"
+    )
+    host_keys: dict[str, list[str]] = Field(
+        default_factory=dict, description="pinned SSH host keys (OpenSSH lines) by server name"
+    )
+    resource_ids: dict[str, str] = Field(
+        default_factory=dict, description="OpenStack IDs by role, e.g. net, sg, vpn, worker-1"
+    )
+    last_verification: Verification | None = None
+
+
+class HomeEntry(_Entry):
+    name: str
+    public_key: str | None = Field(None, description="the master's WireGuard public key")
+
+
+class SiteEntry(_Entry):
+    spoke_public_key: str | None = Field(None, description="the VPN node's WireGuard key")
+    hub_public_key: str | None = Field(None, description="hub key the spoke is configured with")
+
+    def allocation(self) -> Allocation:
+        return Allocation(subnet=self.subnet, wg_address=self.wg_address)
+
+
+class RegistryData(BaseModel):
+    home: HomeEntry | None = None
+    sites: dict[str, SiteEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_double_allocation(self) -> RegistryData:
+        # A last guard: whatever a mutation did, two entries never share a subnet or address.
+        entries = [(n, e) for n, e in self.sites.items()]
+        if self.home is not None:
+            entries.insert(0, (f"home {self.home.name}", self.home))
+        for i, (name, entry) in enumerate(entries):
+            for other, o in entries[i + 1 :]:
+                if entry.subnet.overlaps(o.subnet):
+                    raise ValueError(f"registry: subnets of {name} and {other} overlap")
+                if entry.wg_address == o.wg_address:
+                    raise ValueError(f"registry: {name} and {other} share {entry.wg_address}")
+        return self
+
+    def allocations(self) -> dict[str, Allocation]:
+        return {name: entry.allocation() for name, entry in self.sites.items()}
+
+
+class SiteRegistry(Block):
+    """Allocations, keys, addresses and resource IDs of the home and every remote site."""
+
+    _block_type_name = "hybridgrid Site Registry"
+    _block_type_slug = "hybridgrid-site-registry"
+    _description = (
+        "What hybridgrid allocated and built per site: subnets, WireGuard addresses, public "
+        "keys, public IPs, pinned host keys, resource IDs, last verification. Changed only "
+        "under a lock by the flows."
+    )
+
+    data: RegistryData = Field(default_factory=RegistryData)
+
+
+def lock_name(registry: str) -> str:
+    return f"hybridgrid-registry-{registry}"
+
+
+_creating: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _ensure_lock(name: str) -> None:
+    """Create the limit-1 global concurrency limit if missing (idempotent)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists
+
+    # Serialise creation within this process (the server logs every lost create race);
+    # another process may still win the race: that is fine, the limit then exists.
+    creating = _creating.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with creating, get_client() as client:
+        with suppress(ObjectAlreadyExists):
+            await client.upsert_global_concurrency_limit_by_name(name, limit=1)
+
+
+async def load_registry(name: str = DEFAULT_REGISTRY) -> RegistryData:
+    """The registry's current contents (empty when it was never saved); read-only."""
+    try:
+        return (await SiteRegistry.aload(name)).data
+    except ValueError as exc:
+        if "Unable to find block document" not in str(exc):
+            raise
+        return RegistryData()
+
+
+async def update_registry(
+    mutate: Callable[[RegistryData], T],
+    name: str = DEFAULT_REGISTRY,
+    timeout_seconds: float = LOCK_TIMEOUT_SECONDS,
+) -> T:
+    """Lock, load the latest registry, apply ``mutate`` to it, save, unlock.
+
+    ``mutate`` changes the data in place and may return a value, which is returned. If it
+    raises, nothing is saved.
+    """
+    from prefect.concurrency.asyncio import concurrency
+
+    lock = lock_name(name)
+    await _ensure_lock(lock)
+    # strict: a missing limit must fail, not silently run unlocked.
+    async with concurrency(lock, occupy=1, strict=True, timeout_seconds=timeout_seconds):
+        data = (await load_registry(name)).model_copy(deep=True)
+        result = mutate(data)
+        block = SiteRegistry(data=RegistryData.model_validate(data.model_dump()))
+        await block.asave(name, overwrite=True)
+        return result
+
+
+async def allocate_site(
+    topology: Topology,
+    site: str,
+    registry: str = DEFAULT_REGISTRY,
+    network_mtu: int = 1450,
+) -> ResolvedSite:
+    """Plan ``site`` against the registry and record its subnet and address, in one locked step.
+
+    Re-running returns the same allocation; the home entry is recorded on first use.
+    """
+    if site not in {s.name for s in topology.sites}:
+        raise TopologyError("sites", f"the topology has no site named {site!r}", "add it first")
+
+    def mutate(data: RegistryData) -> ResolvedSite:
+        home = topology.home
+        hub = topology.hub_address()
+        if data.home is None:
+            data.home = HomeEntry(
+                name=home.name, cloud=home.cloud, subnet=home.subnet, wg_address=hub
+            )
+        elif (data.home.subnet, data.home.wg_address) != (home.subnet, hub):
+            raise TopologyError(
+                "home",
+                f"registry {registry!r} holds home {data.home.subnet} / {data.home.wg_address}, "
+                f"the topology says {home.subnet} / {hub}",
+                "use the registered home values, or a different registry",
+            )
+        resolved = plan(topology, data.allocations(), network_mtu).site(site)
+        if site not in data.sites:
+            data.sites[site] = SiteEntry(
+                cloud=resolved.cloud, subnet=resolved.subnet, wg_address=resolved.wg_address
+            )
+        return resolved
+
+    return await update_registry(mutate, registry)
+
+
+async def release_site(site: str, registry: str = DEFAULT_REGISTRY) -> bool:
+    """Forget a site (after its resources are gone). True when it was registered."""
+    return await update_registry(lambda data: data.sites.pop(site, None) is not None, registry)
