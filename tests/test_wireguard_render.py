@@ -208,3 +208,167 @@ def test_mss_clamp_command_is_guarded_and_names_the_rule():
     assert "|| \\\n  nft add rule" in cmd  # only added when missing
     with pytest.raises(ValueError):
         wg.mss_clamp_command("bad table; reboot")
+
+
+# ---------------------------------------------------------------- on a real interface
+# Two WireGuard interfaces (wireguard-go) in a private, throw-away network + mount namespace
+# made by `unshare`: they peer over that namespace's loopback only. Nothing touches the root
+# namespace; everything started inside is ended by PID.
+
+
+def _netns_inode(pid: int) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+@pytest.fixture
+def sandbox():
+    import shutil
+    import signal
+    import subprocess
+
+    for tool in ("unshare", "nsenter", "wireguard-go", "wg-quick", "nft"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private network namespace")
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "--kill-child",
+            "--net",
+            "--mount",
+            "--fork",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o mode=755 tmpfs /run && ip link set lo up "
+            "&& echo $$ && exec sleep 900",
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        line = holder.stdout.readline().decode().strip()
+        if not line.isdigit():
+            pytest.skip("could not create a private network namespace")
+        pid = int(line)
+        prefix = ["nsenter", "-t", str(pid), "-n", "-m"]
+        yield LocalShell(prefix=prefix, label="sandbox")
+    finally:
+        try:
+            ns = _netns_inode(pid)
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and int(entry) != pid:
+                    try:
+                        if _netns_inode(int(entry)) == ns:
+                            os.kill(int(entry), signal.SIGTERM)  # wireguard-go of this sandbox
+                    except OSError:
+                        pass
+            os.kill(pid, signal.SIGKILL)  # the namespace holder itself
+        except (OSError, UnboundLocalError):
+            pass
+        holder.kill()
+        holder.wait()
+
+
+async def _wait_handshake(shell, iface: str, peer: str, timeout: float = 20):
+    from hybridgrid.tasks.wgstate import read_wg_state
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        state = await read_wg_state(shell, iface)
+        p = state.peer(peer)
+        if p is not None and p.latest_handshake:
+            return state
+        if loop.time() > end:
+            raise AssertionError(f"no handshake on {iface} within {timeout} s")
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.dataplane
+def test_bring_up_syncconf_keeps_key_and_sessions(sandbox, tmp_path):
+    from hybridgrid.tasks.wgstate import read_wg_state, wg_dump_command
+
+    sh = sandbox
+    p1 = wg.WgPaths(directory=str(tmp_path / "n1"), iface="wg0")
+    p2 = wg.WgPaths(directory=str(tmp_path / "n2"), iface="wg1")
+
+    async def go():
+        pub1 = await wg.ensure_wg_key(sh, p1)
+        pub2 = await wg.ensure_wg_key(sh, p2)
+        c1 = wg.WgConfig(
+            interface=wg.WgInterface(address="10.0.0.1/24", listen_port=51820, mtu=1370),
+            peers=[
+                wg.WgPeer(
+                    public_key=pub2,
+                    endpoint="127.0.0.1:51821",
+                    allowed_ips=["10.9.0.2/32", "192.168.77.0/24"],
+                )
+            ],
+        )
+        c2 = wg.WgConfig(
+            interface=wg.WgInterface(address="10.9.0.2/24", listen_port=51821, mtu=1370),
+            peers=[
+                wg.WgPeer(
+                    public_key=pub1,
+                    endpoint="127.0.0.1:51820",
+                    allowed_ips=["10.0.0.1/32", "192.168.66.0/24"],
+                )
+            ],
+        )
+        r1 = await wg.apply_wg_config(sh, c1, p1)
+        r2 = await wg.apply_wg_config(sh, c2, p2)
+        assert (r1.action, r2.action) == ("started", "started")
+        before = await _wait_handshake(sh, "wg0", pub2)
+        link = await sh.run("ip -o link show dev wg0", name="link")
+        assert " mtu 1370 " in link.stdout
+
+        # the dump crosses the wire with the private key masked
+        raw = await sh.run(wg_dump_command("wg0"), name="dump")
+        key1 = Path(p1.private_key).read_text().strip()
+        assert key1 not in raw.stdout and raw.stdout.startswith("(hidden)\t" + pub1)
+
+        # live add of a third peer: syncconf, the running session and the key stay
+        third = wg.WgPeer(
+            public_key=base64.b64encode(b"\x07" * 32).decode(),
+            endpoint="127.0.0.1:51999",
+            allowed_ips=["10.0.0.3/32"],
+            keepalive=None,
+        )
+        r3 = await wg.upsert_peer(sh, c1, third, p1)
+        assert r3.action == "synced"
+        after = await read_wg_state(sh, "wg0")
+        assert after.interface.has_private_key and after.interface.public_key == pub1
+        assert {p.public_key for p in after.peers} == {pub2, third.public_key}
+        old, new = before.peer(pub2), after.peer(pub2)
+        assert new.latest_handshake >= old.latest_handshake > 0
+        assert new.rx_bytes >= old.rx_bytes  # counters not reset: same peer object
+
+        # live removal
+        r4 = await wg.remove_peer(sh, wg.with_peer(c1, third), third.public_key, p1)
+        assert r4.action == "synced"
+        assert [p.public_key for p in (await read_wg_state(sh, "wg0")).peers] == [pub2]
+
+        # a wg0.conf without PrivateKey is refused before syncconf could wipe the key
+        Path(p1.conf).write_text(wg.render_wg_conf(c1, p1))
+        with pytest.raises(RemoteCommandError, match="refusing a syncconf"):
+            await sh.run(wg.bring_up_command(p1), name="bring up wg0")
+        still = await read_wg_state(sh, "wg0")
+        assert still.interface.has_private_key and still.peer(pub2) is not None
+
+        # forwarding and MSS clamping, twice: one rule
+        persist = tmp_path / "sysctl.d" / "90-hybridgrid.conf"
+        persist.parent.mkdir()
+        for _ in range(2):
+            await sh.run(wg.ip_forward_command(str(persist)), name="ip_forward")
+            await sh.run(wg.mss_clamp_command(), name="mss")
+        fwd = await sh.run("sysctl -n net.ipv4.ip_forward", name="sysctl")
+        assert fwd.stdout.strip() == "1"
+        assert persist.read_text() == "net.ipv4.ip_forward = 1\n"
+        rules = await sh.run("nft list chain inet hybridgrid forward", name="nft list")
+        assert rules.stdout.count("maxseg size set rt mtu") == 1
+
+        for p in (p1, p2):
+            await sh.run(wg.down_command(p), name="down")
+
+    asyncio.run(go())
