@@ -160,3 +160,73 @@ def test_bad_dump_names_the_line_but_never_echoes_it(dump, needle):
     with pytest.raises(WgDumpParseError, match=needle) as err:
         parse_wg_dump(dump)
     assert PRIV not in str(err.value)
+
+
+# ---------------------------------------------------------------- wg verification verdicts
+
+NOW = 1764234100
+
+
+def _state(*, priv=True, pub=PUB, peers=None):
+    head = f"{PRIV if priv else '(none)'}\t{pub}\t51820\toff\n"
+    peers = (
+        peers
+        if peers is not None
+        else [
+            f"{PEER}\t(none)\t198.51.100.10:51820\t10.0.0.2/32,192.168.77.0/24\t{NOW - 30}"
+            f"\t100\t200\t25"
+        ]
+    )
+    return parse_wg_dump(head + "".join(p + "\n" for p in peers))
+
+
+def _expected(**kw):
+    from hybridgrid.tasks.wgstate import ExpectedPeer
+
+    base = {
+        "public_key": PEER,
+        "name": "hg-giessen-vpn",
+        "endpoint": "198.51.100.10:51820",
+        "allowed_ips": ["10.0.0.2/32", "192.168.77.0/24"],
+    }
+    return [ExpectedPeer(**{**base, **kw})]
+
+
+def _check(state, **kw):
+    from hybridgrid.tasks.wgstate import check_wg_state
+
+    args = {"node": "hg-bielefeld-master", "public_key": PUB, "peers": _expected(), "now": NOW}
+    return check_wg_state(state, **{**args, **kw})
+
+
+def test_check_passes_on_a_healthy_interface():
+    verdict = _check(_state())
+    assert verdict.ok and verdict.problems == []
+
+
+@pytest.mark.parametrize(
+    ("state", "kw", "cause"),
+    [
+        (None, {}, "wg0 is down on hg-bielefeld-master"),
+        (_state(priv=False), {}, "no private key"),
+        (_state(pub=PEER2), {}, f"runs with public key {PEER2}"),
+        (_state(peers=[]), {}, "peer hg-giessen-vpn is missing"),
+        (
+            _state(peers=[f"{PEER}\t(none)\t(none)\t10.0.0.2/32,192.168.77.0/24\t0\t0\t0\t25"]),
+            {},
+            "no handshake between hg-bielefeld-master and hg-giessen-vpn yet: likely UDP 51820",
+        ),
+        (_state(), {"now": NOW + 600}, "was 630 s ago"),
+        (_state(), {"peers": _expected(endpoint="198.51.100.99:51820")}, "expected 198.51.100.99"),
+        (
+            _state(),
+            {"peers": _expected(allowed_ips=["10.0.0.2/32", "192.168.88.0/24"])},
+            "lacks AllowedIPs 192.168.88.0/24",
+        ),
+        (_state(), {"peers": _expected(public_key=PEER2)}, f"unexpected peer {PEER}"),
+    ],
+)
+def test_check_names_the_cause(state, kw, cause):
+    verdict = _check(state, **kw)
+    assert not verdict.ok
+    assert any(cause in p for p in verdict.problems), verdict.problems
