@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
+from hybridgrid.blocks._secret import wrap_secrets
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 if TYPE_CHECKING:
     import openstack.connection
+
+
+_SECRETS = ("password", "application_credential_secret")
 
 
 class OpenStackCredentials(Block):
@@ -46,6 +50,11 @@ class OpenStackCredentials(Block):
     application_credential_secret: SecretStr | None = Field(None, description="with its id")
     cacert: str | None = Field(None, description="path of a CA bundle for the API's TLS")
     verify: bool = Field(True, description="verify the API's TLS certificate")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mask(cls, data: Any) -> Any:
+        return wrap_secrets(data, _SECRETS)
 
     @model_validator(mode="after")
     def _one_auth_method(self) -> OpenStackCredentials:
@@ -154,7 +163,8 @@ class OpenStackCredentials(Block):
         }
         if config.get("insecure") in (True, "true", "True", "1"):
             fields["verify"] = False
-        return cls(**{k: v for k, v in fields.items() if v is not None})
+        # Pre-wrapped secrets stay masked even in a rejected entry's error details.
+        return cls(**wrap_secrets({k: v for k, v in fields.items() if v is not None}, _SECRETS))
 
     @classmethod
     def from_clouds_yaml(cls, name: str, path: str | os.PathLike | None = None):

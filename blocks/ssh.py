@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from hybridgrid.blocks._secret import wrap_secrets
 from hybridgrid.tasks.sshkeys import generate_ssh_keypair, load_private_key, public_key_of
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -43,6 +44,11 @@ class SSHKey(Block):
     proxy_command: str | None = Field(
         None, description="OpenSSH ProxyCommand for the first hop, e.g. 'nc %h %p'"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mask(cls, data: Any) -> Any:
+        return wrap_secrets(data, ("private_key",))
 
     @field_validator("private_key")
     @classmethod

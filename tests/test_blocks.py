@@ -146,6 +146,21 @@ def test_from_clouds_yaml_password_and_appcred(clouds_yaml):
     assert a.cacert == "/etc/ssl/certs/ca-certificates.crt"
 
 
+def test_a_rejected_clouds_yaml_entry_keeps_its_secrets_masked(tmp_path):
+    path = tmp_path / "clouds.yaml"
+    path.write_text(
+        CLOUDS_YAML.replace(
+            "      project_name: demo\n",
+            f"      project_name: demo\n      application_credential_secret: {APP_SECRET}\n",
+            1,
+        )
+    )
+    with pytest.raises(ValidationError, match="both a password") as info:
+        OpenStackCredentials.from_clouds_yaml("giessen", path)
+    for text in (str(info.value), repr(info.value), info.value.json(), str(info.value.errors())):
+        assert PASSWORD not in text and APP_SECRET not in text
+
+
 def test_from_clouds_yaml_honours_os_client_config_file(clouds_yaml, monkeypatch):
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds_yaml))
     assert OpenStackCredentials.from_clouds_yaml("giessen").username == "alice"
@@ -240,6 +255,7 @@ def test_a_bad_private_key_is_a_clear_error_that_does_not_echo_it(text, words):
     assert words in str(info.value)
     assert "private_key" in str(info.value)
     assert JUNK not in str(info.value) and JUNK not in repr(info.value)
+    assert JUNK not in info.value.json() and JUNK not in str(info.value.errors())
 
 
 def test_public_key_must_match_and_jump_host_and_proxy_are_checked():
