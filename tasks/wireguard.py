@@ -378,3 +378,88 @@ async def enable_forwarding(host: RemoteShell, *, clamp_mss: bool) -> None:
     await host.run(ip_forward_command(), name="enable ip_forward", timeout=30)
     if clamp_mss:
         await host.run(mss_clamp_command(), name="nft mss clamp", timeout=30)
+
+
+# ---------------------------------------------------------------- host preparation and routes
+
+
+def install_tools_command() -> str:
+    """Install wireguard-tools only when `wg`/`wg-quick` are missing (apt hosts). Prints
+    `present` or `installed`."""
+    return """set -e
+if command -v wg >/dev/null 2>&1 && command -v wg-quick >/dev/null 2>&1; then
+  echo present
+  exit 0
+fi
+if command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -q -o DPkg::Lock::Timeout=300 update >&2
+  apt-get -q -y -o DPkg::Lock::Timeout=300 install --no-install-recommends wireguard-tools >&2
+  echo installed
+else
+  echo "hybridgrid: wg/wg-quick are missing and this host has no apt-get;" \\
+    "install wireguard-tools in the image" >&2
+  exit 3
+fi
+"""
+
+
+def routes_command(
+    routes: list[IPv4Network], via: ipaddress.IPv4Address, *, name: str = "hybridgrid"
+) -> str:
+    """`ip route replace` each route via the local hub/spoke (idempotent), then persist them
+    where the host has a way: a netplan drop-in, else a systemd-networkd drop-in for the
+    interface's .network file, else nothing. Prints `persisted:netplan`, `persisted:networkd`
+    or `persist:skipped`."""
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", name):
+        raise ValueError("name: lowercase letters, digits and - only")
+    if not routes:
+        raise ValueError("routes: at least one network")
+    gw = str(ipaddress.IPv4Address(via))
+    nets = [str(IPv4Network(r)) for r in routes]
+    replace = "\n".join(f"ip route replace {n} via {gw}" for n in nets)
+    netplan_routes = "".join(f"        - to: {n}\\n          via: {gw}\\n" for n in nets)
+    networkd_routes = "".join(f"[Route]\\nDestination={n}\\nGateway={gw}\\n\\n" for n in nets)
+    return f"""set -e
+{replace}
+dev=$(ip -o route get {gw} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p')
+if command -v netplan >/dev/null 2>&1 && [ -d /etc/netplan ]; then
+  f=/etc/netplan/90-{name}.yaml
+  tmp=$(mktemp /etc/netplan/.90-{name}.XXXXXX)
+  printf 'network:\\n  version: 2\\n  ethernets:\\n    %s:\\n      routes:\\n' "$dev" > "$tmp"
+  printf '{netplan_routes}' >> "$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$f"
+  echo persisted:netplan
+elif command -v networkctl >/dev/null 2>&1 \\
+    && nf=$(networkctl status "$dev" 2>/dev/null | sed -n 's/^ *Network File: //p') \\
+    && [ -n "$nf" ] && [ "$nf" != "n/a" ]; then
+  dd=/etc/systemd/network/$(basename "$nf").d
+  mkdir -p "$dd"
+  tmp=$(mktemp "$dd/.90-{name}.XXXXXX")
+  printf '{networkd_routes}' > "$tmp"
+  chmod 644 "$tmp"
+  mv -f "$tmp" "$dd/90-{name}.conf"
+  echo persisted:networkd
+else
+  echo persist:skipped
+fi
+"""
+
+
+async def ensure_wireguard_tools(host: RemoteShell) -> str:
+    """`present` or `installed`."""
+    res = await host.run(install_tools_command(), name="install wireguard-tools", timeout=600)
+    return res.stdout.strip().splitlines()[-1]
+
+
+async def ensure_routes(
+    host: RemoteShell,
+    routes: list[IPv4Network],
+    via: ipaddress.IPv4Address,
+    *,
+    name: str = "hybridgrid",
+) -> str:
+    """Routes via the local hub/spoke; returns how they were persisted."""
+    res = await host.run(routes_command(routes, via, name=name), name="ip route replace")
+    return res.stdout.strip().splitlines()[-1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import stat
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -222,7 +224,6 @@ def _netns_inode(pid: int) -> int:
 
 @pytest.fixture
 def sandbox():
-    import shutil
     import signal
     import subprocess
 
@@ -368,7 +369,27 @@ def test_bring_up_syncconf_keeps_key_and_sessions(sandbox, tmp_path):
         rules = await sh.run("nft list chain inet hybridgrid forward", name="nft list")
         assert rules.stdout.count("maxseg size set rt mtu") == 1
 
+        # tools present: nothing installed
+        assert await wg.ensure_wireguard_tools(sh) == "present"
+
         for p in (p1, p2):
             await sh.run(wg.down_command(p), name="down")
+        assert await read_wg_state(sh, "wg0", missing_ok=True) is None
+
+        # worker routes, after wg0 (which routed 192.168.77.0/24 here) is gone:
+        # idempotent `ip route replace`, persistence skipped on a host without a way
+        if shutil.which("netplan") is None:
+            await sh.run(
+                "ip link add d0 type veth peer name d1 && ip address add 192.168.77.13/24 "
+                "dev d0 && ip link set d1 up && ip link set d0 up",
+                name="dummy uplink",
+            )
+            nets = [IPv4Network("192.168.66.0/24"), IPv4Network("10.0.0.0/24")]
+            for _ in range(2):
+                how = await wg.ensure_routes(sh, nets, IPv4Address("192.168.77.10"))
+                assert how == "persist:skipped"
+            table = (await sh.run("ip route show", name="routes")).stdout
+            assert "192.168.66.0/24 via 192.168.77.10 dev d0" in table
+            assert table.count("192.168.66.0/24") == 1
 
     asyncio.run(go())
