@@ -98,13 +98,22 @@ def plan(
     network_mtu: Annotated[
         int, typer.Option(help="underlay network MTU; the tunnel MTU is 80 less")
     ] = 1450,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            help="keep the allocations recorded in this SiteRegistry block (reads the Prefect "
+            "API, never a cloud)"
+        ),
+    ] = None,
 ) -> None:
     """Show the resolved plan of a topology spec without touching any cloud."""
     from hybridgrid.model import plan as resolve
     from hybridgrid.spec import load_spec
 
     try:
-        resolved = resolve(load_spec(spec), network_mtu=network_mtu)
+        topology = load_spec(spec)
+        existing = _registered_allocations(registry) if registry else None
+        resolved = resolve(topology, existing, network_mtu=network_mtu)
     except TopologyError as err:
         fail(err)
     if json_output:
@@ -115,6 +124,22 @@ def plan(
     # Piped output keeps full lines; a terminal gets its own width.
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(plan_table(resolved))
+
+
+def _registered_allocations(name: str):
+    import asyncio
+
+    from hybridgrid.blocks.registry import load_registry
+
+    try:
+        return asyncio.run(load_registry(name)).allocations()
+    except Exception as exc:  # any API failure: say which and stop
+        typer.echo(
+            f"error: --registry: cannot read registry {name!r} ({exc.__class__.__name__}). "
+            "Fix: check PREFECT_API_URL and that the Prefect server is up",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def _attach_groups() -> None:

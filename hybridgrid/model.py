@@ -69,9 +69,6 @@ def _check_block_name(value: str) -> str:
     return value
 
 
-Port = Field(ge=1, le=65535, description="UDP port, 1–65535")
-
-
 class WireGuardSettings(_Model):
     """The overlay: one WireGuard network shared by the hub and all spokes."""
 

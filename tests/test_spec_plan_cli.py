@@ -144,3 +144,40 @@ def test_spec_loader_errors():
     with pytest.raises(TopologyError) as info:
         parse_spec("home: {cloud: bielefeld, subnet: 192.168.66.0/24}\n")
     assert info.value.field == "home.master"
+
+
+def test_plan_keeps_registered_allocations(prefect_harness):
+    import asyncio
+    import os
+
+    from hybridgrid.blocks.registry import SiteEntry, update_registry
+    from prefect.settings import PREFECT_API_URL
+
+    def register(data):
+        data.sites["heidelberg"] = SiteEntry(
+            cloud="heidelberg", subnet="192.168.90.0/24", wg_address="10.0.0.9"
+        )
+        data.sites["mainz"] = SiteEntry(
+            cloud="mainz", subnet="192.168.64.0/24", wg_address="10.0.0.3"
+        )
+
+    asyncio.run(update_registry(register, "plan-cli"))
+    out = subprocess.run(
+        [HYBRIDGRID, "plan", str(THREE), "--json", "--registry", "plan-cli"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+    )
+    assert out.returncode == 0, out.stderr
+    p = Plan.model_validate_json(out.stdout)
+    h = p.site("heidelberg")
+    assert (str(h.subnet), str(h.wg_address), h.subnet_from) == (
+        "192.168.90.0/24",
+        "10.0.0.9",
+        "registry",
+    )
+    # giessen keeps its spec values; nothing collides with mainz, registered elsewhere
+    assert str(p.site("giessen").subnet) == "192.168.77.0/24"
+    assert str(p.site("giessen").wg_address) == "10.0.0.2"
