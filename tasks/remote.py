@@ -402,3 +402,37 @@ async def _close(conn: asyncssh.SSHClientConnection) -> None:
     conn.close()
     with contextlib.suppress(Exception):
         await conn.wait_closed()
+
+
+async def wait_for_ssh(
+    target: SSHTarget,
+    client_key: SecretStr | str,
+    *,
+    timeout: float = 300.0,
+    auth_grace: bool = True,
+) -> str:
+    """Wait until `target` accepts SSH and runs a command; return its proven host key line.
+
+    Refused/reset/lost connections are retried with backoff until `timeout`. With
+    `auth_grace`, "permission denied" is retried too: sshd often starts before cloud-init has
+    written authorized_keys. A host key mismatch is never retried.
+    """
+    from hybridgrid.tasks.retry import is_transient, with_retries
+
+    async def attempt() -> str:
+        async with connect(target, client_key) as host:
+            await host.run("true", name="ssh ready", timeout=30)
+            return host.server_host_key
+
+    def retry(exc: BaseException) -> bool:
+        return is_transient(exc) or (auth_grace and isinstance(exc, SSHAuthError))
+
+    return await with_retries(
+        attempt,
+        attempts=10_000,
+        base=0.5,
+        max_delay=5.0,
+        deadline=timeout,
+        transient=retry,
+        what=f"ssh {target.label}",
+    )

@@ -24,6 +24,7 @@ from hybridgrid.tasks.remote import (
     SSHUnreachable,
     as_root,
     connect,
+    wait_for_ssh,
 )
 from hybridgrid.tasks.retry import is_transient
 from hybridgrid.tasks.sshkeys import SSHKeyError, generate_ssh_keypair, load_private_key
@@ -51,15 +52,22 @@ class Sshd:
     proc: subprocess.Popen
 
 
-def _start_sshd(base: Path, name: str, authorized: str, extra: str = "") -> Sshd:
+def _start_sshd(
+    base: Path,
+    name: str,
+    authorized: str,
+    extra: str = "",
+    port: int | None = None,
+    host=None,
+) -> Sshd:
     d = base / name
     d.mkdir()
-    host = generate_ssh_keypair(f"root@{name}")
+    host = host or generate_ssh_keypair(f"root@{name}")
     key_path = d / "ssh_host_ed25519_key"
     key_path.write_text(host.private_key.get_secret_value())
     key_path.chmod(0o600)
     (d / "authorized_keys").write_text(authorized + "\n")
-    port = free_port()
+    port = port or free_port()
     commands = d / "commands.log"
     record = d / "record.sh"
     record.write_text(
@@ -359,3 +367,29 @@ def _assert_no_secret(exc: BaseException, secret: str) -> None:
         cur = cur.__cause__ or cur.__context__
     for needle in (secret, *[ln for ln in secret.splitlines() if len(ln) > 20]):
         assert all(needle not in t for t in texts)
+
+
+def test_wait_for_ssh_until_sshd_comes_up(tmp_path, client):
+    """SSH 'not yet up': refused at first, then the server starts; the wait ends with its key."""
+    import threading
+
+    port = free_port()
+    host = generate_ssh_keypair("root@late")
+    fp = asyncssh.import_public_key(host.public_key).get_fingerprint("sha256")
+    started: list[Sshd] = []
+
+    def late_start():
+        started.append(_start_sshd(tmp_path, "late", client.public_key, port=port, host=host))
+
+    timer = threading.Timer(1.5, late_start)
+    timer.start()
+    try:
+        t = SSHTarget(host="127.0.0.1", port=port, host_key_fingerprints=[fp])
+        key = run(wait_for_ssh(t, client.private_key, timeout=30))
+        assert key == " ".join(host.public_key.split()[:2])
+        assert started, "connected before the server existed?"
+    finally:
+        timer.join()
+        for s in started:
+            s.proc.terminate()
+            s.proc.wait()
