@@ -83,6 +83,11 @@ def exec_command(
     state_dir: Annotated[Path | None, typer.Option(help=STATE_DIR_HELP)] = None,
 ) -> None:
     """Run a command as root inside a server; its output and exit code pass through."""
+    if cmd and cmd[0] == "--":  # click keeps the separator once positional parsing began
+        cmd = cmd[1:]
+    if not cmd:
+        typer.echo("localcloud exec: give a command after --", err=True)
+        raise typer.Exit(2)
     sd = _state_dir(state_dir) or Path(".localcloud")
     state = load_state(sd, "")
     try:

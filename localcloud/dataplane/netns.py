@@ -114,23 +114,49 @@ def pids_in_netns(ns: str) -> list[int]:
     return found
 
 
+def _gone(pid: int) -> bool:
+    """Exited (zombies count: their parent, maybe init, reaps them later)."""
+    try:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
+                return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def kill_pids(pids: list[int], *, wait: float = 2.0) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + wait
-    for pid in pids:
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            try:  # our own children must be reaped, others vanish by themselves
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
-                pass
-            time.sleep(0.01)
+    pending = list(pids)
+    while pending and time.monotonic() < deadline:
+        pending = [pid for pid in pending if not _gone(pid)]
+        if pending:
+            time.sleep(0.005)
+
+
+def _is_pidns_init(pid: int) -> bool:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                ids = line.split()[1:]
+                return len(ids) > 1 and ids[-1] == "1"
+    except OSError:
+        pass
+    return False
 
 
 def delete_namespace(ns: str) -> None:
-    """Kill every process inside, then remove the namespace (links inside go with it)."""
+    """Kill every process inside, then remove the namespace (links inside go with it).
+
+    PID-namespace inits (server holders) go first: that ends their whole server and lets
+    their `unshare` parent reap them and exit, instead of leaving orphaned zombies.
+    """
+    pids = pids_in_netns(ns)
+    kill_pids([p for p in pids if _is_pidns_init(p)])
     kill_pids(pids_in_netns(ns))
     if ns_exists(ns):
         run(["ip", "netns", "del", ns], check=False)
