@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncssh
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -46,14 +48,19 @@ def load_private_key(value: SecretStr | str) -> asyncssh.SSHKey:
             "SSH private key is not in PEM/OpenSSH format (expected a "
             "'-----BEGIN OPENSSH PRIVATE KEY-----' block); did you paste the public key?"
         )
+    encrypted = SSHKeyError(
+        "SSH private key is passphrase-protected; store an unencrypted key "
+        "(hybridgrid runs unattended)"
+    )
     try:
         return asyncssh.import_private_key(text)
     except asyncssh.KeyEncryptionError:
-        raise SSHKeyError(
-            "SSH private key is passphrase-protected; store an unencrypted key "
-            "(hybridgrid runs unattended)"
-        ) from None
-    except (asyncssh.KeyImportError, ValueError):
+        raise encrypted from None
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        # asyncssh's own message says "passphrase"/"encrypt…" for encrypted keys; it never
+        # contains key material, but we only look at it and do not pass it on
+        if re.search(r"passphrase|encrypt", str(exc), re.IGNORECASE) or "ENCRYPTED" in text:
+            raise encrypted from None
         raise SSHKeyError(
             "SSH private key could not be parsed (truncated or corrupted?); "
             "paste the whole key including the BEGIN/END lines"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
@@ -393,3 +394,75 @@ def test_wait_for_ssh_until_sshd_comes_up(tmp_path, client):
         for s in started:
             s.proc.terminate()
             s.proc.wait()
+
+
+# ---------------------------------------------------------------- ssh keys and logs
+
+
+def test_generated_key_is_openssh_format_openssh_accepts(tmp_path):
+    import shutil
+
+    pair = generate_ssh_keypair("hg-giessen-key")
+    text = pair.private_key.get_secret_value()
+    assert text.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert pair.public_key.startswith("ssh-ed25519 AAAA") and pair.public_key.endswith(
+        " hg-giessen-key"
+    )
+    assert "BEGIN" not in repr(pair) and "BEGIN" not in str(pair.model_dump())
+    if shutil.which("ssh-keygen"):
+        f = tmp_path / "k"
+        f.write_text(text)
+        f.chmod(0o600)
+        derived = subprocess.run(
+            ["ssh-keygen", "-y", "-f", str(f)], capture_output=True, text=True, check=True
+        ).stdout.split()[:2]
+        assert derived == pair.public_key.split()[:2]
+
+
+def test_encrypted_key_is_refused_clearly(tmp_path):
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pkcs8 = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw"),
+        )
+        .decode()
+    )
+    keys = [pkcs8]
+    if shutil.which("ssh-keygen"):  # the format people paste: OpenSSH with bcrypt KDF
+        f = tmp_path / "enc"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "pw", "-f", str(f)], check=True)
+        keys.append(f.read_text())
+    for text in keys:
+        with pytest.raises(SSHKeyError, match="passphrase-protected") as err:
+            load_private_key(text)
+        assert text.splitlines()[1] not in str(err.value)
+
+
+def test_no_secret_in_logs(servers, client, tmp_path, caplog):
+    """Connect, upload a secret and make a WireGuard key with every logger at DEBUG."""
+    import logging
+
+    secret = "c2VjcmV0LWZvci10aGUtbG9nLXRlc3QtMTIzNDU2Nzg5MA=="
+    paths = wg.WgPaths(directory=str(tmp_path / "wg"))
+
+    async def go():
+        async with connect(target(servers["a"]), client.private_key) as host:
+            await host.upload(str(tmp_path / "s"), f"PrivateKey = {secret}\n".encode())
+            await wg.ensure_wg_key(host, paths)
+            with contextlib.suppress(RemoteCommandError):
+                await host.upload("/proc/version/x", secret.encode())
+
+    with caplog.at_level(logging.DEBUG):
+        run(go())
+    wg_key = Path(paths.private_key).read_text().strip()
+    client_body = client.private_key.get_secret_value().splitlines()[1]
+    assert caplog.records, "nothing was logged: the test would prove nothing"
+    for needle in (secret, wg_key, client_body):
+        assert needle not in caplog.text
