@@ -143,7 +143,10 @@ async def update_registry(
     lock = lock_name(name)
     await _ensure_lock(lock)
     # strict: a missing limit must fail, not silently run unlocked.
-    async with concurrency(lock, occupy=1, strict=True, timeout_seconds=timeout_seconds):
+    # A short lease frees the lock soon after a crashed holder; live holders renew it.
+    async with concurrency(
+        lock, occupy=1, strict=True, timeout_seconds=timeout_seconds, lease_duration=60
+    ):
         data = (await load_registry(name)).model_copy(deep=True)
         result = mutate(data)
         block = SiteRegistry(data=RegistryData.model_validate(data.model_dump()))

@@ -20,7 +20,7 @@ BLOCK_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # Prefect block 
 MAX_WORKERS = 50
 SITE_PREFIX = 24  # auto-allocated site subnets are /24s
 WIREGUARD_OVERHEAD = 80  # IPv6 outer header worst case: 40 + 8 UDP + 32 WireGuard
-MIN_TUNNEL_MTU = 1280  # the IPv6 minimum; WireGuard refuses to be useful below it
+MIN_TUNNEL_MTU = 1280  # the IPv6 minimum link MTU: below it the tunnel cannot carry IPv6
 
 
 class TopologyError(ValueError):
