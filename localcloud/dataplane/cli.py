@@ -113,5 +113,12 @@ def main() -> None:
     app(prog_name="localcloud")
 
 
+def proxy_command(state_dir: Path | None = None, executable: str | None = None) -> str:
+    """A ProxyCommand string for OpenSSH / asyncssh (``%h %p`` filled in by the client)."""
+    exe = executable or f"{sys.executable} -m localcloud.dataplane.cli"
+    sd = f" --state-dir {Path(state_dir).resolve()}" if state_dir else ""
+    return f"{exe} proxy{sd} %h %p"
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from dataplane_fixtures import CloudBuilder, icmp_rule, tcp_rule, udp_rule
 
 from localcloud.dataplane import make_backend, open_connection_socket
+from localcloud.dataplane.cli import proxy_command
 from localcloud.dataplane.hostkeys import fingerprint
 
 pytestmark = [
@@ -259,7 +259,7 @@ def test_ssh_through_proxy_command_with_console_host_key(seed, tmp_path):
     _safety_check()
     known = tmp_path / "known_hosts"
     fp_lines = _known_hosts_from_console(seed, seed.master, MASTER_FIP, known)
-    proxy = f"{sys.executable} -m localcloud.dataplane.cli proxy --state-dir {seed.state_dir} %h %p"
+    proxy = proxy_command(seed.state_dir)
     base = [
         "ssh", "-F", "/dev/null", "-i", str(seed.key_path), "-o", "BatchMode=yes",
         "-o", f"ProxyCommand={proxy}", "-o", "StrictHostKeyChecking=yes",
