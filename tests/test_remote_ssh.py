@@ -60,6 +60,7 @@ def _start_sshd(
     extra: str = "",
     port: int | None = None,
     host=None,
+    prefix: list[str] | None = None,
 ) -> Sshd:
     d = base / name
     d.mkdir()
@@ -70,6 +71,8 @@ def _start_sshd(
     (d / "authorized_keys").write_text(authorized + "\n")
     port = port or free_port()
     commands = d / "commands.log"
+    commands.touch(mode=0o666)
+    commands.chmod(0o666)  # a non-root login appends here too
     record = d / "record.sh"
     record.write_text(
         f"#!/bin/sh\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" >> {commands}\n"
@@ -97,7 +100,7 @@ ForceCommand {record}
     log = d / "sshd.log"
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
     proc = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(cfg), "-E", str(log)],
+        [*(prefix or []), SSHD, "-D", "-e", "-f", str(cfg), "-E", str(log)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -466,3 +469,73 @@ def test_no_secret_in_logs(servers, client, tmp_path, caplog):
     assert caplog.records, "nothing was logged: the test would prove nothing"
     for needle in (secret, wg_key, client_body):
         assert needle not in caplog.text
+
+
+# ---------------------------------------------------------------- a non-root login with sudo
+
+
+@pytest.fixture(scope="module")
+def sudo_server(client):
+    """sshd in a private mount namespace whose /etc/passwd, group, shadow and sudoers are
+    copies with one extra user `hguser` (uid 1500, passwordless sudo), as on cloud images."""
+    import shutil
+    import tempfile
+
+    if shutil.which("sudo") is None or shutil.which("unshare") is None:
+        pytest.skip("needs sudo and unshare")
+    base = Path(tempfile.mkdtemp(prefix="hg-sudo-"))
+    try:
+        base.chmod(0o755)  # the user must read its authorized_keys
+        etc = base / "etc"
+        etc.mkdir()
+        files = {
+            "passwd": Path("/etc/passwd").read_text() + f"hguser:x:1500:1500::{base}:/bin/sh\n",
+            "group": Path("/etc/group").read_text() + "hguser:x:1500:\n",
+            # only our user: no copy of the machine's password hashes
+            "shadow": "hguser:*:20000:0:99999:7:::\n",
+            "sudoers": "root ALL=(ALL:ALL) ALL\nhguser ALL=(ALL) NOPASSWD: ALL\n",
+        }
+        binds = []
+        for name, text in files.items():
+            f = etc / name
+            f.write_text(text)
+            f.chmod({"shadow": 0o640, "sudoers": 0o440}.get(name, 0o644))
+            binds.append(f"mount --bind {f} /etc/{name}")
+        wrap = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            " && ".join(binds) + ' && exec "$@"',
+            "sshd-wrap",
+        ]
+        server = _start_sshd(base, "sudo", client.public_key, prefix=wrap)
+        (base / "sudo").chmod(0o755)
+        (base / "sudo" / "authorized_keys").chmod(0o644)
+        try:
+            yield server
+        finally:
+            server.proc.terminate()
+            server.proc.wait()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_non_root_user_runs_as_root_through_sudo(sudo_server, client, tmp_path):
+    t = target(sudo_server, user="hguser")
+    dest = tmp_path / "secret.conf"
+
+    async def go():
+        async with connect(t, client.private_key) as host:
+            who = await host.run("id -u", name="id")
+            await host.upload(str(dest), b"k = v\n")
+            return who
+
+    who = run(go())
+    assert who.stdout.strip() == "0"
+    st = dest.stat()
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+    sent = sudo_server.commands.read_text()
+    assert "sudo -n sh -c 'id -u'" in sent
