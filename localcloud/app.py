@@ -1,0 +1,220 @@
+# ruff: noqa: E501 - OpenStack error messages are kept verbatim, on one line each
+"""The ASGI application: routing by ``/<cloud>/<service>/…``, then per request accounting,
+fault injection and token validation, then the service routers.
+
+All clouds share one uvicorn process and port; a cloud is the first path segment, e.g.
+``http://127.0.0.1:8780/bielefeld/compute/v2.1``. Admin endpoints live under ``/_localcloud``
+and need the admin token from ``<state-dir>/admin.token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response
+
+from localcloud import compute, identity, image, network
+from localcloud.errors import ApiError, render
+from localcloud.runtime import SERVICES, Runtime, log
+
+_MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+_INJECTED = {
+    500: "An unexpected error prevented the server from fulfilling your request (injected by localcloud).",
+    503: "The service is temporarily unavailable (injected by localcloud).",
+    409: "There was a conflict when trying to complete your request (injected by localcloud).",
+}
+
+
+def _drop_connection(send: Any) -> bool:
+    """Close the client's connection without an answer (uvicorn: the cycle owns the transport)."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        return False
+    cycle.disconnected = True  # type: ignore[union-attr]  # no "500" from uvicorn afterwards
+    transport.abort()
+    return True
+
+
+class Gateway:
+    """Outermost ASGI layer: what every OpenStack request goes through before its router."""
+
+    def __init__(self, api: FastAPI, runtime: Runtime) -> None:
+        self.api = api
+        self.runtime = runtime
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/") or "/"
+            scope = dict(scope, path=path, raw_path=path.encode())
+        parts = path.split("/")
+        if len(parts) < 3 or parts[1] == "_localcloud":
+            await self.api(scope, receive, send)
+            return
+        rt = self.runtime
+        cloud = rt.clouds.get(parts[1])
+        service = parts[2]
+        if cloud is None or service not in SERVICES:
+            await JSONResponse(
+                {"error": {"code": 404, "message": f"No cloud or service at {path}"}},
+                status_code=404,
+            )(scope, receive, send)
+            return
+        method = scope["method"]
+        rest = "/" + "/".join(parts[3:])
+        token_issue = service == "identity" and method == "POST" and rest == "/v3/auth/tokens"
+        discovery = method in ("GET", "HEAD") and len(parts) <= 4
+        decision = rt.faults.decide(cloud.name, service, method, rest, token_issue, discovery)
+        rt.stats.count(
+            cloud.name,
+            service,
+            method,
+            mutating=method in _MUTATING and not token_issue,
+            injected=decision.error is not None,
+        )
+        if decision.delay:
+            await asyncio.sleep(decision.delay)
+        if decision.error == "drop" and _drop_connection(send):
+            return
+        if decision.error is not None:
+            code = 500 if decision.error == "drop" else int(decision.error)
+            message = _INJECTED.get(code, "Injected fault (localcloud).")
+            await render(service, code, message)(scope, receive, send)
+            return
+        if not (discovery or token_issue):
+            headers = dict(scope["headers"])
+            token = headers.get(b"x-auth-token", b"").decode() or None
+            claims = identity.read_token(rt.token_key, token, cloud.name)
+            if claims is None:
+                await render(service, 401, "The request you have made requires authentication.")(
+                    scope, receive, send
+                )
+                return
+            scope["lc.auth"] = claims
+        scope["lc.cloud"] = cloud
+        scope["lc.service"] = service
+        await self.api(scope, receive, send)
+
+
+def _check_admin(request: Request) -> None:
+    rt: Runtime = request.app.state.runtime
+    given = request.headers.get("x-localcloud-admin", "")
+    if not hmac.compare_digest(given.encode(), rt.admin_token.encode()):
+        raise ApiError(
+            403, "admin token required (X-Localcloud-Admin, see <state-dir>/admin.token)"
+        )
+
+
+def create_app(runtime: Runtime) -> Gateway:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await startup(runtime)
+        try:
+            yield
+        finally:
+            await shutdown(runtime)
+
+    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+    api.state.runtime = runtime
+
+    @api.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return render(
+            request.scope.get("lc.service", "identity"), exc.status, exc.message, exc.kind
+        )
+
+    @api.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return render(
+            request.scope.get("lc.service", "identity"),
+            500,
+            f"Unexpected API Error: {type(exc).__name__}",
+        )
+
+    @api.get("/_localcloud/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "port": runtime.port,
+            "clouds": {name: c.base_url for name, c in runtime.clouds.items()},
+            "backend": type(runtime.backend).__name__,
+        }
+
+    @api.get("/_localcloud/stats")
+    async def get_stats(request: Request) -> dict[str, Any]:
+        _check_admin(request)
+        return runtime.stats.snapshot()
+
+    @api.delete("/_localcloud/stats")
+    async def reset_stats(request: Request) -> Response:
+        _check_admin(request)
+        runtime.stats.reset()
+        return Response(status_code=204)
+
+    @api.get("/_localcloud/faults")
+    async def get_faults(request: Request) -> dict[str, Any]:
+        _check_admin(request)
+        runtime.faults.reload()
+        return runtime.faults.config.model_dump()["clouds"]
+
+    @api.post("/_localcloud/settle")
+    async def settle(request: Request) -> dict[str, Any]:
+        """Wait until every cloud's backend has applied the current state."""
+        _check_admin(request)
+        out = {}
+        for name, cloud in runtime.clouds.items():
+            with contextlib.suppress(Exception):
+                await cloud.applier.apply()
+            out[name] = {"applied": cloud.applier.applied, "last_error": cloud.applier.last_error}
+        return out
+
+    @api.api_route(
+        "/{cloud}/{service}/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+    )
+    async def unknown(request: Request, cloud: str, service: str, rest: str) -> Response:
+        raise ApiError(404, f"The resource could not be found: {request.method} /{rest}")
+
+    for module in (identity, compute, network, image):
+        # Registered before the catch-all above is consulted: move the catch-all last.
+        api.include_router(module.router)
+    routes = api.router.routes
+    catch_all = next(r for r in routes if getattr(r, "name", "") == "unknown")
+    routes.remove(catch_all)
+    routes.append(catch_all)
+    return Gateway(api, runtime)
+
+
+async def startup(runtime: Runtime) -> None:
+    """Re-attach the backend to every cloud, then resume interrupted boots."""
+    for cloud in runtime.clouds.values():
+        try:
+            await cloud.applier.apply()
+        except Exception:
+            log.exception("start-up apply failed for cloud %s", cloud.name)
+        for server in cloud.store.all("servers"):
+            if server["status"] == "BUILD":
+                runtime.spawn(compute.boot(cloud, server["id"]))
+    log.info("localcloud serving %s on port %s", ", ".join(runtime.clouds), runtime.port)
+
+
+async def shutdown(runtime: Runtime) -> None:
+    for task in list(runtime.tasks):
+        task.cancel()
+    if runtime.apply_tasks:  # let running applies finish: a thread cannot be cancelled
+        await asyncio.wait(list(runtime.apply_tasks), timeout=30)
+    await asyncio.to_thread(runtime.backend.close)
+    for cloud in runtime.clouds.values():
+        cloud.store.close()
+    logging.getLogger("localcloud").info("localcloud stopped")

@@ -1,0 +1,1068 @@
+# ruff: noqa: E501 - OpenStack error messages are kept verbatim, on one line each
+"""Nova 2.1 over HTTP: discovery, flavors, keypairs, servers (life cycle, addresses, metadata,
+console output, interfaces), limits and quota sets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import re
+import time
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi import APIRouter, Request, Response
+from starlette.responses import JSONResponse
+
+from localcloud import neutron_model as nm
+from localcloud.errors import ApiError, bad_request, conflict
+from localcloud.runtime import Cloud, iso, log, new_id, now_iso
+from localcloud.seed import FLAVORS, IMAGES
+from localcloud.store import Doc
+
+router = APIRouter()
+P = "/{cloud}/compute/v2.1"
+MAX_MICROVERSION = "2.96"
+_MV = re.compile(r"^\s*(?:compute\s+)?(\d+)\.(\d+)\s*$|^\s*(?:compute\s+)?latest\s*$", re.I)
+
+
+def _cloud(request: Request) -> Cloud:
+    return request.scope["lc.cloud"]
+
+
+def microversion(request: Request) -> tuple[int, int]:
+    raw = request.headers.get("openstack-api-version") or request.headers.get(
+        "x-openstack-nova-api-version"
+    )
+    if not raw:
+        return (2, 1)
+    m = _MV.match(raw)
+    if not m:
+        raise bad_request(f"Invalid microversion header {raw!r}: use 'compute 2.x'.")
+    if m.group(1) is None:
+        return (2, 96)
+    mv = (int(m.group(1)), int(m.group(2)))
+    if not (2, 1) <= mv <= (2, 96):
+        raise ApiError(
+            406,
+            f"Version {mv[0]}.{mv[1]} is not supported by the API. Minimum is 2.1 and maximum is {MAX_MICROVERSION}.",
+        )
+    return mv
+
+
+async def _body(request: Request, key: str) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError as exc:
+        raise bad_request("Malformed request body") from exc
+    if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+        raise bad_request(f"Invalid input for field/attribute {key}: an object is required.")
+    return data[key]
+
+
+def _link(cloud: Cloud, kind: str, id_: str) -> list[dict[str, str]]:
+    base = cloud.endpoint("compute")
+    return [
+        {"rel": "self", "href": f"{base}/{kind}/{id_}"},
+        {"rel": "bookmark", "href": f"{base.removesuffix('/v2.1')}/{kind}/{id_}"},
+    ]
+
+
+# ---- discovery --------------------------------------------------------------------------
+
+
+def _version(cloud: Cloud) -> dict[str, Any]:
+    return {
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": MAX_MICROVERSION,
+        "min_version": "2.1",
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": cloud.endpoint("compute") + "/"}],
+        "media-types": [
+            {
+                "base": "application/json",
+                "type": "application/vnd.openstack.compute+json;version=2.1",
+            }
+        ],
+    }
+
+
+@router.get("/{cloud}/compute")
+async def versions(request: Request) -> JSONResponse:
+    return JSONResponse({"versions": [_version(_cloud(request))]})
+
+
+@router.get(P)
+async def version(request: Request) -> JSONResponse:
+    return JSONResponse({"version": _version(_cloud(request))})
+
+
+# ---- flavors ----------------------------------------------------------------------------
+
+
+def _flavor(cloud: Cloud, f: dict[str, Any], mv: tuple[int, int], detail: bool = True) -> Doc:
+    out: Doc = {"id": f["id"], "name": f["name"], "links": _link(cloud, "flavors", f["id"])}
+    if mv >= (2, 55):
+        out["description"] = None
+    if not detail:
+        return out
+    out.update(
+        {
+            "vcpus": f["vcpus"],
+            "ram": f["ram"],
+            "disk": f["disk"],
+            "OS-FLV-EXT-DATA:ephemeral": 0,
+            "OS-FLV-DISABLED:disabled": False,
+            "swap": 0 if mv >= (2, 75) else "",
+            "rxtx_factor": 1.0,
+            "os-flavor-access:is_public": True,
+        }
+    )
+    if mv >= (2, 61):
+        out["extra_specs"] = {}
+    return out
+
+
+def find_flavor(ref: str) -> dict[str, Any] | None:
+    ref = ref.rstrip("/").rsplit("/", 1)[-1]
+    return next((f for f in FLAVORS if f["id"] == ref), None)
+
+
+def find_image(ref: str) -> dict[str, Any] | None:
+    ref = ref.rstrip("/").rsplit("/", 1)[-1]
+    return next((i for i in IMAGES if i["id"] == ref), None)
+
+
+@router.get(P + "/flavors")
+@router.get(P + "/flavors/detail")
+async def list_flavors(request: Request) -> JSONResponse:
+    cloud = _cloud(request)
+    mv = microversion(request)
+    detail = request.url.path.endswith("/detail")
+    return JSONResponse({"flavors": [_flavor(cloud, f, mv, detail) for f in FLAVORS]})
+
+
+@router.get(P + "/flavors/{flavor_id}")
+async def show_flavor(request: Request, flavor_id: str) -> JSONResponse:
+    f = find_flavor(flavor_id)
+    if f is None:
+        raise ApiError(404, f"Flavor {flavor_id} could not be found.")
+    return JSONResponse({"flavor": _flavor(_cloud(request), f, microversion(request))})
+
+
+@router.get(P + "/flavors/{flavor_id}/os-extra_specs")
+async def flavor_extra_specs(request: Request, flavor_id: str) -> JSONResponse:
+    if find_flavor(flavor_id) is None:
+        raise ApiError(404, f"Flavor {flavor_id} could not be found.")
+    return JSONResponse({"extra_specs": {}})
+
+
+# ---- keypairs ---------------------------------------------------------------------------
+
+_KEYPAIR_NAME = re.compile(r"^[A-Za-z0-9 _.@-]{1,255}$")
+
+
+def _fingerprint(public_key: str) -> str:
+    try:
+        serialization.load_ssh_public_key(public_key.strip().encode())
+        blob = base64.b64decode(public_key.split()[1])
+    except (ValueError, IndexError, binascii.Error, TypeError) as exc:
+        raise bad_request("Keypair data is invalid: failed to generate fingerprint") from exc
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
+
+
+def _keypair(doc: Doc, mv: tuple[int, int], full: bool = True) -> Doc:
+    out = {
+        "name": doc["name"],
+        "public_key": doc["public_key"],
+        "fingerprint": doc["fingerprint"],
+    }
+    if mv >= (2, 2):
+        out["type"] = doc["type"]
+    if full:
+        out.update(
+            user_id=doc["user_id"],
+            created_at=doc["created_at"],
+            deleted=False,
+            deleted_at=None,
+            updated_at=None,
+            id=doc["num"],
+        )
+    elif mv >= (2, 10):
+        pass
+    return out
+
+
+@router.get(P + "/os-keypairs")
+async def list_keypairs(request: Request) -> JSONResponse:
+    cloud, mv = _cloud(request), microversion(request)
+    return JSONResponse(
+        {
+            "keypairs": [
+                {"keypair": _keypair(k, mv, full=False)} for k in cloud.store.all("keypairs")
+            ]
+        }
+    )
+
+
+@router.post(P + "/os-keypairs")
+async def create_keypair(request: Request) -> JSONResponse:
+    cloud, mv = _cloud(request), microversion(request)
+    body = await _body(request, "keypair")
+    name = body.get("name")
+    if not isinstance(name, str) or not _KEYPAIR_NAME.match(name):
+        raise bad_request(
+            "Keypair data is invalid: Keypair name must be string and between 1 and 255 "
+            "characters long (letters, digits, space, '_', '.', '@', '-')"
+        )
+    if cloud.store.get("keypairs", name):
+        raise conflict(f"Key pair '{name}' already exists.")
+    limit = cloud.quotas().key_pairs
+    if limit >= 0 and len(cloud.store.all("keypairs")) >= limit:
+        raise ApiError(403, "Quota exceeded, too many key pairs.")
+    private = None
+    public = body.get("public_key")
+    if public is None:
+        if mv >= (2, 92):
+            raise bad_request(
+                "Invalid input for field/attribute keypair. Value: public_key is required"
+            )
+        key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ).decode()
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+            + " Generated-by-Nova"
+        )
+    doc = {
+        "id": name,
+        "name": name,
+        "public_key": public.strip(),
+        "fingerprint": _fingerprint(public),
+        "type": body.get("type", "ssh"),
+        "user_id": body.get("user_id") or cloud.user["id"],
+        "created_at": now_iso(),
+        "num": len(cloud.store.all("keypairs")) + 1,
+    }
+    cloud.store.put("keypairs", doc)
+    out = _keypair(doc, mv)
+    if private is not None:
+        out["private_key"] = private
+    status = 201 if mv >= (2, 2) else 200
+    return JSONResponse({"keypair": out}, status_code=status)
+
+
+@router.get(P + "/os-keypairs/{name}")
+async def show_keypair(request: Request, name: str) -> JSONResponse:
+    cloud = _cloud(request)
+    doc = cloud.store.get("keypairs", name)
+    if doc is None:
+        raise ApiError(404, f"Keypair {name} not found for user {cloud.user['id']}")
+    return JSONResponse({"keypair": _keypair(doc, microversion(request))})
+
+
+@router.delete(P + "/os-keypairs/{name}")
+async def delete_keypair(request: Request, name: str) -> Response:
+    cloud = _cloud(request)
+    if cloud.store.get("keypairs", name) is None:
+        raise ApiError(404, f"Keypair {name} not found for user {cloud.user['id']}")
+    cloud.store.delete("keypairs", name)
+    status = 204 if microversion(request) >= (2, 2) else 202
+    return Response(status_code=status)
+
+
+# ---- limits and quota sets --------------------------------------------------------------
+
+_NOVA_QUOTAS = ("instances", "cores", "ram", "key_pairs")
+
+
+def _usage(cloud: Cloud) -> dict[str, int]:
+    servers = cloud.store.all("servers")
+    flavors = [find_flavor(s["flavor_id"]) or {"vcpus": 0, "ram": 0} for s in servers]
+    return {
+        "instances": len(servers),
+        "cores": sum(f["vcpus"] for f in flavors),
+        "ram": sum(f["ram"] for f in flavors),
+        "key_pairs": len(cloud.store.all("keypairs")),
+    }
+
+
+@router.get(P + "/limits")
+async def limits(request: Request) -> JSONResponse:
+    cloud = _cloud(request)
+    q, used = cloud.quotas(), _usage(cloud)
+    absolute = {
+        "maxTotalInstances": q.instances,
+        "maxTotalCores": q.cores,
+        "maxTotalRAMSize": q.ram,
+        "maxTotalKeypairs": q.key_pairs,
+        "maxServerMeta": 128,
+        "maxImageMeta": 128,
+        "maxPersonality": 5,
+        "maxPersonalitySize": 10240,
+        "maxServerGroups": 10,
+        "maxServerGroupMembers": 10,
+        "totalInstancesUsed": used["instances"],
+        "totalCoresUsed": used["cores"],
+        "totalRAMUsed": used["ram"],
+        "totalServerGroupsUsed": 0,
+    }
+    return JSONResponse({"limits": {"rate": [], "absolute": absolute}})
+
+
+def _quota_set(cloud: Cloud, project_id: str, detail: bool) -> Doc:
+    if project_id not in (cloud.project["id"], cloud.project["name"]):
+        raise ApiError(404, f"Project {project_id} could not be found.")
+    q, used = cloud.quotas(), _usage(cloud)
+    values: dict[str, Any] = {k: getattr(q, k) for k in _NOVA_QUOTAS}
+    values |= {"metadata_items": 128, "server_groups": 10, "server_group_members": 10}
+    if detail:
+        values = {
+            k: {"limit": v, "in_use": used.get(k, 0), "reserved": 0} for k, v in values.items()
+        }
+    return {"id": project_id, **values}
+
+
+@router.get(P + "/os-quota-sets/{project_id}")
+@router.get(P + "/os-quota-sets/{project_id}/defaults")
+async def show_quota_set(request: Request, project_id: str) -> JSONResponse:
+    return JSONResponse({"quota_set": _quota_set(_cloud(request), project_id, False)})
+
+
+@router.get(P + "/os-quota-sets/{project_id}/detail")
+async def show_quota_detail(request: Request, project_id: str) -> JSONResponse:
+    return JSONResponse({"quota_set": _quota_set(_cloud(request), project_id, True)})
+
+
+@router.put(P + "/os-quota-sets/{project_id}")
+async def update_quota_set(request: Request, project_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _quota_set(cloud, project_id, False)
+    body = await _body(request, "quota_set")
+    body.pop("force", None)
+    unknown = [k for k in body if k not in _NOVA_QUOTAS]
+    if unknown:
+        raise bad_request(
+            f"Invalid input for field/attribute quota_set. Additional properties are not allowed ({unknown} were unexpected)"
+        )
+    cloud.store.set_meta(
+        "quotas", cloud.store.meta.get("quotas", {}) | {k: int(v) for k, v in body.items()}
+    )
+    return JSONResponse({"quota_set": _quota_set(cloud, project_id, False)})
+
+
+@router.get(P + "/os-availability-zone")
+@router.get(P + "/os-availability-zone/detail")
+async def availability_zones(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {
+            "availabilityZoneInfo": [
+                {"zoneName": "nova", "zoneState": {"available": True}, "hosts": None}
+            ]
+        }
+    )
+
+
+# ---- servers: views ---------------------------------------------------------------------
+
+
+def server_ports(cloud: Cloud, server_id: str) -> list[Doc]:
+    return [
+        p
+        for p in cloud.store.all("ports")
+        if p["device_id"] == server_id and p["device_owner"].startswith("compute:")
+    ]
+
+
+def _addresses(cloud: Cloud, server_id: str) -> dict[str, list[Doc]]:
+    out: dict[str, list[Doc]] = {}
+    fips = cloud.store.all("floatingips")
+    for port in server_ports(cloud, server_id):
+        net = cloud.store.get("networks", port["network_id"]) or {"name": port["network_id"]}
+        entries = out.setdefault(net["name"] or port["network_id"], [])
+        for ip in port["fixed_ips"]:
+            entries.append(
+                {
+                    "version": 6 if ":" in ip["ip_address"] else 4,
+                    "addr": ip["ip_address"],
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                }
+            )
+        for fip in fips:
+            if fip["port_id"] == port["id"]:
+                entries.append(
+                    {
+                        "version": 4,
+                        "addr": fip["floating_ip_address"],
+                        "OS-EXT-IPS:type": "floating",
+                        "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                    }
+                )
+    return out
+
+
+_VM_STATE = {"BUILD": "building", "ACTIVE": "active", "ERROR": "error", "SHUTOFF": "stopped"}
+_POWER = {"BUILD": 0, "ACTIVE": 1, "ERROR": 0, "SHUTOFF": 4}
+
+
+def server_view(cloud: Cloud, doc: Doc, mv: tuple[int, int]) -> Doc:
+    flavor = find_flavor(doc["flavor_id"]) or {
+        "id": doc["flavor_id"],
+        "name": "",
+        "vcpus": 0,
+        "ram": 0,
+        "disk": 0,
+    }
+    if mv >= (2, 47):
+        flavor_view: Doc = {
+            "vcpus": flavor["vcpus"],
+            "ram": flavor["ram"],
+            "disk": flavor["disk"],
+            "ephemeral": 0,
+            "swap": 0,
+            "original_name": flavor["name"],
+            "extra_specs": {},
+        }
+    else:
+        flavor_view = {"id": flavor["id"], "links": _link(cloud, "flavors", flavor["id"])[1:]}
+    image: Doc | str = (
+        {"id": doc["image_id"], "links": _link(cloud, "images", doc["image_id"])[1:]}
+        if doc.get("image_id")
+        else ""
+    )
+    status = doc["status"]
+    out = {
+        "id": doc["id"],
+        "name": doc["name"],
+        "status": status,
+        "tenant_id": cloud.project["id"],
+        "user_id": cloud.user["id"],
+        "metadata": doc["metadata"],
+        "hostId": hashlib.sha224(f"{cloud.project['id']}localcloud".encode()).hexdigest(),
+        "image": image,
+        "flavor": flavor_view,
+        "created": doc["created"],
+        "updated": doc["updated"],
+        "addresses": _addresses(cloud, doc["id"]),
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "links": _link(cloud, "servers", doc["id"]),
+        "OS-DCF:diskConfig": "MANUAL",
+        "progress": 0 if status == "BUILD" else 100,
+        "OS-EXT-AZ:availability_zone": "nova",
+        "config_drive": "",
+        "key_name": doc.get("key_name"),
+        "OS-SRV-USG:launched_at": doc.get("launched_at"),
+        "OS-SRV-USG:terminated_at": None,
+        "security_groups": [{"name": n} for n in doc.get("security_group_names", [])],
+        "OS-EXT-STS:task_state": "spawning" if status == "BUILD" else None,
+        "OS-EXT-STS:vm_state": _VM_STATE.get(status, "active"),
+        "OS-EXT-STS:power_state": _POWER.get(status, 0),
+        "os-extended-volumes:volumes_attached": [],
+    }
+    if mv >= (2, 9):
+        out["locked"] = False
+    if mv >= (2, 19):
+        out["description"] = doc.get("description")
+    if mv >= (2, 26):
+        out["tags"] = doc.get("tags", [])
+    if mv >= (2, 63):
+        out["trusted_image_certificates"] = None
+    if mv >= (2, 73):
+        out["locked_reason"] = None
+    if mv >= (2, 71):
+        out["server_groups"] = []
+    if mv >= (2, 96):
+        out["pinned_availability_zone"] = None
+    if status == "ERROR" and doc.get("fault"):
+        out["fault"] = doc["fault"]
+    return out
+
+
+def _get_server(cloud: Cloud, server_id: str) -> Doc:
+    doc = cloud.store.get("servers", server_id)
+    if doc is None:
+        raise ApiError(404, f"Instance {server_id} could not be found.")
+    return doc
+
+
+# ---- servers: create --------------------------------------------------------------------
+
+SERVER_FIELDS = {
+    "name", "imageRef", "flavorRef", "networks", "key_name", "security_groups", "user_data",
+    "metadata", "min_count", "max_count", "return_reservation_id", "block_device_mapping_v2",
+    "block_device_mapping", "availability_zone", "config_drive", "adminPass", "description",
+    "tags", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "hostname", "personality",
+    "trusted_image_certificates", "host", "hypervisor_hostname",
+}  # fmt: skip
+
+
+def _resolve_groups(cloud: Cloud, groups: Any) -> list[Doc]:
+    if groups is None:
+        groups = [{"name": "default"}]
+    if not isinstance(groups, list):
+        raise bad_request("Invalid input for field/attribute security_groups.")
+    out = []
+    all_groups = cloud.store.all("security_groups")
+    for g in groups:
+        ref = g.get("name") if isinstance(g, dict) else None
+        if not ref:
+            raise bad_request(
+                "Invalid input for field/attribute security_groups: name is required."
+            )
+        by_id = [s for s in all_groups if s["id"] == ref]
+        found = by_id or [s for s in all_groups if s["name"] == ref]
+        if not found:
+            raise bad_request(f"Unable to find security_group with name or id '{ref}'")
+        if len(found) > 1:
+            raise conflict(
+                f"Multiple security groups found matching '{ref}'. Use an ID to be more specific."
+            )
+        if found[0] not in out:
+            out.append(found[0])
+    return out
+
+
+def _requested_networks(cloud: Cloud, networks: Any) -> list[dict[str, Any]]:
+    """Nova's `networks`: 'auto', 'none' or a list of {uuid|port[, fixed_ip]}."""
+    if networks in (None, "auto"):
+        candidates = [n for n in cloud.store.all("networks") if not n.get("router:external")]
+        if not candidates:
+            raise bad_request(
+                "Unable to automatically allocate a network for project: no network exists."
+            )
+        if len(candidates) > 1:
+            raise conflict(
+                "Multiple possible networks found, use a Network ID to be more specific."
+            )
+        return [{"uuid": candidates[0]["id"]}]
+    if networks == "none":
+        return []
+    if not isinstance(networks, list):
+        raise bad_request(
+            "Invalid input for field/attribute networks: use 'auto', 'none' or a list."
+        )
+    out = []
+    for item in networks:
+        if not isinstance(item, dict) or not (item.get("uuid") or item.get("port")):
+            raise bad_request("Invalid input for field/attribute networks: give uuid or port.")
+        if item.get("port"):
+            port = cloud.store.get("ports", item["port"])
+            if port is None:
+                raise bad_request(f"Port {item['port']} could not be found.")
+            if port["device_id"]:
+                raise conflict(f"Port {item['port']} is still in use.")
+        else:
+            if cloud.store.get("networks", item["uuid"]) is None:
+                raise bad_request(f"Network {item['uuid']} could not be found.")
+        out.append(item)
+    return out
+
+
+def _user_data(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or len(raw) > 65535:
+        raise bad_request(
+            "User data too large. User data must be no larger than 65535 bytes once base64 encoded."
+        )
+    try:
+        base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad_request("User data needs to be valid base 64.") from exc
+    return raw
+
+
+def _metadata(meta: Any) -> dict[str, str]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or len(meta) > 128:
+        raise bad_request(
+            "Invalid input for field/attribute metadata: an object of at most 128 items."
+        )
+    for k, v in meta.items():
+        if (
+            not isinstance(k, str)
+            or not 1 <= len(k) <= 255
+            or not isinstance(v, str)
+            or len(v) > 255
+        ):
+            raise bad_request(
+                f"Invalid input for field/attribute metadata. Value: {meta}. keys and values must be strings of at most 255 characters"
+            )
+    return dict(meta)
+
+
+def _check_quota(cloud: Cloud, flavor: dict[str, Any]) -> None:
+    q, used = cloud.quotas(), _usage(cloud)
+    for name, add in (("instances", 1), ("cores", flavor["vcpus"]), ("ram", flavor["ram"])):
+        limit = getattr(q, name)
+        if limit >= 0 and used[name] + add > limit:
+            raise ApiError(
+                403,
+                f"Quota exceeded for {name}: Requested {add}, but already used {used[name]} "
+                f"of {limit} {name}",
+            )
+
+
+def _host_key() -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+
+
+@router.post(P + "/servers")
+async def create_server(request: Request) -> JSONResponse:
+    cloud = _cloud(request)
+    body = await _body(request, "server")
+    unknown = sorted(k for k in body if k not in SERVER_FIELDS)
+    if unknown:
+        raise bad_request(
+            f"Invalid input for field/attribute server. Additional properties are not allowed ({', '.join(map(repr, unknown))} were unexpected)"
+        )
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise bad_request(
+            "Invalid input for field/attribute name: a non-empty string of at most 255 characters is required."
+        )
+    if int(body.get("max_count", 1)) > 1 or int(body.get("min_count", 1)) > 1:
+        raise bad_request(
+            "localcloud creates one server per request: use min_count = max_count = 1."
+        )
+    image_ref = body.get("imageRef") or ""
+    if not image_ref:
+        for bdm in body.get("block_device_mapping_v2") or []:
+            if bdm.get("source_type") == "image" and bdm.get("boot_index") in (0, "0"):
+                image_ref = bdm.get("uuid", "")
+    image = find_image(image_ref) if image_ref else None
+    if image is None:
+        raise bad_request(f"Image {image_ref} could not be found.")
+    flavor = find_flavor(str(body.get("flavorRef") or ""))
+    if flavor is None:
+        raise bad_request(f"Flavor {body.get('flavorRef')} could not be found.")
+    key_name = body.get("key_name")
+    keypair = cloud.store.get("keypairs", key_name) if key_name else None
+    if key_name and keypair is None:
+        raise bad_request("Invalid key_name provided.")
+    groups = _resolve_groups(cloud, body.get("security_groups"))
+    requested = _requested_networks(cloud, body.get("networks"))
+    user_data = _user_data(body.get("user_data"))
+    metadata = _metadata(body.get("metadata"))
+    _check_quota(cloud, flavor)
+    server_id = new_id()
+    now = now_iso()
+    with cloud.store.tx():
+        nova_ports = []
+        for item in requested:
+            if item.get("port"):
+                nm.update_port(
+                    cloud, item["port"], {"device_id": server_id, "device_owner": "compute:nova"}
+                )
+                continue
+            network = nm.get(cloud, "networks", item["uuid"])
+            port_body: dict[str, Any] = {
+                "network_id": network["id"],
+                "device_id": server_id,
+                "device_owner": "compute:nova",
+                "security_groups": [g["id"] for g in groups]
+                if network.get("port_security_enabled", True)
+                else [],
+            }
+            if item.get("fixed_ip"):
+                port_body["fixed_ips"] = [{"ip_address": item["fixed_ip"]}]
+            try:
+                port = nm.create_port(cloud, port_body)
+            except ApiError as exc:
+                if exc.kind == "OverQuota":
+                    raise ApiError(403, "Maximum number of ports exceeded") from exc
+                raise
+            nova_ports.append(port["id"])
+        doc = {
+            "id": server_id,
+            "name": name,
+            "status": "BUILD",
+            "flavor_id": flavor["id"],
+            "image_id": image["id"],
+            "key_name": key_name,
+            "security_group_names": [g["name"] for g in groups],
+            "metadata": metadata,
+            "user_data": user_data,
+            "description": body.get("description"),
+            "tags": list(body.get("tags") or []),
+            "created": now,
+            "updated": now,
+            "launched_at": None,
+            "fault": None,
+            "_created_ts": time.time(),
+            "_nova_ports": nova_ports,
+            "_host_key": _host_key(),
+        }
+        cloud.store.put("servers", doc)
+    await cloud.changed()
+    cloud.runtime.spawn(boot(cloud, server_id))
+    return JSONResponse(
+        {
+            "server": {
+                "id": server_id,
+                "links": _link(cloud, "servers", server_id),
+                "OS-DCF:diskConfig": "MANUAL",
+                "security_groups": [{"name": g["name"]} for g in groups],
+            }
+        },
+        status_code=202,
+        headers={"Location": _link(cloud, "servers", server_id)[0]["href"]},
+    )
+
+
+async def boot(cloud: Cloud, server_id: str) -> None:
+    """BUILD → (boot delay) → ACTIVE, or ERROR on an injected failure or a data-plane error."""
+    doc = cloud.store.get("servers", server_id)
+    if doc is None or doc["status"] != "BUILD":
+        return
+    faults = cloud.runtime.faults
+    delay = faults.for_cloud(cloud.name).boot_delay - (time.time() - doc["_created_ts"])
+    if delay > 0:
+        await asyncio.sleep(delay)
+    doc = cloud.store.edit("servers", server_id)
+    if doc is None or doc["status"] != "BUILD":
+        return
+    if faults.boot_fails(cloud.name):
+        _fail(cloud, doc, "No valid host was found. (boot failure injected by localcloud)")
+        await cloud.changed()
+        return
+    doc["_dp_status"] = "ACTIVE"  # the backend starts the host before Nova reports ACTIVE
+    cloud.store.put("servers", doc)
+    try:
+        await cloud.applier.apply()
+    except Exception as exc:
+        doc = cloud.store.edit("servers", server_id)
+        if doc is not None:
+            _fail(cloud, doc, f"Build of instance {server_id} aborted: data plane: {exc}")
+            await cloud.changed()
+        return
+    doc = cloud.store.edit("servers", server_id)
+    if doc is None or doc["status"] != "BUILD":
+        return
+    doc.pop("_dp_status", None)
+    doc.update(status="ACTIVE", launched_at=now_iso(), updated=now_iso(), _active_ts=time.time())
+    cloud.store.put("servers", doc)
+    log.info("server %s (%s) on %s is ACTIVE", doc["name"], server_id, cloud.name)
+
+
+def _fail(cloud: Cloud, doc: Doc, message: str) -> None:
+    doc.pop("_dp_status", None)
+    doc.update(
+        status="ERROR",
+        updated=now_iso(),
+        fault={"code": 500, "created": now_iso(), "message": message, "details": message},
+    )
+    cloud.store.put("servers", doc)
+
+
+# ---- servers: list, show, update, delete ------------------------------------------------
+
+
+@router.get(P + "/servers")
+@router.get(P + "/servers/detail")
+async def list_servers(request: Request) -> JSONResponse:
+    cloud, mv = _cloud(request), microversion(request)
+    q = request.query_params
+    docs = list(reversed(cloud.store.all("servers")))  # newest first, as Nova sorts
+    if q.get("name"):
+        try:
+            pattern = re.compile(q["name"])
+        except re.error as exc:
+            raise bad_request(f"Invalid filter name: {exc}") from exc
+        docs = [d for d in docs if pattern.search(d["name"])]
+    if q.get("status"):
+        docs = [d for d in docs if d["status"] == q["status"].upper()]
+    if q.get("flavor"):
+        docs = [d for d in docs if d["flavor_id"] == q["flavor"]]
+    if q.get("image"):
+        docs = [d for d in docs if d["image_id"] == q["image"]]
+    if q.get("key_name"):
+        docs = [d for d in docs if d.get("key_name") == q["key_name"]]
+    if request.url.path.endswith("/detail"):
+        return JSONResponse({"servers": [server_view(cloud, d, mv) for d in docs]})
+    return JSONResponse(
+        {
+            "servers": [
+                {"id": d["id"], "name": d["name"], "links": _link(cloud, "servers", d["id"])}
+                for d in docs
+            ]
+        }
+    )
+
+
+@router.get(P + "/servers/{server_id}")
+async def show_server(request: Request, server_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    return JSONResponse(
+        {"server": server_view(cloud, _get_server(cloud, server_id), microversion(request))}
+    )
+
+
+@router.put(P + "/servers/{server_id}")
+async def update_server(request: Request, server_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    body = await _body(request, "server")
+    unknown = [
+        k for k in body if k not in ("name", "description", "accessIPv4", "accessIPv6", "hostname")
+    ]
+    if unknown:
+        raise bad_request(
+            f"Invalid input for field/attribute server. Additional properties are not allowed ({unknown} were unexpected)"
+        )
+    doc = cloud.store.edit("servers", server_id) or _get_server(cloud, server_id)
+    for key in ("name", "description"):
+        if key in body:
+            doc[key] = body[key]
+    doc["updated"] = now_iso()
+    cloud.store.put("servers", doc)
+    await cloud.changed()
+    return JSONResponse({"server": server_view(cloud, doc, microversion(request))})
+
+
+@router.delete(P + "/servers/{server_id}")
+async def delete_server(request: Request, server_id: str) -> Response:
+    cloud = _cloud(request)
+    doc = _get_server(cloud, server_id)
+    with cloud.store.tx():
+        for port in server_ports(cloud, server_id):
+            if port["id"] in doc.get("_nova_ports", []):
+                nm.delete_port(cloud, port["id"], force=True)
+            else:  # a port the user made stays, detached (preserve_on_delete)
+                nm.update_port(cloud, port["id"], {"device_id": "", "device_owner": ""})
+        cloud.store.delete("servers", server_id)
+    await cloud.changed()
+    return Response(status_code=204)
+
+
+# ---- server metadata --------------------------------------------------------------------
+
+
+@router.get(P + "/servers/{server_id}/metadata")
+async def get_metadata(request: Request, server_id: str) -> JSONResponse:
+    return JSONResponse({"metadata": _get_server(_cloud(request), server_id)["metadata"]})
+
+
+@router.post(P + "/servers/{server_id}/metadata")
+@router.put(P + "/servers/{server_id}/metadata")
+async def set_metadata(request: Request, server_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _get_server(cloud, server_id)
+    try:
+        data = await request.json()
+    except ValueError as exc:
+        raise bad_request("Malformed request body") from exc
+    meta = _metadata(data.get("metadata") if isinstance(data, dict) else None)
+    doc = cloud.store.edit("servers", server_id)
+    assert doc is not None
+    doc["metadata"] = (doc["metadata"] | meta) if request.method == "POST" else meta
+    _metadata(doc["metadata"])
+    doc["updated"] = now_iso()
+    cloud.store.put("servers", doc)
+    await cloud.changed()
+    return JSONResponse({"metadata": doc["metadata"]})
+
+
+@router.get(P + "/servers/{server_id}/metadata/{key}")
+async def get_metadata_item(request: Request, server_id: str, key: str) -> JSONResponse:
+    meta = _get_server(_cloud(request), server_id)["metadata"]
+    if key not in meta:
+        raise ApiError(404, "Metadata item was not found")
+    return JSONResponse({"meta": {key: meta[key]}})
+
+
+@router.put(P + "/servers/{server_id}/metadata/{key}")
+async def set_metadata_item(request: Request, server_id: str, key: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _get_server(cloud, server_id)
+    body = await _body(request, "meta")
+    if list(body) != [key]:
+        raise bad_request("Request body and URI mismatch")
+    doc = cloud.store.edit("servers", server_id)
+    assert doc is not None
+    doc["metadata"] = _metadata(doc["metadata"] | body)
+    cloud.store.put("servers", doc)
+    await cloud.changed()
+    return JSONResponse({"meta": body})
+
+
+@router.delete(P + "/servers/{server_id}/metadata/{key}")
+async def delete_metadata_item(request: Request, server_id: str, key: str) -> Response:
+    cloud = _cloud(request)
+    doc = cloud.store.edit("servers", server_id) or _get_server(cloud, server_id)
+    if key not in doc["metadata"]:
+        raise ApiError(404, "Metadata item was not found")
+    del doc["metadata"][key]
+    cloud.store.put("servers", doc)
+    await cloud.changed()
+    return Response(status_code=204)
+
+
+# ---- interfaces, security groups of a server --------------------------------------------
+
+
+def _interface(port: Doc) -> Doc:
+    return {
+        "port_id": port["id"],
+        "net_id": port["network_id"],
+        "mac_addr": port["mac_address"],
+        "port_state": port["status"],
+        "fixed_ips": port["fixed_ips"],
+    }
+
+
+@router.get(P + "/servers/{server_id}/os-interface")
+async def list_interfaces(request: Request, server_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _get_server(cloud, server_id)
+    return JSONResponse(
+        {"interfaceAttachments": [_interface(p) for p in server_ports(cloud, server_id)]}
+    )
+
+
+@router.get(P + "/servers/{server_id}/os-interface/{port_id}")
+async def show_interface(request: Request, server_id: str, port_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _get_server(cloud, server_id)
+    port = next((p for p in server_ports(cloud, server_id) if p["id"] == port_id), None)
+    if port is None:
+        raise ApiError(404, f"Port {port_id} is not attached")
+    return JSONResponse({"interfaceAttachment": _interface(port)})
+
+
+@router.get(P + "/servers/{server_id}/os-security-groups")
+async def server_security_groups(request: Request, server_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _get_server(cloud, server_id)
+    ids = {sg for p in server_ports(cloud, server_id) for sg in p["security_groups"]}
+    groups = [g for g in cloud.store.all("security_groups") if g["id"] in ids]
+    return JSONResponse(
+        {
+            "security_groups": [
+                {
+                    "id": g["id"],
+                    "name": g["name"],
+                    "description": g["description"],
+                    "tenant_id": g["tenant_id"],
+                    "rules": [],
+                }
+                for g in groups
+            ]
+        }
+    )
+
+
+# ---- actions ----------------------------------------------------------------------------
+
+
+def console_text(cloud: Cloud, doc: Doc) -> str:
+    """A short cloud-init style boot log (used when the backend has no console of its own)."""
+    ips = [
+        a["addr"]
+        for entries in _addresses(cloud, doc["id"]).values()
+        for a in entries
+        if a["OS-EXT-IPS:type"] == "fixed"
+    ]
+    lines = [
+        "[    0.000000] Linux version 5.15.0-91-generic (localcloud) #101-Ubuntu SMP",
+        f"[    1.234567] cloud-init[312]: Cloud-init v. 23.3.3 running 'init-local' for {doc['name']}",
+        f"ci-info: | eth0 | True | {ips[0] if ips else '.'} | 255.255.255.0 | global |",
+    ]
+    active_ts = doc.get("_active_ts")
+    delay = cloud.runtime.faults.for_cloud(cloud.name).console_delay
+    if doc["status"] == "ACTIVE" and active_ts and time.time() - active_ts >= delay:
+        key = doc["_host_key"]
+        blob = base64.b64decode(key.split()[1])
+        fp = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+        lines += [
+            "-----BEGIN SSH HOST KEY FINGERPRINTS-----",
+            f"256 SHA256:{fp} root@{doc['name']} (ED25519)",
+            "-----END SSH HOST KEY FINGERPRINTS-----",
+            "-----BEGIN SSH HOST KEY KEYS-----",
+            f"{key} root@{doc['name']}",
+            "-----END SSH HOST KEY KEYS-----",
+            f"cloud-init[601]: Cloud-init v. 23.3.3 finished at {iso(active_ts)}. "
+            "Datasource DataSourceOpenStackLocal [net,ver=2].  Up 12.34 seconds",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def _console(cloud: Cloud, doc: Doc, length: Any) -> JSONResponse:
+    if doc["status"] == "BUILD":
+        raise conflict(
+            f"Cannot 'os-getConsoleOutput' instance {doc['id']} while it is in vm_state building"
+        )
+    text = await asyncio.to_thread(cloud.runtime.backend.console_log, cloud.name, doc["id"])
+    active_ts = doc.get("_active_ts") or 0
+    delay = cloud.runtime.faults.for_cloud(cloud.name).console_delay
+    if not text or time.time() - active_ts < delay:
+        text = console_text(cloud, doc)
+    if length not in (None, -1, "-1"):
+        try:
+            n = int(length)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(
+                f"Invalid input for field/attribute length. Value: {length}."
+            ) from exc
+        text = "\n".join(text.splitlines()[-n:]) + "\n" if n > 0 else ""
+    return JSONResponse({"output": text})
+
+
+@router.post(P + "/servers/{server_id}/action")
+async def server_action(request: Request, server_id: str) -> Response:
+    cloud = _cloud(request)
+    doc = _get_server(cloud, server_id)
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise bad_request("Malformed request body") from exc
+    if not isinstance(body, dict) or len(body) != 1:
+        raise bad_request("Invalid action: give exactly one action object.")
+    action, args = next(iter(body.items()))
+    args = args or {}
+    if action == "os-getConsoleOutput":
+        return await _console(cloud, doc, args.get("length"))
+    if action in ("os-stop", "os-start", "reboot"):
+        want = {"os-stop": "ACTIVE", "os-start": "SHUTOFF"}.get(action)
+        if doc["status"] not in ("ACTIVE", "SHUTOFF") or (want and doc["status"] != want):
+            raise conflict(
+                f"Cannot '{action}' instance {server_id} while it is in vm_state {_VM_STATE.get(doc['status'])}"
+            )
+        doc = cloud.store.edit("servers", server_id) or doc
+        doc["status"] = "SHUTOFF" if action == "os-stop" else "ACTIVE"
+        doc["updated"] = now_iso()
+        cloud.store.put("servers", doc)
+        await cloud.changed()
+        return Response(status_code=202)
+    if action in ("addSecurityGroup", "removeSecurityGroup"):
+        group = _resolve_groups(cloud, [{"name": args.get("name")}])[0]
+        with cloud.store.tx():
+            for port in server_ports(cloud, server_id):
+                sgs = [s for s in port["security_groups"] if s != group["id"]]
+                if action == "addSecurityGroup":
+                    sgs.append(group["id"])
+                nm.update_port(cloud, port["id"], {"security_groups": sgs})
+            doc = cloud.store.edit("servers", server_id) or doc
+            names = [n for n in doc["security_group_names"] if n != group["name"]]
+            doc["security_group_names"] = names + (
+                [group["name"]] if action == "addSecurityGroup" else []
+            )
+            cloud.store.put("servers", doc)
+        await cloud.changed()
+        return Response(status_code=202)
+    raise bad_request(f"There is no such action: {action}")
