@@ -251,9 +251,14 @@ awk -v keyfile={key} '
     if (!done) {{ print "hybridgrid: no [Interface] section in the body" > "/dev/stderr"; exit 5 }}
   }}
 ' {body} > "$tmp"
-chmod 600 "$tmp"
-mv -f "$tmp" {conf}
-trap - EXIT
+if [ -f {conf} ] && cmp -s "$tmp" {conf}; then
+  chmod 600 {conf}
+  echo unchanged
+else
+  chmod 600 "$tmp"
+  mv -f "$tmp" {conf}
+  echo changed
+fi
 """
 
 
@@ -334,7 +339,15 @@ nft list chain inet {table} forward | grep -q 'maxseg size set rt mtu' || \\
 class WgApplyResult(BaseModel):
     iface: str
     action: Literal["started", "synced"]
+    changed: bool  # wg0.conf content changed (False: a rerun with the same config)
     peers: int
+
+
+def _last_line(text: str, allowed: tuple[str, ...], what: str) -> str:
+    lines = text.strip().splitlines()
+    if not lines or lines[-1] not in allowed:
+        raise ValueError(f"{what}: unexpected output, expected one of {', '.join(allowed)}")
+    return lines[-1]
 
 
 async def ensure_wg_key(host: RemoteShell, paths: WgPaths | None = None) -> str:
@@ -350,14 +363,18 @@ async def apply_wg_config(
     p = paths or WgPaths()
     body = render_wg_conf(config, p).encode()
     await host.upload(p.body, body, mode=0o600, name=f"upload {p.iface}.conf.body")
-    await host.run(assemble_command(p), name=f"assemble {p.iface}.conf", timeout=30)
+    asm = await host.run(assemble_command(p), name=f"assemble {p.iface}.conf", timeout=30)
+    changed = _last_line(asm.stdout, ("changed", "unchanged"), "assemble") == "changed"
     res = await host.run(
         bring_up_command(p, config.interface.mtu), name=f"bring up {p.iface}", timeout=60
     )
-    action = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
-    if action not in ("started", "synced"):
-        action = "synced"
-    return WgApplyResult(iface=p.iface, action=action, peers=len(config.peers))  # type: ignore[arg-type]
+    action = _last_line(res.stdout, ("started", "synced"), f"bring up {p.iface}")
+    return WgApplyResult(
+        iface=p.iface,
+        action=action,  # type: ignore[arg-type]
+        changed=changed,
+        peers=len(config.peers),
+    )
 
 
 async def upsert_peer(

@@ -182,6 +182,10 @@ def test_assemble_joins_the_key_on_the_node_without_it_in_any_argv(paths):
     assert stat.S_IMODE(os.stat(paths.conf).st_mode) == 0o600
     leftovers = [p.name for p in Path(paths.directory).iterdir() if p.name.startswith(".")]
     assert leftovers == []
+    assert res.stdout.strip() == "changed"
+    again = run(shell.run(wg.assemble_command(paths), name="assemble"))
+    assert again.stdout.strip() == "unchanged"
+    assert Path(paths.conf).read_text() == conf
 
 
 def test_assemble_refuses_without_key_and_with_a_key_in_the_body(paths):
@@ -320,6 +324,7 @@ def test_bring_up_syncconf_keeps_key_and_sessions(sandbox, tmp_path):
         r1 = await wg.apply_wg_config(sh, c1, p1)
         r2 = await wg.apply_wg_config(sh, c2, p2)
         assert (r1.action, r2.action) == ("started", "started")
+        assert r1.changed and r2.changed
         before = await _wait_handshake(sh, "wg0", pub2)
         link = await sh.run("ip -o link show dev wg0", name="link")
         assert " mtu 1370 " in link.stdout
@@ -336,8 +341,11 @@ def test_bring_up_syncconf_keeps_key_and_sessions(sandbox, tmp_path):
             allowed_ips=["10.0.0.3/32"],
             keepalive=None,
         )
+        same = await wg.apply_wg_config(sh, c1, p1)  # a rerun: nothing changes
+        assert (same.action, same.changed) == ("synced", False)
         r3 = await wg.upsert_peer(sh, c1, third, p1)
         assert r3.action == "synced"
+        assert r3.changed
         after = await read_wg_state(sh, "wg0")
         assert after.interface.has_private_key and after.interface.public_key == pub1
         assert {p.public_key for p in after.peers} == {pub2, third.public_key}
