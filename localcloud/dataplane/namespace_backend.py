@@ -25,7 +25,7 @@ from pathlib import Path
 from localcloud.backend import CloudSnapshot, Network, Port, Router, Subnet
 from localcloud.backend import Server as ServerSpec
 from localcloud.dataplane import firewall, names, server
-from localcloud.dataplane.cloudconfig import parse_user_data
+from localcloud.dataplane.cloudconfig import CloudInit, parse_user_data
 from localcloud.dataplane.hostkeys import console_text, generate_host_keys
 from localcloud.dataplane.netns import (
     DataplaneError,
@@ -386,13 +386,41 @@ class NamespaceBackend:
             if port_id not in spec.port_ids or port_id not in ports:
                 ip(cloud.fabric, "link", "del", names.port_link(port_id), check=False)
                 del rec.ifaces[port_id]
-        if spec.status.upper() == "ACTIVE" and not rec.booted:
-            self._boot(spec, rec, ports)
+        status = spec.status.upper()
+        if status == "ACTIVE" and not rec.booted:
+            self._boot(spec, rec, ports, subnets)
+        elif status == "SHUTOFF" and rec.booted:
+            self._power_off(rec)
 
-    def _boot(self, spec: ServerSpec, rec: ServerRecord, ports: dict[str, Port]) -> None:
+    def _power_off(self, rec: ServerRecord) -> None:
+        """SHUTOFF: every process but PID 1 ends (sshd, wireguard-go, ...), links go down.
+
+        The server's files stay, like a VM's disk; `kill -1` only reaches its own PID namespace.
+        """
         assert rec.pid
-        cloud_init = parse_user_data(spec.user_data)
+        server.exec_in(rec.pid, ["sh", "-c", "rm -f /run/sshd.pid; kill -KILL -1; true"])
+        ip_batch(rec.ns, [f"link set {ifname} down" for ifname in rec.ifaces.values()])
+        rec.booted = False
+
+    def _boot(
+        self,
+        spec: ServerSpec,
+        rec: ServerRecord,
+        ports: dict[str, Port],
+        subnets: dict[str, Subnet],
+    ) -> None:
+        assert rec.pid
+        if rec.cloud_init_done:  # power on again: links up, default route back, sshd
+            ip_batch(rec.ns, [f"link set {ifname} up" for ifname in rec.ifaces.values()])
+            first = ports.get(spec.port_ids[0]) if spec.port_ids else None
+            for f in first.fixed_ips if first else []:
+                sub = subnets.get(f.subnet_id)
+                if sub and sub.gateway_ip and sub.gateway_ip != f.ip_address:
+                    ip(rec.ns, "route", "replace", "default", "via", sub.gateway_ip, check=False)
+                    break
+        cloud_init = CloudInit() if rec.cloud_init_done else parse_user_data(spec.user_data)
         server.boot(rec.pid, spec.name, spec.authorized_keys, cloud_init)
+        rec.cloud_init_done = True
         server.wait_listening(rec.ns)
         fixed = [f.ip_address for p in spec.port_ids if p in ports for f in ports[p].fixed_ips]
         self._write_console(spec.id, console_text(spec.name, rec.host_keys, fixed), append=True)

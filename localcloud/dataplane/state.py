@@ -22,7 +22,8 @@ class ServerRecord(BaseModel):
     name: str
     ns: str
     pid: int | None = None  # PID 1 of the server's PID namespace, as seen from the host
-    booted: bool = False
+    booted: bool = False  # sshd started (ACTIVE); False again after SHUTOFF
+    cloud_init_done: bool = False  # write_files/runcmd run once per instance, as cloud-init
     ifaces: dict[str, str] = Field(default_factory=dict)  # port id -> ethN
     host_keys: list[HostKey] = Field(default_factory=list)  # public parts only
 

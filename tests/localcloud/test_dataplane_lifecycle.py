@@ -37,7 +37,7 @@ write_files:
     encoding: b64
     owner: ubuntu:ubuntu
 runcmd:
-  - [sh, -c, "echo ran > /root/runcmd.out"]
+  - [sh, -c, "echo ran >> /root/runcmd.out"]
 """
 
 
@@ -179,6 +179,16 @@ def test_cloud_init_exec_cli_and_server_removal(two_clouds):
     ):
         time.sleep(0.05)
     assert sh(master, "cat /root/runcmd.out").stdout.strip() == "ran"
+    # SHUTOFF stops sshd and the links; ACTIVE again starts sshd, runcmd does not run twice
+    b.servers[0].status = "SHUTOFF"
+    backend.apply(b.snapshot())
+    assert sh(master, "ss -Hltn 'sport = :22'").stdout.strip() == ""
+    assert sh(worker, "ping -c1 -W1 192.168.66.10").returncode != 0
+    b.servers[0].status = "ACTIVE"
+    backend.apply(b.snapshot())
+    assert "LISTEN" in sh(master, "ss -Hltn 'sport = :22'").stdout
+    assert sh(worker, "ping -c1 -W1 192.168.66.10").returncode == 0
+    assert sh(master, "cat /root/runcmd.out").stdout.split() == ["ran"]
     # the operator's console: by name, exit code and output passed through
     cli = [sys.executable, "-m", "localcloud.dataplane.cli", "exec", "--state-dir", str(state_dir)]
     res = subprocess.run(
