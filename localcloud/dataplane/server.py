@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,14 @@ from localcloud.dataplane.netns import NETNS_DIR, SAFE_PATH, DataplaneError, run
 # The guest agent is passed as source (-c): the host's venv may live under /root, which is a
 # private tmpfs inside servers. Ubuntu images have python3 too.
 GUEST_SOURCE = Path(__file__).with_name("guest.py").read_text()
-GUEST_PYTHON = "/usr/bin/python3"
+GUEST_PYTHON = next(
+    (
+        c
+        for c in ("/usr/bin/python3", os.path.realpath(sys.executable))
+        if os.path.exists(c) and not c.startswith(("/root/", "/home/", "/tmp/"))  # noqa: S108
+    ),
+    "/usr/bin/python3",
+)
 
 # Runs as PID 1 of the new PID namespace, inside the new mount/UTS namespaces.
 HOLDER_SCRIPT = r"""
