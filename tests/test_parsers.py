@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncssh
 import pytest
+
 from hybridgrid.tasks.hostkeys import (
     HostKeyConsoleMismatch,
     HostKeysNotYetInConsole,
@@ -230,3 +231,61 @@ def test_check_names_the_cause(state, kw, cause):
     verdict = _check(state, **kw)
     assert not verdict.ok
     assert any(cause in p for p in verdict.problems), verdict.problems
+
+
+# ---------------------------------------------------------------- ping
+
+PING_OK = """PING 10.0.0.2 (10.0.0.2) 1342(1370) bytes of data.
+1350 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=1.335 ms
+1350 bytes from 10.0.0.2: icmp_seq=2 ttl=64 time=1.035 ms
+1350 bytes from 10.0.0.2: icmp_seq=3 ttl=64 time=0.935 ms
+
+--- 10.0.0.2 ping statistics ---
+3 packets transmitted, 3 received, 0% packet loss, time 402ms
+rtt min/avg/max/mdev = 0.935/1.102/1.335/0.170 ms
+"""
+PING_DF_LOCAL = """PING 10.0.0.2 (10.0.0.2) 1472(1500) bytes of data.
+ping: local error: message too long, mtu=1370
+ping: local error: message too long, mtu=1370
+
+--- 10.0.0.2 ping statistics ---
+2 packets transmitted, 0 received, +2 errors, 100% packet loss, time 1013ms
+"""
+PING_DF_ROUTER = """PING 192.168.77.21 (192.168.77.21) 1422(1450) bytes of data.
+From 10.0.0.1 icmp_seq=1 Frag needed and DF set (mtu = 1370)
+
+--- 192.168.77.21 ping statistics ---
+1 packets transmitted, 0 received, +1 errors, 100% packet loss, time 0ms
+"""
+PING_SILENT = """PING 192.168.77.21 (192.168.77.21) 56(84) bytes of data.
+
+--- 192.168.77.21 ping statistics ---
+3 packets transmitted, 0 received, 100% packet loss, time 2051ms
+"""
+PING_NOROUTE = "ping: connect: Network is unreachable\n"
+
+
+def test_ping_parse_and_causes():
+    from hybridgrid.tasks.ping import df_payload, parse_ping, ping_cause, ping_command
+
+    ok = parse_ping(PING_OK, "10.0.0.2")
+    assert (ok.transmitted, ok.received, ok.loss_pct, ok.rtt_avg_ms) == (3, 3, 0.0, 1.102)
+    assert ok.ok and ping_cause(ok, layer="tunnel") is None
+
+    for text, mtu in ((PING_DF_LOCAL, 1370), (PING_DF_ROUTER, 1370)):
+        r = parse_ping(text, "x")
+        assert r.mtu_error == mtu and not r.ok
+        assert "clamp TCP MSS" in ping_cause(r, layer="full-size DF ping", mtu=1450)
+
+    silent = parse_ping(PING_SILENT, "192.168.77.21")
+    assert silent.received == 0 and not silent.unreachable
+    assert "allowed-address pairs" in ping_cause(silent, layer="worker ⇄ worker")
+
+    noroute = parse_ping(PING_NOROUTE, "192.168.77.21")
+    assert noroute.unreachable and "routes" in ping_cause(noroute, layer="worker ⇄ worker")
+
+    assert df_payload(1370) == 1342
+    cmd = ping_command("10.0.0.2", size=df_payload(1370), df=True)
+    assert "-M do" in cmd and "-s 1342" in cmd
+    with pytest.raises(ValueError):
+        ping_command("10.0.0.2; reboot")

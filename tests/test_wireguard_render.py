@@ -11,9 +11,10 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from hybridgrid.tasks import wireguard as wg
 from hybridgrid.tasks.remote import LocalShell, RemoteCommandError
-from pydantic import ValidationError
 
 GOLDEN = Path(__file__).parent / "golden"
 MASTER_PUB = "hgMasterPublicKeyPlaceholder000000000000000="
@@ -401,3 +402,21 @@ def test_bring_up_syncconf_keeps_key_and_sessions(sandbox, tmp_path):
             assert table.count("192.168.66.0/24") == 1
 
     asyncio.run(go())
+
+
+@pytest.mark.dataplane
+def test_real_ping_probe_df_and_no_route(sandbox):
+    from hybridgrid.tasks.ping import df_payload, ping, ping_cause
+
+    async def go():
+        await sandbox.run("ip link set lo mtu 1400", name="lo mtu")
+        fits = await ping(sandbox, "127.0.0.1", count=2, size=df_payload(1400), df=True)
+        too_big = await ping(sandbox, "127.0.0.1", count=2, size=df_payload(1500), df=True)
+        nowhere = await ping(sandbox, "10.9.9.9", count=1, wait=1)
+        return fits, too_big, nowhere
+
+    fits, too_big, nowhere = asyncio.run(go())
+    assert fits.ok and fits.received == 2
+    assert too_big.mtu_error == 1400 and not too_big.ok
+    assert "below 1400 bytes" in ping_cause(too_big, layer="DF ping", mtu=1500)
+    assert nowhere.unreachable and not nowhere.ok
