@@ -18,8 +18,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
 import asyncssh
-from hybridgrid.tasks.sshkeys import SSHKeyError, load_private_key
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from hybridgrid.tasks.retry import is_transient, with_retries
+from hybridgrid.tasks.sshkeys import SSHKeyError, load_private_key
 
 STDERR_TAIL = 2000
 
@@ -63,6 +65,19 @@ class SSHUnreachable(RemoteError, ConnectionError):
         self.label = label
         reason = str(cause) or type(cause).__name__
         super().__init__(f"SSH to {label} not reachable: {type(cause).__name__}: {reason}")
+
+
+class SSHConnectError(RemoteError):
+    """SSH failed for a reason retrying will not fix (bad proxy command, protocol error)."""
+
+    def __init__(self, label: str, cause: BaseException):
+        self.label = label
+        reason = str(cause) or type(cause).__name__
+        super().__init__(f"SSH to {label} failed: {type(cause).__name__}: {reason}")
+
+
+def _connection_error(label: str, exc: BaseException) -> RemoteError:
+    return SSHUnreachable(label, exc) if is_transient(exc) else SSHConnectError(label, exc)
 
 
 class RemoteCommandError(RemoteError):
@@ -324,7 +339,7 @@ class RemoteHost:
         except asyncssh.TimeoutError as exc:
             raise RemoteCommandTimeout(name, self.label, timeout) from exc
         except (OSError, asyncssh.Error) as exc:
-            raise SSHUnreachable(self.label, exc) from exc
+            raise _connection_error(self.label, exc) from exc
         out = proc.stdout if isinstance(proc.stdout, bytes) else b""
         err = proc.stderr if isinstance(proc.stderr, bytes) else b""
         return _result(name, self.label, proc.exit_status, out, err, check)
@@ -347,9 +362,9 @@ async def _open(
         kwargs["tunnel"] = tunnel
     elif target.proxy_command is not None:
         kwargs["proxy_command"] = target.expanded_proxy_command()
-    elif target.sock_factory is not None:
-        kwargs["sock"] = await asyncio.to_thread(target.sock_factory)
     try:
+        if tunnel is None and target.proxy_command is None and target.sock_factory is not None:
+            kwargs["sock"] = await asyncio.to_thread(target.sock_factory)
         return await asyncssh.connect(
             target.host,
             target.port,
@@ -374,11 +389,11 @@ async def _open(
         # no common host key algorithm: the server has none of the pinned key types
         if "host key" in str(exc).lower():
             raise HostKeyMismatch(target.label) from exc
-        raise SSHUnreachable(target.label, exc) from exc
+        raise SSHConnectError(target.label, exc) from exc
     except asyncssh.PermissionDenied as exc:
         raise SSHAuthError(target.label) from exc
-    except (OSError, asyncssh.Error) as exc:  # refused, reset, unreachable, timeout, lost
-        raise SSHUnreachable(target.label, exc) from exc
+    except (OSError, asyncssh.Error) as exc:  # refused, reset, unreachable, timeout, lost…
+        raise _connection_error(target.label, exc) from exc
 
 
 @contextlib.asynccontextmanager
@@ -417,7 +432,6 @@ async def wait_for_ssh(
     `auth_grace`, "permission denied" is retried too: sshd often starts before cloud-init has
     written authorized_keys. A host key mismatch is never retried.
     """
-    from hybridgrid.tasks.retry import is_transient, with_retries
 
     async def attempt() -> str:
         async with connect(target, client_key) as host:

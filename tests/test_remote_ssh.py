@@ -15,12 +15,15 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from pydantic import SecretStr, ValidationError
+
 from hybridgrid.tasks import wireguard as wg
 from hybridgrid.tasks.remote import (
     HostKeyMismatch,
     RemoteCommandError,
     RemoteCommandTimeout,
     SSHAuthError,
+    SSHConnectError,
     SSHTarget,
     SSHUnreachable,
     as_root,
@@ -29,7 +32,6 @@ from hybridgrid.tasks.remote import (
 )
 from hybridgrid.tasks.retry import is_transient
 from hybridgrid.tasks.sshkeys import SSHKeyError, generate_ssh_keypair, load_private_key
-from pydantic import SecretStr, ValidationError
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(
@@ -346,6 +348,27 @@ def test_proxy_command(servers, client, tmp_path):
     res = run(_run(t, client.private_key, "echo via-proxy"))
     assert res.stdout == "via-proxy\n"
     assert marker.read_text() == f"127.0.0.1:{b.port}\n"
+
+
+def test_broken_proxy_command_is_permanent(servers, client):
+    t = target(servers["b"], proxy_command="/nonexistent/hg-proxy %h %p")
+    with pytest.raises(SSHConnectError) as err:
+        run(_run(t, client.private_key, "true"))
+    assert not is_transient(err.value) and "FileNotFoundError" in str(err.value)
+
+
+def test_proxy_that_cannot_reach_the_server_is_transient(client, tmp_path):
+    script = tmp_path / "proxy.py"
+    script.write_text(PROXY)
+    t = SSHTarget(
+        host="127.0.0.1",
+        port=free_port(),
+        host_keys=[client.public_key],
+        proxy_command=f"{sys.executable} {script} %h %p {tmp_path / 'm'}",
+    )
+    with pytest.raises(SSHUnreachable) as err:
+        run(_run(t, client.private_key, "true"))
+    assert is_transient(err.value)
 
 
 def test_sock_factory(servers, client):
