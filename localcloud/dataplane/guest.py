@@ -130,15 +130,12 @@ def boot(d):
     write("/root/.ssh/authorized_keys", keys, 0o600)
     write("/home/ubuntu/.ssh/authorized_keys", keys, 0o600, UID, UID)
     for f in d["write_files"]:
-        uid, gid = owner_ids(f["owner"])
-        write(
-            f["path"],
-            base64.b64decode(f["content_b64"]),
-            f["permissions"],
-            uid,
-            gid,
-            append=f["append"],
-        )
+        try:  # as cloud-init: a bad entry is reported, the boot goes on
+            uid, gid = owner_ids(f["owner"])
+            content = base64.b64decode(f["content_b64"])
+            write(f["path"], content, f["permissions"], uid, gid, append=f["append"])
+        except (OSError, KeyError) as exc:
+            print(f"cloud-init: write_files {f['path']}: {exc}", file=sys.stderr)
     if not os.path.exists("/run/sshd.pid"):
         subprocess.run(
             ["/usr/sbin/sshd"],

@@ -25,7 +25,7 @@ from pathlib import Path
 from localcloud.backend import CloudSnapshot, Network, Port, Router, Subnet
 from localcloud.backend import Server as ServerSpec
 from localcloud.dataplane import firewall, names, server
-from localcloud.dataplane.cloudconfig import CloudInit, parse_user_data
+from localcloud.dataplane.cloudconfig import CloudInit, UserDataError, parse_user_data
 from localcloud.dataplane.hostkeys import console_text, generate_host_keys
 from localcloud.dataplane.netns import (
     DataplaneError,
@@ -418,8 +418,14 @@ class NamespaceBackend:
                 if sub and sub.gateway_ip and sub.gateway_ip != f.ip_address:
                     ip(rec.ns, "route", "replace", "default", "via", sub.gateway_ip, check=False)
                     break
-        cloud_init = CloudInit() if rec.cloud_init_done else parse_user_data(spec.user_data)
-        server.boot(rec.pid, spec.name, spec.authorized_keys, cloud_init)
+        warnings = ""
+        try:
+            cloud_init = CloudInit() if rec.cloud_init_done else parse_user_data(spec.user_data)
+        except UserDataError as exc:  # cloud-init boots anyway and says why on the console
+            cloud_init, warnings = CloudInit(), f"cloud-init: {exc}\n"
+        warnings += server.boot(rec.pid, spec.name, spec.authorized_keys, cloud_init)
+        if warnings:
+            self._write_console(spec.id, warnings, append=True)
         rec.cloud_init_done = True
         server.wait_listening(rec.ns)
         fixed = [f.ip_address for p in spec.port_ids if p in ports for f in ports[p].fixed_ips]

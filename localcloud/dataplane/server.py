@@ -134,8 +134,8 @@ def guest_env() -> dict[str, str]:
     }
 
 
-def boot(pid: int, hostname: str, authorized_keys: list[str], cloud_init: CloudInit) -> None:
-    """ACTIVE: authorized keys, write_files, sshd, runcmd."""
+def boot(pid: int, hostname: str, authorized_keys: list[str], cloud_init: CloudInit) -> str:
+    """ACTIVE: authorized keys, write_files, sshd, runcmd; returns cloud-init's warnings."""
     payload = {
         "authorized_keys": [*authorized_keys, *cloud_init.ssh_authorized_keys],
         "write_files": [
@@ -160,6 +160,7 @@ def boot(pid: int, hostname: str, authorized_keys: list[str], cloud_init: CloudI
     )
     if proc.returncode != 0:
         raise DataplaneError(f"server {hostname}: boot failed: {proc.stderr.strip()[-800:]}")
+    return proc.stderr
 
 
 def exec_in(

@@ -81,7 +81,8 @@ def two_clouds(tmp_path):
     g = CloudBuilder("giessen", 1, "192.168.77.0/24")
     icmp = b.add_group("icmp", [icmp_rule()])
     m = b.add_server("master", "192.168.66.10", [], status="BUILD", user_data=USER_DATA)
-    w = b.add_server("worker", "192.168.66.11", [], status="BUILD")
+    bad = "#cloud-config\nwrite_files:\n- {path: /etc/x, content: y, owner: 'nosuch:nosuch'}\n"
+    w = b.add_server("worker", "192.168.66.11", [], status="BUILD", user_data=bad)
     for s in (m, w):
         b.port_of(s).security_group_ids.append(icmp.id)
     g.add_server("vpn", "192.168.77.10", [], status="BUILD")
@@ -179,6 +180,9 @@ def test_cloud_init_exec_cli_and_server_removal(two_clouds):
     ):
         time.sleep(0.05)
     assert sh(master, "cat /root/runcmd.out").stdout.strip() == "ran"
+    # a bad write_files entry is reported on the console; the server boots anyway
+    assert "cloud-init: write_files /etc/x" in backend.console_log("bielefeld", worker.id)
+    assert "LISTEN" in sh(worker, "ss -Hltn 'sport = :22'").stdout
     # SHUTOFF stops sshd and the links; ACTIVE again starts sshd, runcmd does not run twice
     b.servers[0].status = "SHUTOFF"
     backend.apply(b.snapshot())
