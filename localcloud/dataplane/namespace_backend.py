@@ -89,13 +89,15 @@ class NamespaceBackend:
             server.reap()
             errors: list[str] = []
             self._ensure_instance()
-            cloud = self._ensure_cloud(snapshot)
-            self._converge_networks(snapshot, cloud, errors)
-            self._converge_servers(snapshot, cloud, errors)
-            self._converge_routers(snapshot, cloud, errors)
-            self._remove_stray_port_links(snapshot, cloud)
-            self._apply_firewall(snapshot, cloud, errors)
-            save_state(self.state_dir, self.state)
+            try:
+                cloud = self._ensure_cloud(snapshot)
+                self._converge_networks(snapshot, cloud, errors)
+                self._converge_servers(snapshot, cloud, errors)
+                self._converge_routers(snapshot, cloud, errors)
+                self._remove_stray_port_links(snapshot, cloud)
+                self._apply_firewall(snapshot, cloud, errors)
+            finally:  # what was made is recorded even when a step failed
+                save_state(self.state_dir, self.state)
             if errors:
                 raise DataplaneError(f"cloud {snapshot.cloud}: " + "; ".join(errors))
 
