@@ -184,6 +184,7 @@ def create_app(runtime: Runtime) -> Gateway:
         "/{cloud}/{service}/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
     )
     async def unknown(request: Request, cloud: str, service: str, rest: str) -> Response:
+        log.warning("not implemented: %s %s", request.method, request.url.path)
         raise ApiError(404, f"The resource could not be found: {request.method} /{rest}")
 
     for module in (identity, compute, network, image):

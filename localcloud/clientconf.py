@@ -82,3 +82,14 @@ def cloud_entry(state_dir: Path, name: str) -> dict[str, Any]:
     if name not in clouds:
         raise KeyError(f"cloud {name!r} is not in {state_dir}/clouds.yaml (have: {sorted(clouds)})")
     return clouds[name]
+
+
+def connect(state_dir: Path, name: str) -> Any:
+    """An openstacksdk Connection to one of the state directory's clouds (no env needed)."""
+    import openstack.config
+    import openstack.connection
+
+    config = openstack.config.OpenStackConfig(
+        config_files=[str(Path(state_dir) / CLOUDS_YAML)], vendor_files=[]
+    )
+    return openstack.connection.Connection(config=config.get_one(cloud=name))
