@@ -182,6 +182,16 @@ class WgPaths(BaseModel):
     def private_key(self) -> str:
         return f"{self.directory}/privatekey"
 
+    @property
+    def staged_key(self) -> str:
+        """A new key made for rotation, not yet in use."""
+        return f"{self.directory}/privatekey.next"
+
+    @property
+    def previous_key(self) -> str:
+        """The key replaced by the last rotation, kept for rollback."""
+        return f"{self.directory}/privatekey.prev"
+
 
 def render_wg_conf(config: WgConfig, paths: WgPaths | None = None) -> str:
     """The wg0.conf body: everything but PrivateKey. Pure and deterministic."""
@@ -290,6 +300,56 @@ else
   echo started
 fi
 """
+
+
+def stage_key_command(paths: WgPaths | None = None) -> str:
+    """Rotation step 1: make the next key beside the current one (once; a rerun reuses it)
+    and print its public key. wg0 keeps running on the current key."""
+    p = paths or WgPaths()
+    d, nxt = shlex.quote(p.directory), shlex.quote(p.staged_key)
+    return f"""umask 077
+set -e
+if ! test -s {nxt}; then
+  tmp=$(mktemp {d}/.privatekey.next.XXXXXX)
+  wg genkey > "$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" {nxt}
+fi
+wg pubkey < {nxt}
+"""
+
+
+def activate_key_command(paths: WgPaths | None = None) -> str:
+    """Rotation step 2: the staged key becomes the key, the old one is kept as .prev.
+    Afterwards re-assemble wg0.conf and syncconf. Prints the active public key."""
+    p = paths or WgPaths()
+    key, nxt, prev = (shlex.quote(x) for x in (p.private_key, p.staged_key, p.previous_key))
+    return f"""umask 077
+set -e
+if test -s {nxt}; then
+  cp -p {key} {prev}
+  mv -f {nxt} {key}
+fi
+wg pubkey < {key}
+"""
+
+
+def rollback_key_command(paths: WgPaths | None = None) -> str:
+    """Rotation failed (no fresh handshake): put the previous key back. Prints its public key."""
+    p = paths or WgPaths()
+    key, prev = shlex.quote(p.private_key), shlex.quote(p.previous_key)
+    return f"""umask 077
+set -e
+test -s {prev} || {{ echo "hybridgrid: no previous key to roll back to" >&2; exit 3; }}
+mv -f {prev} {key}
+wg pubkey < {key}
+"""
+
+
+def forget_previous_key_command(paths: WgPaths | None = None) -> str:
+    """Rotation confirmed: delete the previous key."""
+    p = paths or WgPaths()
+    return f"rm -f {shlex.quote(p.previous_key)} {shlex.quote(p.staged_key)}\n"
 
 
 def down_command(paths: WgPaths | None = None) -> str:
@@ -480,3 +540,23 @@ async def ensure_routes(
     """Routes via the local hub/spoke; returns how they were persisted."""
     res = await host.run(routes_command(routes, via, name=name), name="ip route replace")
     return res.stdout.strip().splitlines()[-1]
+
+
+async def stage_key(host: RemoteShell, paths: WgPaths | None = None) -> str:
+    res = await host.run(stage_key_command(paths), name="wg stage key", timeout=30)
+    return _check_wg_public_key(res.stdout.strip())
+
+
+async def activate_key(
+    host: RemoteShell, config: WgConfig, paths: WgPaths | None = None
+) -> tuple[str, WgApplyResult]:
+    """Switch to the staged key and apply `config` (syncconf): returns the new public key."""
+    res = await host.run(activate_key_command(paths), name="wg activate key", timeout=30)
+    return _check_wg_public_key(res.stdout.strip()), await apply_wg_config(host, config, paths)
+
+
+async def rollback_key(
+    host: RemoteShell, config: WgConfig, paths: WgPaths | None = None
+) -> tuple[str, WgApplyResult]:
+    res = await host.run(rollback_key_command(paths), name="wg rollback key", timeout=30)
+    return _check_wg_public_key(res.stdout.strip()), await apply_wg_config(host, config, paths)

@@ -420,3 +420,58 @@ def test_real_ping_probe_df_and_no_route(sandbox):
     assert too_big.mtu_error == 1400 and not too_big.ok
     assert "below 1400 bytes" in ping_cause(too_big, layer="DF ping", mtu=1500)
     assert nowhere.unreachable and not nowhere.ok
+
+
+def _pair(pub1: str, pub2: str) -> tuple[wg.WgConfig, wg.WgConfig]:
+    c1 = wg.WgConfig(
+        interface=wg.WgInterface(address="10.0.0.1/24", listen_port=51820, mtu=1370),
+        peers=[wg.WgPeer(public_key=pub2, endpoint="127.0.0.1:51821", allowed_ips=["10.9.0.2/32"])],
+    )
+    c2 = wg.WgConfig(
+        interface=wg.WgInterface(address="10.9.0.2/24", listen_port=51821, mtu=1370),
+        peers=[wg.WgPeer(public_key=pub1, endpoint="127.0.0.1:51820", allowed_ips=["10.0.0.1/32"])],
+    )
+    return c1, c2
+
+
+@pytest.mark.dataplane
+def test_key_rotation_on_the_node_with_rollback(sandbox, tmp_path):
+    from hybridgrid.tasks.wgstate import read_wg_state
+
+    sh = sandbox
+    p1 = wg.WgPaths(directory=str(tmp_path / "n1"), iface="wg0")
+    p2 = wg.WgPaths(directory=str(tmp_path / "n2"), iface="wg1")
+
+    async def go():
+        pub1, pub2 = await wg.ensure_wg_key(sh, p1), await wg.ensure_wg_key(sh, p2)
+        c1, c2 = _pair(pub1, pub2)
+        await wg.apply_wg_config(sh, c1, p1)
+        await wg.apply_wg_config(sh, c2, p2)
+        await _wait_handshake(sh, "wg1", pub1)
+
+        new1 = await wg.stage_key(sh, p1)
+        assert new1 != pub1 and await wg.stage_key(sh, p1) == new1  # staged once
+        assert (await read_wg_state(sh, "wg0")).interface.public_key == pub1  # still running
+        # the peer learns the new key first, then node 1 switches (live, syncconf)
+        _, c2_new = _pair(new1, pub2)
+        await wg.apply_wg_config(sh, c2_new, p2)
+        active, res = await wg.activate_key(sh, c1, p1)
+        assert active == new1 and res.action == "synced"
+        assert (await read_wg_state(sh, "wg0")).interface.public_key == new1
+        await _wait_handshake(sh, "wg1", new1)  # a fresh handshake with the new key
+        assert Path(p1.previous_key).read_text().strip() != Path(p1.private_key).read_text()
+
+        # a second rotation that is rolled back restores the key in use before it
+        newer = await wg.stage_key(sh, p1)
+        await wg.activate_key(sh, c1, p1)
+        assert (await read_wg_state(sh, "wg0")).interface.public_key == newer
+        back, _ = await wg.rollback_key(sh, c1, p1)
+        assert back == new1
+        assert (await read_wg_state(sh, "wg0")).interface.public_key == new1
+        await sh.run(wg.forget_previous_key_command(p1), name="forget")
+        assert not Path(p1.previous_key).exists()
+        assert stat.S_IMODE(os.stat(p1.private_key).st_mode) == 0o600
+        for p in (p1, p2):
+            await sh.run(wg.down_command(p), name="down")
+
+    asyncio.run(go())
