@@ -58,17 +58,17 @@ def external_cidr(index: int) -> ipaddress.IPv4Network:
 
 
 class Quotas(BaseModel):
-    """Per-project limits (Nova and Neutron names); -1 means unlimited."""
+    """Per-project limits (Nova and Neutron names, their defaults); -1 means unlimited."""
 
     instances: int = 10
     cores: int = 20
     ram: int = 51200
     key_pairs: int = 100
-    network: int = 10
-    subnet: int = 10
-    port: int = 50
+    network: int = 100
+    subnet: int = 100
+    port: int = 500
     router: int = 10
-    floatingip: int = 10
+    floatingip: int = 50
     security_group: int = 10
     security_group_rule: int = 100
 

@@ -20,7 +20,21 @@ from localcloud.clientconf import connect
 OPENSTACK_CLI = Path(sys.executable).parent / "openstack"
 API_CLOUDS = ["bielefeld", "giessen", "plain"]
 # `plain` is a cloud like some real ones: no allowed-address-pairs, no port-security.
-API_CLOUD_OPTIONS = {"plain": {"extensions_disabled": ["allowed-address-pairs", "port-security"]}}
+API_CLOUD_OPTIONS = {
+    "plain": {"extensions_disabled": ["allowed-address-pairs", "port-security"]},
+    # Many tests share bielefeld: room for all of them.
+    "bielefeld": {
+        "quotas": {
+            "instances": 50,
+            "cores": 100,
+            "ram": 204800,
+            "security_group": 100,
+            "security_group_rule": 1000,
+            "router": 50,
+            "floatingip": 100,
+        }
+    },
+}
 
 
 def free_port() -> int:
@@ -104,3 +118,8 @@ def new_localcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         for state_dir in made:
             server.down(state_dir)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # openstacksdk announces its own future API changes on every find_*/proxy call.
+    config.addinivalue_line("filterwarnings", "ignore::PendingDeprecationWarning")
