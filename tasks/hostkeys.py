@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 
 import asyncssh
-from hybridgrid.tasks.retry import TransientError
 from pydantic import BaseModel, ConfigDict
+
+from hybridgrid.tasks.retry import TransientError
 
 _FP_BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
 _FP_END = "-----END SSH HOST KEY FINGERPRINTS-----"
@@ -73,6 +74,11 @@ class ConsoleHostKeys(BaseModel):
     @property
     def fingerprint_strings(self) -> list[str]:
         return [f.fingerprint for f in self.fingerprints]
+
+    def pins(self) -> dict[str, list[str]]:
+        """Keyword arguments for `SSHTarget(...)`: the key lines when the console had them,
+        and the fingerprints (which alone also suffice to verify the server)."""
+        return {"host_keys": self.host_key_lines, "host_key_fingerprints": self.fingerprint_strings}
 
 
 def _last_block(lines: list[str], begin: str, end: str) -> list[str] | None:

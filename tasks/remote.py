@@ -29,8 +29,22 @@ STDERR_TAIL = 2000
 # ---------------------------------------------------------------- errors
 
 
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
 class RemoteError(Exception):
-    """Base of everything this module raises."""
+    """Base of everything this module raises.
+
+    Picklable as is (Prefect may persist a failed task's exception): the subclasses' own
+    constructors take other arguments than `args`, so pickling restores args and attributes.
+    """
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class HostKeyMismatch(RemoteError):

@@ -562,3 +562,46 @@ def test_non_root_user_runs_as_root_through_sudo(sudo_server, client, tmp_path):
     assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
     sent = sudo_server.commands.read_text()
     assert "sudo -n sh -c 'id -u'" in sent
+
+
+def test_errors_survive_pickling(servers, client):
+    """Prefect may persist a failed task's exception: our errors must round-trip."""
+    import pickle
+
+    async def go():
+        async with connect(target(servers["a"]), client.private_key) as host:
+            with pytest.raises(RemoteCommandError) as failed:
+                await host.run("echo broken >&2; exit 2", name="probe")
+        return failed.value
+
+    errors = [
+        run(go()),
+        HostKeyMismatch("root@127.0.0.1:22", "SHA256:" + "A" * 43),
+        SSHUnreachable("root@127.0.0.1:22", ConnectionRefusedError(111, "Connection refused")),
+        RemoteCommandTimeout("wg show", "root@127.0.0.1:22", 5),
+    ]
+    for exc in errors:
+        back = pickle.loads(pickle.dumps(exc))  # noqa: S301 -- our own bytes
+        assert type(back) is type(exc) and str(back) == str(exc)
+        assert is_transient(back) == is_transient(exc)
+    again = pickle.loads(pickle.dumps(errors[0]))  # noqa: S301 -- our own bytes
+    assert errors[0].name == again.name == "probe" and again.stderr == "broken\n"
+
+
+def test_console_pins_make_a_target(servers, client):
+    """Console log → pins → a connection that the real server accepts."""
+    from hybridgrid.tasks.hostkeys import parse_console_host_keys
+
+    a = servers["a"]
+    console = (
+        "<14>Nov 27 09:02:11 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+        f"<14>Nov 27 09:02:11 cloud-init: 256 {a.fingerprint} root@a (ED25519)\n"
+        "<14>Nov 27 09:02:11 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----\n"
+        "-----BEGIN SSH HOST KEY KEYS-----\n"
+        f"{a.host_key_line} root@a\n"
+        "-----END SSH HOST KEY KEYS-----\n"
+    )
+    keys = parse_console_host_keys(console, "a")
+    assert keys.verified
+    t = SSHTarget(host="127.0.0.1", port=a.port, **keys.pins())
+    assert run(_run(t, client.private_key, "echo pinned")).stdout == "pinned\n"
