@@ -181,7 +181,7 @@ def test_cloud_without_address_pairs_and_port_security(lc):
     raw = plain.network.get(f"/ports/{port.id}").json()["port"]
     assert "allowed_address_pairs" not in raw and "port_security_enabled" not in raw
     with pytest.raises(
-        exceptions.BadRequestException, match="Unrecognized attribute.*allowed_address_pairs"
+        exceptions.BadRequestException, match=r"Unrecognized attribute.*allowed_address_pairs"
     ):
         plain.network.update_port(port, allowed_address_pairs=[{"ip_address": "10.0.0.0/24"}])
     with pytest.raises(exceptions.BadRequestException, match="port_security_enabled"):
