@@ -73,7 +73,7 @@ class WgInterface(BaseModel):
 
     address: IPv4Interface = Field(description="Tunnel address with prefix, e.g. 10.0.0.1/24")
     listen_port: int | None = Field(default=DEFAULT_PORT, ge=1, le=65535)
-    mtu: int | None = Field(default=None, ge=1280, le=9000, description="underlay MTU - 80")
+    mtu: int | None = Field(default=None, ge=576, le=9000, description="underlay MTU - 80")
 
 
 class WgPeer(BaseModel):
@@ -165,8 +165,8 @@ class WgPaths(BaseModel):
     @field_validator("directory")
     @classmethod
     def _abs(cls, v: str) -> str:
-        if not v.startswith("/") or "\n" in v:
-            raise ValueError("directory must be an absolute path")
+        if not re.fullmatch(r"/[A-Za-z0-9._/-]*", v):
+            raise ValueError("directory must be an absolute path of letters, digits, . _ - /")
         return v.rstrip("/") or "/"
 
     @property

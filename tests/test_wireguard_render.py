@@ -137,7 +137,7 @@ def test_overlapping_allowed_ips_between_peers_are_refused():
 
 def test_mtu_bounds():
     with pytest.raises(ValidationError, match="mtu"):
-        wg.WgInterface(address="10.0.0.1/24", mtu=1000)
+        wg.WgInterface(address="10.0.0.1/24", mtu=500)
 
 
 # ---------------------------------------------------------------- node-side key handling
@@ -475,3 +475,11 @@ def test_key_rotation_on_the_node_with_rollback(sandbox, tmp_path):
             await sh.run(wg.down_command(p), name="down")
 
     asyncio.run(go())
+
+
+def test_paths_refuse_shell_metacharacters():
+    for bad in ("etc/wireguard", '/etc/wg"; reboot; "', "/etc/$(id)"):
+        with pytest.raises(ValidationError, match="directory"):
+            wg.WgPaths(directory=bad)
+    with pytest.raises(ValidationError, match="iface"):
+        wg.WgPaths(iface="wg0; reboot")
