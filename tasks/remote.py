@@ -395,6 +395,7 @@ async def _open(
             gss_auth=False,
             preferred_auth="publickey",
             connect_timeout=target.connect_timeout,
+            keepalive_interval=30,  # notice a dead path (NAT, rebuilt hub) on long commands
             **kwargs,
         )
     except asyncssh.HostKeyNotVerifiable as exc:

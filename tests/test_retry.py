@@ -11,6 +11,8 @@ import keystoneauth1.exceptions as ksa
 import openstack.exceptions as osx
 import pytest
 import requests
+from keystoneauth1 import session as ks_session
+
 from hybridgrid.tasks.retry import (
     PermanentError,
     TransientError,
@@ -19,7 +21,6 @@ from hybridgrid.tasks.retry import (
     transient_options,
     with_retries,
 )
-from keystoneauth1 import session as ks_session
 
 
 def http_error(status: int, body: dict | None = None, url: str = "http://cloud/v2.1/servers"):
