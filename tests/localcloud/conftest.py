@@ -47,6 +47,11 @@ def start_localcloud(state_dir: Path, clouds: list[str], **kwargs: Any) -> serve
     return server.start(state_dir, clouds=clouds, port=free_port(), dataplane=False, **kwargs)
 
 
+@pytest.fixture
+def free_tcp_port() -> int:
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def lc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Handle]:
     """One localcloud for the whole session (bielefeld, giessen, plain)."""
