@@ -11,6 +11,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from hybridgrid.tasks import wireguard as wg
@@ -483,3 +485,37 @@ def test_paths_refuse_shell_metacharacters():
             wg.WgPaths(directory=bad)
     with pytest.raises(ValidationError, match="iface"):
         wg.WgPaths(iface="wg0; reboot")
+
+
+def test_with_peer_replaces_by_name_after_a_key_rotation():
+    old = _peer(5, name="hg-giessen-vpn")
+    rotated = old.model_copy(update={"public_key": base64.b64encode(b"\x55" * 32).decode()})
+    cfg = wg.WgConfig(interface=wg.WgInterface(address="10.0.0.1/24"), peers=[old, _peer(6)])
+    new = wg.with_peer(cfg, rotated)
+    assert sorted(p.public_key for p in new.peers) == sorted(
+        [rotated.public_key, _peer(6).public_key]
+    )
+
+
+def _section_peers(text: str) -> list[dict[str, str]]:
+    peers: list[dict[str, str]] = []
+    for line in text.splitlines():
+        if line == "[Peer]":
+            peers.append({})
+        elif peers and " = " in line:
+            k, v = line.split(" = ", 1)
+            peers[-1][k] = v
+    return peers
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=2, max_value=250), min_size=0, max_size=12, unique=True))
+def test_render_any_peer_set_is_order_independent_and_complete(ns):
+    peers = [_peer(n) for n in ns]
+    iface = wg.WgInterface(address="10.0.0.1/24", mtu=1370)
+    text = wg.render_wg_conf(wg.WgConfig(interface=iface, peers=peers))
+    assert text == wg.render_wg_conf(wg.WgConfig(interface=iface, peers=peers[::-1]))
+    parsed = _section_peers(text)
+    assert [p["Endpoint"] for p in parsed] == [f"198.51.100.{n}:51820" for n in sorted(ns)]
+    assert all(p["PersistentKeepalive"] == "25" for p in parsed)
+    assert not any(line.startswith("PrivateKey") for line in text.splitlines())
