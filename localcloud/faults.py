@@ -16,6 +16,7 @@ name, or ``"*"`` for every cloud, to a `CloudFaults`::
           path: floatingips                # optional regex, searched in the path
       boot_delay: 5                        # seconds from create until ACTIVE
       boot_failure_rate: 0.1               # share of servers that end in ERROR
+      boot_failures: 1                     # the next N boots end in ERROR (then the rate)
       console_delay: 3                     # seconds after ACTIVE until the console shows keys
 
 Token issue and version discovery are never failed unless ``include_token_issue`` /
@@ -74,6 +75,8 @@ class CloudFaults(BaseModel):
     include_discovery: bool = False
     boot_delay: float = Field(default=0.0, ge=0)
     boot_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # "Fail exactly once" for replace-on-ERROR tests: counted from when this file is loaded.
+    boot_failures: int = Field(default=0, ge=0)
     console_delay: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="before")
@@ -129,6 +132,7 @@ class FaultInjector:
         self._stamp: tuple[int, int] | None = None
         self.config = FaultsConfig()
         self._rngs: dict[tuple[str, str], random.Random] = {}
+        self._boots_failed: dict[str, int] = {}
         self.reload()
 
     def reload(self) -> None:
@@ -137,6 +141,7 @@ class FaultInjector:
         except FileNotFoundError:
             if self._stamp is not None:
                 self._stamp, self.config, self._rngs = None, FaultsConfig(), {}
+                self._boots_failed = {}
             return
         stamp = (st.st_mtime_ns, st.st_ino)
         if stamp == self._stamp:
@@ -144,6 +149,7 @@ class FaultInjector:
         self.config = parse_faults(yaml.safe_load(self.path.read_text()))
         self._stamp = stamp
         self._rngs = {}  # a new configuration restarts every stream from its seed
+        self._boots_failed = {}  # ... and every `boot_failures` count
 
     def _rng(self, cloud: str, stream: str) -> random.Random:
         key = (cloud, stream)
@@ -176,5 +182,9 @@ class FaultInjector:
 
     def boot_fails(self, cloud: str) -> bool:
         self.reload()
-        rate = self.for_cloud(cloud).boot_failure_rate
+        f = self.for_cloud(cloud)
+        if self._boots_failed.get(cloud, 0) < f.boot_failures:
+            self._boots_failed[cloud] = self._boots_failed.get(cloud, 0) + 1
+            return True
+        rate = f.boot_failure_rate
         return rate > 0 and self._rng(cloud, "boot").random() < rate
