@@ -1,0 +1,135 @@
+"""OpenStack connections by credentials-block name, cached per process, and a count of the
+mutating API calls each cloud received (benchmarks and the no-op-rerun check read it).
+
+Tasks take the block's *name* (a string is safe to log and to put in a task's parameters; the
+credentials never are) and call `connection(name)`. The first call loads the
+`OpenStackCredentials` block from the Prefect API and builds the connection; later calls in
+the same process reuse it (openstacksdk connections are safe to share between threads).
+
+Without a Prefect server (tests, the demo, `hybridgrid` CLI helpers), register a connection
+built elsewhere, e.g. from a clouds.yaml entry, under a name with `use_connection(name, conn)`;
+tasks then find it by that name exactly as if it came from a block.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+_lock = threading.Lock()
+_connections: dict[str, Connection] = {}
+_load_locks: dict[str, threading.Lock] = {}
+_counts: dict[str, CallCounts] = {}
+
+
+class CallCounts(BaseModel):
+    """API calls a cloud answered since the last reset (token issue excluded)."""
+
+    total: int = 0
+    mutating: int = 0
+    by_method: dict[str, int] = {}
+
+
+def _is_token_issue(method: str, url: str) -> bool:
+    return method == "POST" and urlsplit(url).path.rstrip("/").endswith("/auth/tokens")
+
+
+def _count_hook(name: str):
+    def hook(response: Any, *args: Any, **kwargs: Any) -> None:
+        request = response.request
+        method = (request.method or "").upper()
+        if _is_token_issue(method, request.url or ""):
+            return
+        with _lock:
+            c = _counts.setdefault(name, CallCounts())
+            c.total += 1
+            c.mutating += method in MUTATING
+            c.by_method[method] = c.by_method.get(method, 0) + 1
+
+    hook.hybridgrid_cloud = name  # type: ignore[attr-defined]  # marks our hook (no doubles)
+    return hook
+
+
+def instrument(name: str, conn: Connection) -> Connection:
+    """Count the calls `conn` makes under `name` (a `requests` response hook on its session).
+
+    A call is counted when an answer arrives, error answers included; a request whose
+    connection dropped has no answer and is not counted.
+    """
+    hooks = conn.session.session.hooks.setdefault("response", [])
+    hooks[:] = [h for h in hooks if getattr(h, "hybridgrid_cloud", None) is None]
+    hooks.append(_count_hook(name))
+    return conn
+
+
+def use_connection(name: str, conn: Connection) -> Connection:
+    """Register a connection under a block name (tests, demo: no Prefect server needed)."""
+    instrument(name, conn)
+    with _lock:
+        _connections[name] = conn
+    return conn
+
+
+def forget(name: str | None = None) -> None:
+    """Drop the cached connection of `name` (all when None), e.g. after the block changed."""
+    with _lock:
+        if name is None:
+            _connections.clear()
+        else:
+            _connections.pop(name, None)
+
+
+def connection(cloud: str) -> Connection:
+    """The connection for credentials block `cloud`: loaded once per process, then cached."""
+    with _lock:
+        conn = _connections.get(cloud)
+        if conn is not None:
+            return conn
+        load_lock = _load_locks.setdefault(cloud, threading.Lock())
+    with load_lock:  # one block load per name, even when many tasks start at once
+        with _lock:
+            conn = _connections.get(cloud)
+        if conn is not None:
+            return conn
+        from hybridgrid.blocks.openstack import OpenStackCredentials
+
+        try:
+            creds = OpenStackCredentials.load(cloud, _sync=True)  # also from async code
+        except ValueError as exc:
+            raise LookupError(
+                f"no OpenStack credentials block named {cloud!r}: create it "
+                f"(hybridgrid cloud import {cloud}) or fix the cloud name in the site spec"
+            ) from exc
+        return use_connection(cloud, creds.connect())
+
+
+# ---- counts --------------------------------------------------------------------------------
+
+
+def api_calls() -> dict[str, CallCounts]:
+    """A copy of the per-cloud counts since the last reset."""
+    with _lock:
+        return {name: c.model_copy(deep=True) for name, c in _counts.items()}
+
+
+def mutating_calls(cloud: str) -> int:
+    """POST/PUT/PATCH/DELETE calls (token issue excluded) cloud `cloud` answered."""
+    with _lock:
+        c = _counts.get(cloud)
+        return c.mutating if c else 0
+
+
+def reset_counts(cloud: str | None = None) -> None:
+    with _lock:
+        if cloud is None:
+            _counts.clear()
+        else:
+            _counts.pop(cloud, None)

@@ -1,0 +1,167 @@
+"""Read-only checks of one cloud before anything is created, so a doomed run fails first.
+
+Each problem becomes one line that names the cause and the fix; all problems of a cloud are
+reported together (a user fixes them in one go, not one rerun each).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keystoneauth1 import exceptions as ksexc
+from openstack import exceptions as osexc
+from openstack.connection import Connection
+from pydantic import BaseModel, Field
+
+from hybridgrid.tasks.openstack import find_or_none
+from hybridgrid.tasks.retry import PermanentError, friendly_error, is_transient
+
+REQUIRED_EXTENSIONS = {
+    "allowed-address-pairs": "cross-site packets carry foreign source addresses",
+    "port-security": "anti-spoofing must be adjustable per port",
+}
+
+
+class Needs(BaseModel):
+    """What the run will create on this cloud (for the quota check)."""
+
+    instances: int = 0
+    cores: int = 0
+    ram_mb: int = 0
+    floating_ips: int = 0
+    networks: int = 0
+    routers: int = 0
+    security_groups: int = 0
+
+
+class PreflightRequest(BaseModel):
+    cloud: str = ""  # the credentials block's name, for messages (the task fills it in)
+    image: str | None = None
+    flavors: list[str] = Field(default_factory=list)
+    external_network: str | None = None
+    network: str | None = None  # an existing network (e.g. the master's) whose MTU to read
+    # Servers to launch per flavor: adds instances, cores and RAM to `needs`.
+    instances_by_flavor: dict[str, int] = Field(default_factory=dict)
+    needs: Needs = Field(default_factory=Needs)
+
+
+class PreflightReport(BaseModel):
+    cloud: str
+    ok: bool
+    problems: list[str] = Field(default_factory=list)
+    network_mtu: int | None = None
+    external_network_id: str | None = None
+    image_id: str | None = None
+    flavor_ids: dict[str, str] = Field(default_factory=dict)
+
+
+class PreflightError(PermanentError):
+    def __init__(self, report: PreflightReport):
+        self.report = report
+        lines = "\n".join(f"  - {p}" for p in report.problems)
+        super().__init__(f"pre-flight on cloud {report.cloud!r} failed:\n{lines}")
+
+
+def preflight(conn: Connection, req: PreflightRequest) -> PreflightReport:
+    """Check everything, collect every problem; raises only for transient errors (retry)."""
+    problems: list[str] = []
+    rep = PreflightReport(cloud=req.cloud, ok=True)
+    try:
+        conn.session.get_token()  # keystoneauth's own errors (conn.authorize() flattens them)
+    except (ksexc.ClientException, osexc.SDKException) as exc:
+        if is_transient(exc):
+            raise
+        rep.ok = False
+        rep.problems.append(
+            friendly_error(exc, credentials_block=req.cloud or None)
+            + " — nothing else on this cloud can be checked until the credentials work"
+        )
+        return rep
+
+    if req.image:
+        img = find_or_none(conn.image.find_image, req.image)
+        if img is None:
+            names = sorted(i.name for i in conn.image.images())
+            problems.append(f"image {req.image!r} does not exist: use one of {names}")
+        else:
+            rep.image_id = img.id
+    flavors: dict[str, Any] = {}
+    for name in dict.fromkeys(req.flavors):
+        fl = find_or_none(conn.compute.find_flavor, name)
+        if fl is None:
+            names = sorted(f.name for f in conn.compute.flavors())
+            problems.append(f"flavor {name!r} does not exist: use one of {names}")
+        else:
+            flavors[name] = fl
+            rep.flavor_ids[name] = fl.id
+    if req.external_network:
+        net = find_or_none(conn.network.find_network, req.external_network)
+        if net is None or not net.is_router_external:
+            names = sorted(n.name for n in conn.network.networks(is_router_external=True))
+            problems.append(
+                f"external network {req.external_network!r} does not exist: use one of {names}"
+            )
+        else:
+            rep.external_network_id = net.id
+    if req.network:
+        net = find_or_none(conn.network.find_network, req.network)
+        if net is None:
+            problems.append(
+                f"network {req.network!r} does not exist: give the name or id of the network "
+                f"the master's port is on (openstack network list)"
+            )
+        else:
+            rep.network_mtu = net.mtu
+
+    aliases = {e.alias for e in conn.network.extensions()}
+    for alias, why in REQUIRED_EXTENSIONS.items():
+        if alias not in aliases:
+            problems.append(
+                f"Neutron on this cloud lacks the {alias!r} extension ({why}): ask the cloud's "
+                f"operators to enable it; hybridgrid cannot work around it"
+            )
+
+    problems += _quota_problems(conn, req, flavors)
+    rep.problems = problems
+    rep.ok = not problems
+    return rep
+
+
+def _quota_problems(conn: Connection, req: PreflightRequest, flavors: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    needs = req.needs.model_copy()
+    for name, count in req.instances_by_flavor.items():
+        fl = flavors.get(name)
+        needs.instances += count
+        if fl is not None:
+            needs.cores += fl.vcpus * count
+            needs.ram_mb += fl.ram * count
+    if not any(vars(needs).values()):
+        return out
+    limits = conn.compute.get_limits().absolute
+    checks = [
+        ("instances", needs.instances, limits.instances, limits.instances_used),
+        ("cores", needs.cores, limits.total_cores, limits.total_cores_used),
+        ("RAM (MB)", needs.ram_mb, limits.total_ram, limits.total_ram_used),
+    ]
+    project_id = conn.current_project_id
+    try:
+        q = conn.network.get_quota(project_id, details=True)
+    except osexc.NotFoundException:  # no quota_details extension: Neutron quotas unknown
+        q = None
+    for label, attr, need in [
+        ("floating IPs", "floating_ips", needs.floating_ips),
+        ("networks", "networks", needs.networks),
+        ("routers", "routers", needs.routers),
+        ("security groups", "security_groups", needs.security_groups),
+    ]:
+        detail = getattr(q, attr, None) or {}
+        if isinstance(detail, dict):
+            checks.append((label, need, detail.get("limit", -1), detail.get("used", 0)))
+    for label, need, limit, used in checks:
+        if need and limit is not None and limit >= 0 and used + need > limit:
+            out.append(
+                f"quota for {label} would be exceeded: {used} used + {need} needed > limit "
+                f"{limit}; free {used + need - limit} or ask for a higher quota"
+            )
+    return out

@@ -1,0 +1,342 @@
+"""The OpenStack task library against localcloud over real HTTP with unmodified openstacksdk.
+
+Every mutating call is counted twice: by localcloud's own stats endpoint (the ground truth) and
+by `tasks.clouds`' response hook; the two must agree.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hybridgrid import naming
+from hybridgrid.tasks import clouds
+from hybridgrid.tasks import openstack as ops
+from localcloud import server
+from localcloud.clientconf import connect
+
+CLOUD = "giessen"  # the credentials "block" name the tasks get
+PUBKEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhWAsYd8m3oQ9o1b3m7nqE1C6kF3xq4b1Jm2n4D5x6y hybridgrid"
+)
+OTHER_PUBKEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ0x2p0V0HhZxq8uSx8JkqZl3wq8dC9o0xqH8tq1Jv8 someone"
+)
+ROOMY = {
+    "instances": 40,
+    "cores": 80,
+    "ram": 163840,
+    "network": 50,
+    "router": 20,
+    "floatingip": 40,
+    "security_group": 40,
+    "security_group_rule": 400,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cloud:
+    """A private localcloud plus the connections registered under block names."""
+
+    def __init__(self, handle: server.Handle) -> None:
+        self.handle = handle
+        self.conn = clouds.use_connection(CLOUD, connect(handle.state_dir, CLOUD))
+        self.public = self.conn.network.find_network("public")
+
+    def mutating(self) -> int:
+        """Mutating calls since `reset()`, asserting localcloud and our counter agree."""
+        truth = self.handle.stats().get(CLOUD, {}).get("mutating", 0)
+        assert clouds.mutating_calls(CLOUD) == truth, (clouds.api_calls(), self.handle.stats())
+        return truth
+
+    def reset(self) -> None:
+        self.handle.reset_stats()
+        clouds.reset_counts()
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    state_dir: Path = tmp_path_factory.mktemp("lc-tasks")
+    handle = server.start(
+        state_dir,
+        clouds=["bielefeld", CLOUD, "tiny"],
+        port=free_port(),
+        dataplane=False,
+        cloud_options={
+            CLOUD: {"quotas": ROOMY},
+            "tiny": {"quotas": {"network": 0, "instances": 0}},
+        },
+    )
+    try:
+        yield Cloud(handle)
+    finally:
+        clouds.forget()
+        server.down(state_dir)
+
+
+@pytest.fixture
+def faults(cloud: Cloud) -> Iterator[Any]:
+    try:
+        yield cloud.handle.set_faults
+    finally:
+        cloud.handle.set_faults(None)
+
+
+def twice(cloud: Cloud, fn: Any) -> tuple[Any, Any, int]:
+    """Run `fn` twice; return both results and the first run's mutating calls. The second
+    run must make no mutating call at all."""
+    cloud.reset()
+    first = fn()
+    made = cloud.mutating()
+    cloud.reset()
+    second = fn()
+    assert cloud.mutating() == 0, f"second run of {fn} changed something"
+    return first, second, made
+
+
+def owned(items: Any, site: str) -> list[Any]:
+    return [x for x in items if set(naming.tags(site)) <= set(x.tags or [])]
+
+
+# ---- run twice: create once, then change nothing ------------------------------------------
+
+
+def test_each_ensure_creates_once_and_the_rerun_makes_no_mutating_call(cloud: Cloud) -> None:
+    c, site = cloud.conn, "twice"
+    net, net2, made = twice(cloud, lambda: ops.ensure_network(c, site, "hg-twice-net"))
+    assert (net.action, net2.action, made) == ("created", "reused", 1)
+    assert net2.id == net.id and net.mtu == 1450
+
+    sub, sub2, made = twice(
+        cloud, lambda: ops.ensure_subnet(c, site, "hg-twice-subnet", net.id, "192.168.77.0/24")
+    )
+    assert (sub.action, sub2.action, made) == ("created", "reused", 1)
+    assert sub.gateway_ip == "192.168.77.1" and sub2.id == sub.id
+
+    router, router2, made = twice(
+        cloud, lambda: ops.ensure_router(c, site, "hg-twice-router", cloud.public.id, sub.id)
+    )
+    assert (router.action, router2.action, made) == ("created", "reused", 2)  # + interface
+    assert router.external_ip and router2.external_ip == router.external_ip
+
+    route = ops.Route(destination="10.0.0.0/24", nexthop="192.168.77.5")
+    routes, routes2, made = twice(cloud, lambda: ops.ensure_router_routes(c, router.id, [route]))
+    assert (routes.action, routes2.action, made) == ("updated", "reused", 1)
+    assert routes2.routes == [route]
+
+    sg, sg2, made = twice(cloud, lambda: ops.ensure_security_group(c, site, "hg-twice-sg"))
+    assert (sg.action, sg2.action, made) == ("created", "reused", 1)
+
+    wanted = [
+        ops.RuleSpec(
+            protocol="udp", port_min=51820, port_max=51820, remote_ip_prefix="203.0.113.7"
+        ),
+        ops.RuleSpec(protocol="tcp", port_min=22),
+        ops.RuleSpec(protocol="icmp", remote_ip_prefix="192.168.66.0/24"),
+    ]
+    rules, rules2, made = twice(cloud, lambda: ops.ensure_rules(c, sg.id, site, wanted))
+    assert [r.action for r in rules] == ["created"] * 3 and made == 3
+    assert [r.action for r in rules2] == ["reused"] * 3
+    assert [r.id for r in rules2] == [r.id for r in rules]
+
+    kp, kp2, made = twice(cloud, lambda: ops.ensure_keypair(c, "hg-twice-key", PUBKEY))
+    assert (kp.action, kp2.action, made) == ("created", "reused", 1)
+
+    spec = ops.ServerSpec(
+        name="hg-twice-vpn",
+        site=site,
+        role="vpn",
+        image="ubuntu-22.04",
+        flavor="de.NBI tiny",
+        network_id=net.id,
+        key_name="hg-twice-key",
+        security_groups=["hg-twice-sg"],
+        user_data="#cloud-config\nruncmd: [[echo, hi]]\n",
+    )
+    vm, vm2, made = twice(cloud, lambda: ops.ensure_server(c, spec, poll=0.1))
+    assert (vm.action, vm2.action, made) == ("created", "reused", 1)
+    assert vm.status == "ACTIVE" and vm2.id == vm.id and vm.fixed_ip.startswith("192.168.77.")
+    assert c.compute.get_server(vm.id).metadata[ops.ROLE_KEY] == "vpn"
+
+    fip, fip2, made = twice(
+        cloud, lambda: ops.ensure_floating_ip(c, site, vm.port_id, cloud.public.id)
+    )
+    assert (fip.action, fip2.action, made) == ("created", "reused", 1)
+    assert fip2.address == fip.address and fip.address.startswith("198.51.100.")
+
+    pairs = ["10.0.0.0/24", "192.168.66.0/24"]
+    port, port2, made = twice(cloud, lambda: ops.ensure_allowed_address_pairs(c, vm.port_id, pairs))
+    assert (port.action, port2.action, made) == ("updated", "reused", 1)
+    assert port2.allowed_address_pairs == pairs
+
+    extra = ops.ensure_security_group(c, site, "hg-twice-extra-sg")
+    psg, psg2, made = twice(
+        cloud, lambda: ops.ensure_port_security_groups(c, vm.port_id, [extra.id])
+    )
+    assert (psg.action, psg2.action, made) == ("updated", "reused", 1)
+    assert set(psg2.security_group_ids) == {sg.id, extra.id}
+
+    info = ops.lookup_server(c, "hg-twice-vpn")
+    assert (info.port_id, info.fixed_ip, info.floating_ip) == (vm.port_id, vm.fixed_ip, fip.address)
+    assert (info.mtu, info.subnet_cidr, info.network_name) == (1450, "192.168.77.0/24", net.name)
+
+    gone, gone2, made = twice(cloud, lambda: ops.remove_site_resources(c, site, timeout=30))
+    kinds = sorted(r.kind for r in gone)
+    assert kinds == sorted(
+        ["server", "floating_ip", "router", "subnet", "network"] + ["security_group"] * 2
+    )
+    assert gone2 == [] and made >= len(gone)
+    assert ops.remove_keypair(c, "hg-twice-key", PUBKEY).action == "deleted"
+    assert c.compute.find_keypair("hg-twice-key", ignore_missing=True) is None
+
+
+def test_subnet_with_another_cidr_is_a_clear_conflict(cloud: Cloud) -> None:
+    c, site = cloud.conn, "cidr"
+    net = ops.ensure_network(c, site, "hg-cidr-net")
+    ops.ensure_subnet(c, site, "hg-cidr-subnet", net.id, "192.168.80.0/24")
+    with pytest.raises(ops.ResourceConflict, match=r"192\.168\.80\.0/24.*192\.168\.81\.0/24"):
+        ops.ensure_subnet(c, site, "hg-cidr-subnet", net.id, "192.168.81.0/24")
+    with pytest.raises(ops.ResourceConflict, match="different public key"):
+        ops.ensure_keypair(c, "hg-cidr-key", PUBKEY) and ops.ensure_keypair(
+            c, "hg-cidr-key", OTHER_PUBKEY
+        )
+    ops.remove_site_resources(c, site, timeout=30)
+    c.compute.delete_keypair("hg-cidr-key")
+
+
+# ---- merging: what someone else set stays -------------------------------------------------
+
+
+def test_allowed_address_pairs_keep_foreign_pairs_and_remove_only_ours(cloud: Cloud) -> None:
+    c = cloud.conn
+    net = c.network.create_network(name="user-net")
+    subnet = c.network.create_subnet(network_id=net.id, cidr="172.16.5.0/24", ip_version=4)
+    port = c.network.create_port(network_id=net.id, name="user-port")
+    foreign = [{"ip_address": "172.16.99.0/24", "mac_address": "fa:16:3e:00:00:99"}]
+    c.network.update_port(port, allowed_address_pairs=foreign)
+
+    rec = ops.ensure_allowed_address_pairs(c, port.id, ["10.0.0.0/24", "192.168.77.0/24"])
+    assert rec.action == "updated"
+    have = c.network.get_port(port.id).allowed_address_pairs
+    assert {p["ip_address"] for p in have} == {"172.16.99.0/24", "10.0.0.0/24", "192.168.77.0/24"}
+    assert {"ip_address": "172.16.99.0/24", "mac_address": "fa:16:3e:00:00:99"} in have
+
+    cloud.reset()
+    rec = ops.remove_allowed_address_pairs(c, port.id, ["10.0.0.0/24", "192.168.77.0/24"])
+    assert rec.action == "updated" and cloud.mutating() == 1
+    have = c.network.get_port(port.id).allowed_address_pairs
+    assert have == [{"ip_address": "172.16.99.0/24", "mac_address": "fa:16:3e:00:00:99"}]
+    cloud.reset()
+    assert ops.remove_allowed_address_pairs(c, port.id, ["10.0.0.0/24"]).action == "reused"
+    assert cloud.mutating() == 0
+
+    # Routes: the same rule.
+    router = c.network.create_router(name="user-router")
+    c.network.add_interface_to_router(router, subnet=subnet.id)
+    theirs = ops.Route(destination="10.9.0.0/16", nexthop="172.16.5.9")
+    ours = ops.Route(destination="10.0.0.0/24", nexthop="172.16.5.10")
+    ops.ensure_router_routes(c, router.id, [theirs])
+    ops.ensure_router_routes(c, router.id, [ours])
+    assert ops.remove_router_routes(c, router.id, [ours]).routes == [theirs]
+
+    # Rules: remove_rules takes only the rules this site added to a shared group.
+    sg = c.network.create_security_group(name="shared-sg")
+    c.network.create_security_group_rule(
+        security_group_id=sg.id,
+        direction="ingress",
+        protocol="tcp",
+        port_range_min=80,
+        port_range_max=80,
+        ethertype="IPv4",
+    )
+    ops.ensure_rules(c, sg.id, "site-a", [ops.RuleSpec(protocol="udp", port_min=51820)])
+    removed = ops.remove_rules(c, sg.id, "site-a")
+    assert len(removed) == 1
+    left = {
+        (r.protocol, r.port_range_min)
+        for r in c.network.security_group_rules(security_group_id=sg.id, direction="ingress")
+    }
+    assert left == {("tcp", 80)}
+
+
+# ---- ownership ----------------------------------------------------------------------------
+
+
+def test_remove_leaves_untagged_and_other_sites_alone_and_reruns_cleanly(cloud: Cloud) -> None:
+    c, site = cloud.conn, "rm"
+    user_net = c.network.create_network(name="hg-rm-net")  # a user's, same name, no tags
+    other = ops.ensure_network(c, "rmother", "hg-rm-net")  # another site's
+    net = ops.ensure_network(c, site, "hg-rm-net")
+    assert len({user_net.id, other.id, net.id}) == 3
+    sub = ops.ensure_subnet(c, site, "hg-rm-subnet", net.id, "192.168.90.0/24")
+    ops.ensure_router(c, site, "hg-rm-router", cloud.public.id, sub.id)
+    ops.ensure_router_routes(
+        c,
+        ops.find_router(c, site, "hg-rm-router").id,
+        [ops.Route(destination="10.0.0.0/24", nexthop="192.168.90.2")],
+    )
+    ops.ensure_security_group(c, site, "hg-rm-sg")
+
+    gone = ops.remove_site_resources(c, site, timeout=30)
+    assert sorted(r.kind for r in gone) == ["network", "router", "security_group", "subnet"]
+    names = {n.id for n in c.network.networks(name="hg-rm-net")}
+    assert names == {user_net.id, other.id}
+    assert not owned(c.network.routers(name="hg-rm-router"), site)
+
+    cloud.reset()
+    assert ops.remove_site_resources(c, site, timeout=30) == []
+    assert cloud.mutating() == 0
+    ops.remove_site_resources(c, "rmother", timeout=30)
+    c.network.delete_network(user_net)
+
+
+def test_several_tagged_resources_with_one_name_are_refused(cloud: Cloud) -> None:
+    c, site = cloud.conn, "dup"
+    a = c.network.create_network(name="hg-dup-net", tags=naming.tags(site))
+    b = c.network.create_network(name="hg-dup-net", tags=naming.tags(site))
+    cloud.reset()
+    with pytest.raises(ops.OwnershipError) as err:
+        ops.ensure_network(c, site, "hg-dup-net")
+    assert cloud.mutating() == 0
+    msg = str(err.value)
+    assert "2 networks named 'hg-dup-net'" in msg and a.id in msg and b.id in msg
+    assert "delete the extra ones" in msg
+    ops.remove_site_resources(c, site, timeout=30)
+
+
+# ---- servers ------------------------------------------------------------------------------
+
+
+def test_server_in_error_is_replaced_once_and_the_run_goes_on(cloud: Cloud, faults: Any) -> None:
+    c, site = cloud.conn, "err"
+    net = ops.ensure_network(c, site, "hg-err-net")
+    ops.ensure_subnet(c, site, "hg-err-subnet", net.id, "192.168.91.0/24")
+    spec = ops.ServerSpec(
+        name="hg-err-worker-1",
+        site=site,
+        role="worker",
+        image="ubuntu-22.04",
+        flavor="de.NBI tiny",
+        network_id=net.id,
+    )
+    faults({CLOUD: {"boot_failures": 1}})
+    rec = ops.ensure_server(c, spec, poll=0.1)
+    assert (rec.status, rec.replaced, rec.action) == ("ACTIVE", 1, "created")
+    servers = [s for s in c.compute.servers(name="hg-err-worker-1")]
+    assert [s.id for s in servers] == [rec.id]  # the broken one is gone
+
+    faults({CLOUD: {"boot_failure_rate": 1.0}})  # never boots: bounded, then a clear error
+    spec2 = spec.model_copy(update={"name": "hg-err-worker-2"})
+    with pytest.raises(ops.ServerBootFailed, match="went to ERROR 2 times"):
+        ops.ensure_server(c, spec2, poll=0.1, max_replacements=1)
+    faults(None)
+    ops.remove_site_resources(c, site, timeout=30)
