@@ -43,6 +43,14 @@ def _drop_connection(send: Any) -> bool:
     return True
 
 
+async def _inject(error: int | str, service: str, scope: dict, receive: Any, send: Any) -> None:
+    if error == "drop" and _drop_connection(send):
+        return
+    code = 500 if error == "drop" else int(error)
+    message = _INJECTED.get(code, "Injected fault (localcloud).")
+    await render(service, code, message)(scope, receive, send)
+
+
 class Gateway:
     """Outermost ASGI layer: what every OpenStack request goes through before its router."""
 
@@ -85,12 +93,8 @@ class Gateway:
         )
         if decision.delay:
             await asyncio.sleep(decision.delay)
-        if decision.error == "drop" and _drop_connection(send):
-            return
-        if decision.error is not None:
-            code = 500 if decision.error == "drop" else int(decision.error)
-            message = _INJECTED.get(code, "Injected fault (localcloud).")
-            await render(service, code, message)(scope, receive, send)
+        if decision.error is not None and not decision.after:
+            await _inject(decision.error, service, scope, receive, send)
             return
         if not (discovery or token_issue):
             headers = dict(scope["headers"])
@@ -104,6 +108,14 @@ class Gateway:
             scope["lc.auth"] = claims
         scope["lc.cloud"] = cloud
         scope["lc.service"] = service
+        if decision.error is not None:  # carried out, then the answer is lost
+
+            async def discard(message: Any) -> None:
+                return None
+
+            await self.api(scope, receive, discard)
+            await _inject(decision.error, service, scope, receive, send)
+            return
         await self.api(scope, receive, send)
 
 

@@ -14,6 +14,7 @@ name, or ``"*"`` for every cloud, to a `CloudFaults`::
           service: network                 # optional: identity | compute | network | image
           method: POST                     # optional
           path: floatingips                # optional regex, searched in the path
+          after: false                     # true: do the work, then lose the answer
       boot_delay: 5                        # seconds from create until ACTIVE
       boot_failure_rate: 0.1               # share of servers that end in ERROR
       boot_failures: 1                     # the next N boots end in ERROR (then the rate)
@@ -48,6 +49,9 @@ class ErrorRule(BaseModel):
     service: Literal["identity", "compute", "network", "image"] | None = None
     method: str | None = None
     path: str | None = None
+    # after: the request is carried out, then its answer is replaced by the error (or the
+    # connection dropped) - the "did my create happen?" case that makes clients duplicate.
+    after: bool = False
 
     @field_validator("codes")
     @classmethod
@@ -122,6 +126,7 @@ def write_faults(state_dir: Path, data: dict) -> None:
 class Decision(BaseModel):
     delay: float = 0.0  # seconds
     error: int | Literal["drop"] | None = None
+    after: bool = False  # error only after the request was carried out
 
 
 class FaultInjector:
@@ -177,7 +182,8 @@ class FaultInjector:
             rng = self._rng(cloud, "errors")
             for rule in f.errors:
                 if rule.matches(service, method, path) and rng.random() < rule.rate:
-                    return Decision(delay=delay, error=rng.choice(rule.codes))
+                    code = rng.choice(rule.codes)
+                    return Decision(delay=delay, error=code, after=rule.after)
         return Decision(delay=delay)
 
     def boot_fails(self, cloud: str) -> bool:

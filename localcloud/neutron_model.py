@@ -5,6 +5,7 @@ filters and views. The HTTP layer (network.py) and Nova (compute.py) both use th
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -206,9 +207,12 @@ def allocate_ip(cloud: Cloud, subnet: Doc, requested: str | None = None) -> str:
         (int(ipaddress.ip_address(p["start"])), int(ipaddress.ip_address(p["end"])))
         for p in subnet["allocation_pools"]
     ]
-    candidates = [i for lo, hi in ranges for i in range(lo, hi + 1)]
-    start = subnet.get("_next", candidates[0] if candidates else 0)
-    ordered = [i for i in candidates if i >= start] + [i for i in candidates if i < start]
+    start = subnet.get("_next", ranges[0][0] if ranges else 0)
+    # From the pointer to the pools' end, then wrap around (lazily: a /16 has 65k addresses).
+    ordered = itertools.chain(
+        (i for lo, hi in ranges for i in range(max(lo, start), hi + 1)),
+        (i for lo, hi in ranges for i in range(lo, min(hi, start - 1) + 1)),
+    )
     for i in ordered:
         ip = str(ipaddress.ip_address(i))
         if ip not in used and ip != gateway:

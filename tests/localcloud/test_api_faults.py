@@ -138,3 +138,31 @@ def test_stats_count_calls_by_service_and_method(lc, headers):
     }
     lc.reset_stats()
     assert lc.stats() == {}
+
+
+def test_answer_lost_after_the_work_was_done(lc, headers, faults):
+    faults(
+        {
+            "giessen": {
+                "errors": [
+                    {
+                        "rate": 1.0,
+                        "codes": [503],
+                        "method": "POST",
+                        "path": "networks$",
+                        "after": True,
+                    }
+                ]
+            }
+        }
+    )
+    base = lc.clouds["giessen"].network + "/v2.0/networks"
+    resp = requests.post(
+        base, json={"network": {"name": "lost-answer"}}, headers=headers, timeout=10
+    )
+    assert resp.status_code == 503
+    faults(None)
+    (made,) = requests.get(
+        base, params={"name": "lost-answer"}, headers=headers, timeout=10
+    ).json()["networks"]
+    requests.delete(f"{base}/{made['id']}", headers=headers, timeout=10)
