@@ -1,7 +1,7 @@
 """``localcloud`` — run OpenStack-compatible clouds on this machine.
 
-    localcloud up [--state-dir DIR] [--cloud NAME]… [--port N] [--faults FILE]
-    localcloud status | stop | down | stats [--json] [--reset]
+localcloud up [--state-dir DIR] [--cloud NAME]… [--port N] [--faults FILE]
+localcloud status | stop | down | stats [--json] [--reset]
 """
 
 from __future__ import annotations
