@@ -190,6 +190,15 @@ def test_router_routes_and_interfaces(conn, tenant):
     with pytest.raises(exceptions.ConflictException, match="still has ports"):
         conn.network.delete_router(router)
     conn.network.update_router(router, routes=[])
+    other = str(ipaddress.ip_network(subnet.cidr)[6])
+    added = conn.network.add_extra_routes_to_router(
+        router, body={"router": {"routes": [{"destination": "10.2.0.0/24", "nexthop": other}]}}
+    )
+    assert added.routes == [{"destination": "10.2.0.0/24", "nexthop": other}]
+    removed = conn.network.remove_extra_routes_from_router(
+        router, body={"router": {"routes": [{"destination": "10.2.0.0/24", "nexthop": other}]}}
+    )
+    assert removed.routes == []
     conn.network.remove_interface_from_router(router, subnet_id=subnet.id)
     assert (
         list(conn.network.ports(device_id=router.id, device_owner="network:router_interface")) == []
