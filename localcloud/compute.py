@@ -193,8 +193,6 @@ def _keypair(doc: Doc, mv: tuple[int, int], full: bool = True) -> Doc:
             updated_at=None,
             id=doc["num"],
         )
-    elif mv >= (2, 10):
-        pass
     return out
 
 
@@ -1007,7 +1005,11 @@ async def _console(cloud: Cloud, doc: Doc, length: Any) -> JSONResponse:
         raise conflict(
             f"Cannot 'os-getConsoleOutput' instance {doc['id']} while it is in vm_state building"
         )
-    text = await asyncio.to_thread(cloud.runtime.backend.console_log, cloud.name, doc["id"])
+    try:
+        text = await asyncio.to_thread(cloud.runtime.backend.console_log, cloud.name, doc["id"])
+    except Exception:
+        log.exception("backend console_log failed for %s on %s", doc["id"], cloud.name)
+        text = ""
     active_ts = doc.get("_active_ts") or 0
     delay = cloud.runtime.faults.for_cloud(cloud.name).console_delay
     if not text or time.time() - active_ts < delay:
