@@ -18,7 +18,15 @@ from typing import TypeVar
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, model_validator
 
-from hybridgrid.model import Allocation, ResolvedSite, Topology, TopologyError, plan
+from hybridgrid.model import (
+    Allocation,
+    RemoteSite,
+    ResolvedSite,
+    Topology,
+    TopologyError,
+    WireGuardSettings,
+    plan,
+)
 
 DEFAULT_REGISTRY = "hybridgrid"
 LOCK_TIMEOUT_SECONDS = 120.0
@@ -50,17 +58,35 @@ class _Entry(BaseModel):
 class HomeEntry(_Entry):
     name: str
     public_key: str | None = Field(None, description="the master's WireGuard public key")
+    master: str | None = Field(None, description="the hub server's name (adopted or created)")
+    adopted: bool = Field(True, description="the master existed before hybridgrid")
+    workers: list[str] = Field(
+        default_factory=list, description="home worker server names (routes, SG)"
+    )
+    ssh_key_block: str | None = Field(None, description="SSHKey block that logs into the master")
+    external_network: str = "public"
+    listen_port: int = 51820
+    network_mtu: int = Field(1450, description="MTU of the master's network")
 
 
 class SiteEntry(_Entry):
     spoke_public_key: str | None = Field(None, description="the VPN node's WireGuard key")
     hub_public_key: str | None = Field(None, description="hub key the spoke is configured with")
+    spec: RemoteSite | None = Field(None, description="the site as last added (desired state)")
+    listen_port: int = 51820
+    network_mtu: int = Field(1450, description="MTU of the site's tenant network")
+    ssh_key_block: str | None = Field(None, description="SSHKey block for the site's servers")
+    fixed_ips: dict[str, IPv4Address] = Field(
+        default_factory=dict, description="fixed IPs by server role, e.g. {'vpn': …}"
+    )
 
     def allocation(self) -> Allocation:
         return Allocation(subnet=self.subnet, wg_address=self.wg_address)
 
 
 class RegistryData(BaseModel):
+    wireguard: WireGuardSettings = Field(default_factory=WireGuardSettings)
+    site_pool: IPv4Network = IPv4Network("192.168.64.0/18")
     home: HomeEntry | None = None
     sites: dict[str, SiteEntry] = Field(default_factory=dict)
 
@@ -105,7 +131,7 @@ _creating: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = 
 )
 
 
-async def _ensure_lock(name: str) -> None:
+async def ensure_lock(name: str) -> None:
     """Create the limit-1 global concurrency limit if missing (idempotent)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectAlreadyExists
@@ -141,7 +167,7 @@ async def update_registry(
     from prefect.concurrency.asyncio import concurrency
 
     lock = lock_name(name)
-    await _ensure_lock(lock)
+    await ensure_lock(lock)
     # strict: a missing limit must fail, not silently run unlocked.
     # A short lease frees the lock soon after a crashed holder; live holders renew it.
     async with concurrency(

@@ -1,0 +1,399 @@
+"""add_remote_site — the main job (DESIGN §4): one flow run per remote site.
+
+validate → pre-flight both clouds → allocate (registry, locked) → site network, security
+group, key pair and home-side lookups, all at once → VPN node and workers launched together
+→ floating IP → UDP 51820 from each peer's /32 → host keys from the console → SSH → wg0 on the
+VPN node → the peer on the master (live, under the hub lock) → allowed-address pairs → routes
+on workers → layered verification → registry + artifacts.
+
+Everything is found again by name and tags, so a rerun after any failure converges and a rerun
+of a finished site changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Interface
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from hybridgrid import naming
+from hybridgrid.access import behind, front_door
+from hybridgrid.blocks.registry import (
+    DEFAULT_REGISTRY,
+    RegistryData,
+    SiteEntry,
+    Verification,
+    allocate_site,
+    load_registry,
+    update_registry,
+)
+from hybridgrid.flows import common
+from hybridgrid.model import RemoteSite, plan, tunnel_mtu
+from hybridgrid.report import NodeLine, SiteSummary, publish
+from hybridgrid.tasks import node_tasks as nodes
+from hybridgrid.tasks import site_tasks as st
+from hybridgrid.tasks.credentials import ssh_key
+from hybridgrid.tasks.openstack import RuleSpec, ServerSpec
+from hybridgrid.tasks.preflight import Needs, PreflightRequest
+from hybridgrid.tasks.wireguard import WgConfig, WgInterface, WgPeer
+
+
+class AddSiteOptions(BaseModel):
+    registry: str = Field(DEFAULT_REGISTRY, description="SiteRegistry block name")
+    ssh_key_block: str | None = Field(
+        None,
+        description="SSHKey block for the site's servers; default hg-<site>-ssh, made when missing",
+    )
+    boot_timeout: float = Field(600, gt=0, description="seconds to wait for servers to be ACTIVE")
+    verify: bool = Field(True, description="run the layered verification at the end")
+
+
+class AddSiteResult(BaseModel):
+    site: str
+    verified: bool
+    summary: SiteSummary
+
+
+def _run_name() -> str:
+    return common.run_name_from("site")
+
+
+@flow(
+    name="add-remote-site",
+    flow_run_name=_run_name,
+    description="Join a remote OpenStack site to the home cluster over WireGuard (verified).",
+    log_prints=False,
+)
+async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = None) -> AddSiteResult:
+    options = options or AddSiteOptions()
+    log = get_run_logger()
+    await common.tag_run("site", site.name)
+    calls_before = common.call_counts()
+
+    # 1. validate against the registry: pure, nothing created yet
+    data = await load_registry(options.registry)
+    home = common.require_home(data, options.registry)
+    topo = common.topology_for(data, [site])
+    others = {n: e.allocation() for n, e in data.sites.items() if n != site.name}
+    draft = plan(topo, {**others, **_own(data, site.name)}).site(site.name)
+    is_new = site.name not in data.sites
+    log.info(
+        "Site %s: subnet %s, WireGuard %s (%s run)",
+        site.name,
+        draft.subnet,
+        draft.wg_address,
+        "first" if is_new else "repeat",
+    )
+
+    # 2. pre-flight, both clouds at once: a doomed run fails before it creates anything
+    n_servers = 1 + site.workers
+    site_req = PreflightRequest(
+        cloud=site.cloud,
+        image=site.image,
+        flavors=[site.vpn_flavor] + ([site.worker_flavor] if site.workers else []),
+        external_network=site.external_network,
+        instances_by_flavor=(
+            {site.vpn_flavor: 1, **({site.worker_flavor: site.workers} if site.workers else {})}
+            if is_new
+            else {}
+        ),
+        needs=Needs(instances=n_servers, floating_ips=1, networks=1, routers=1, security_groups=1)
+        if is_new
+        else Needs(),
+    )
+    home_req = PreflightRequest(cloud=home.cloud, external_network=home.external_network)
+    await asyncio.gather(st.preflight_cloud(site_req), st.preflight_cloud(home_req))
+    log.info("Pre-flight passed on %s and %s", site.cloud, home.cloud)
+
+    # 3. allocate under the registry lock (a concurrent run gets other addresses)
+    resolved = await allocate_site(topo, site.name, options.registry)
+    key_block = options.ssh_key_block or naming.resource_name(site.name, "ssh")
+    site_key, home_key = await asyncio.gather(
+        common.ensure_ssh_key(key_block, site.ssh_user), ssh_key(home.ssh_key_block)
+    )
+    wg = data.wireguard
+    home_sg_name = naming.resource_name(home.name, naming.SG)
+    site_sg_name = naming.resource_name(site.name, naming.SG)
+
+    # 4. site network, group and key pair, and every home-side lookup, concurrently
+    site_rules = [
+        RuleSpec(protocol="tcp", port_min=22, port_max=22, remote_ip_prefix=str(p))
+        for p in site.ssh_source
+    ] + [
+        RuleSpec(remote_ip_prefix=str(resolved.subnet)),  # the spoke forwards its own site
+        RuleSpec(remote_ip_prefix=str(home.subnet)),
+        RuleSpec(remote_ip_prefix=str(wg.cidr)),
+        RuleSpec(remote_ip_prefix=str(data.site_pool)),
+    ]
+    home_rules = [RuleSpec(remote_ip_prefix=str(resolved.subnet))]
+    net, site_sg, keypair, master, home_sg, home_workers = await asyncio.gather(
+        st.ensure_site_network(site.cloud, site.name, str(resolved.subnet), site.external_network),
+        st.ensure_group(site.cloud, site.name, site_sg_name, _dedupe(site_rules)),
+        st.ensure_keypair(
+            site.cloud, naming.resource_name(site.name, naming.KEY), site_key.public_key
+        ),
+        common.master_with_floating_ip(home),
+        st.ensure_group(home.cloud, home.name, home_sg_name, home_rules, rule_owner=site.name),
+        asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers)),
+    )
+    mtu = tunnel_mtu(min(master.network_mtu, net.network.mtu))
+    master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+
+    # 5. VPN node and workers launched together; the VPN node gets its floating IP
+    def spec(role: str, n: int | None, flavor: str) -> ServerSpec:
+        return ServerSpec(
+            name=naming.resource_name(site.name, role, n),
+            site=site.name,
+            role=role if n is None else f"{role}-{n}",
+            image=site.image,
+            flavor=flavor,
+            network_id=net.network.id,
+            key_name=keypair.name,
+            security_groups=[site_sg_name],
+        )
+
+    async def vpn_chain():
+        vpn = await st.ensure_server(
+            site.cloud, spec(naming.VPN, None, site.vpn_flavor), timeout=options.boot_timeout
+        )
+        fip = await st.ensure_floating_ip(site.cloud, site.name, vpn.port_id, site.external_network)
+        return vpn, fip
+
+    worker_specs = [spec(naming.WORKER, i, site.worker_flavor) for i in range(1, site.workers + 1)]
+    log.info("Launching %s and %d worker(s) on %s", f"hg-{site.name}-vpn", site.workers, site.cloud)
+    (vpn, vpn_fip), hub_pub, *workers = await asyncio.gather(
+        vpn_chain(),
+        nodes.ensure_node_key(master_target, home.ssh_key_block),
+        *(st.ensure_server(site.cloud, s, timeout=options.boot_timeout) for s in worker_specs),
+    )
+    log.info("VPN node %s is ACTIVE at %s (fixed %s)", vpn.name, vpn_fip.address, vpn.fixed_ip)
+
+    # 6. UDP 51820 from each peer's /32; the home group on the master's and workers' ports;
+    #    host keys from the console logs
+    udp = dict(protocol="udp", port_min=resolved.listen_port, port_max=resolved.listen_port)
+    hub_udp = dict(protocol="udp", port_min=home.listen_port, port_max=home.listen_port)
+    _, _, vpn_keys, *worker_keys = await asyncio.gather(
+        st.ensure_rules(
+            site.cloud,
+            site_sg.group.id,
+            site.name,
+            [RuleSpec(**udp, remote_ip_prefix=f"{master.floating_ip}/32")],
+        ),
+        st.ensure_rules(
+            home.cloud,
+            home_sg.group.id,
+            site.name,
+            [RuleSpec(**hub_udp, remote_ip_prefix=f"{vpn_fip.address}/32")],
+        ),
+        common.host_keys(data, site.name, site.cloud, vpn.id, vpn.name, "vpn"),
+        *(
+            common.host_keys(data, site.name, site.cloud, w.id, w.name, f"worker-{i}")
+            for i, w in enumerate(workers, 1)
+        ),
+    )
+    await asyncio.gather(
+        *(
+            st.ensure_port(home.cloud, n.port_id, [], [home_sg.group.id])
+            for n in [master, *home_workers]
+        )
+    )
+
+    # 7. SSH: the VPN node at its floating IP, workers through it
+    vpn_target = front_door(str(vpn_fip.address), vpn_keys, site_key)
+    worker_targets = [
+        behind(vpn_target, str(w.fixed_ip), keys, site.ssh_user)
+        for w, keys in zip(workers, worker_keys, strict=True)
+    ]
+    await asyncio.gather(
+        *(
+            nodes.ssh_ready(t, key_block, timeout=options.boot_timeout)
+            for t in [vpn_target, *worker_targets]
+        )
+    )
+
+    # 8. the spoke: wg0 on the VPN node with the hub as its only peer
+    spoke_allowed = common.spoke_allowed_ips(data, resolved)
+    spoke_cfg = WgConfig(
+        interface=WgInterface(
+            address=IPv4Interface(f"{resolved.wg_address}/{wg.cidr.prefixlen}"),
+            listen_port=resolved.listen_port,
+            mtu=mtu,
+        ),
+        peers=[
+            WgPeer(
+                public_key=hub_pub,
+                endpoint=f"{master.floating_ip}:{home.listen_port}",
+                allowed_ips=spoke_allowed,
+                keepalive=wg.keepalive or None,
+                name=home.master,
+            )
+        ],
+    )
+    spoke = await nodes.apply_wireguard(vpn_target, key_block, spoke_cfg)
+    log.info("wg0 on %s: %s (public key %s)", vpn.name, spoke.action, spoke.public_key)
+
+    # 9. the hub: the site's peer added live, under the per-master lock
+    entry_update = dict(
+        spoke_public_key=spoke.public_key,
+        hub_public_key=hub_pub,
+        spec=site,
+        listen_port=resolved.listen_port,
+        network_mtu=net.network.mtu,
+        ssh_key_block=key_block,
+        public_ips={"vpn": vpn_fip.address},
+        fixed_ips={
+            "vpn": vpn.fixed_ip,
+            **{f"worker-{i}": w.fixed_ip for i, w in enumerate(workers, 1)},
+        },
+        host_keys={
+            vpn.name: vpn_keys,
+            **{w.name: k for w, k in zip(workers, worker_keys, strict=True)},
+        },
+        resource_ids={
+            "net": net.network.id,
+            "subnet": net.subnet.id,
+            "router": net.router.id,
+            "sg": site_sg.group.id,
+            "vpn": vpn.id,
+            "vpn-port": vpn.port_id,
+            "vpn-fip": vpn_fip.id or "",
+            **{f"worker-{i}": w.id for i, w in enumerate(workers, 1)},
+        },
+    )
+    async with common.hub_lock(home.name):
+        hub = await common.apply_hub(
+            options.registry, site.name, entry_update, master_target, home.ssh_key_block, mtu
+        )
+        master_port = await st.ensure_port(
+            home.cloud, master.port_id, [str(resolved.subnet), str(wg.cidr)], [home_sg.group.id]
+        )
+    log.info("Peer %s on the hub %s: %s", site.name, home.master, hub.action)
+
+    # 10. pairs on the VPN node's port; routes on workers, both sides
+    home_targets = [
+        behind(master_target, str(w.fixed_ip), home.host_keys.get(w.name, []), home_key.user)
+        for w in home_workers
+    ]
+    vpn_port, *_ = await asyncio.gather(
+        st.ensure_port(site.cloud, vpn.port_id, [str(n) for n in spoke_allowed], []),
+        *(nodes.ensure_routes(t, key_block, spoke_allowed, vpn.fixed_ip) for t in worker_targets),
+        *(
+            nodes.ensure_routes(t, home.ssh_key_block, [resolved.subnet, wg.cidr], master.fixed_ip)
+            for t in home_targets
+            if t.host_keys
+        ),
+    )
+
+    # 11. verify, layer by layer
+    summary = SiteSummary(
+        site=site.name,
+        home=home.name,
+        wireguard_cidr=str(wg.cidr),
+        listen_port=resolved.listen_port,
+        tunnel_mtu=mtu,
+        home_subnet=str(home.subnet),
+        site_subnet=str(resolved.subnet),
+        hub_allowed_ips=[str(n) for n in resolved.hub_allowed_ips],
+        spoke_allowed_ips=[str(n) for n in spoke_allowed],
+        nodes=[
+            NodeLine(
+                role="master (hub)",
+                cloud=home.cloud,
+                name=home.master,
+                fixed_ip=str(master.fixed_ip),
+                floating_ip=str(master.floating_ip),
+                wg_address=str(data.home.wg_address),
+                public_key=hub_pub,
+            ),
+            NodeLine(
+                role="VPN node (spoke)",
+                cloud=site.cloud,
+                name=vpn.name,
+                fixed_ip=str(vpn.fixed_ip),
+                floating_ip=str(vpn_fip.address),
+                wg_address=str(resolved.wg_address),
+                public_key=spoke.public_key,
+            ),
+            *(
+                NodeLine(
+                    role=f"worker-{i}", cloud=site.cloud, name=w.name, fixed_ip=str(w.fixed_ip)
+                )
+                for i, w in enumerate(workers, 1)
+            ),
+        ],
+        resources=[
+            *((site.cloud, r) for r in net.records),
+            (site.cloud, site_sg.group),
+            *((site.cloud, r) for r in site_sg.rules),
+            (site.cloud, keypair),
+            (site.cloud, vpn),
+            (site.cloud, vpn_fip),
+            *((site.cloud, w) for w in workers),
+            (site.cloud, vpn_port),
+            (home.cloud, home_sg.group),
+            *((home.cloud, r) for r in home_sg.rules),
+            (home.cloud, master_port),
+        ],
+    )
+    if options.verify:
+        summary.layers = await common.verify_site(
+            home=home,
+            site_name=site.name,
+            site_cloud=site.cloud,
+            wg=wg,
+            mtu=mtu,
+            master=master,
+            master_target=master_target,
+            home_key_block=home.ssh_key_block,
+            hub_pub=hub_pub,
+            vpn=vpn,
+            vpn_fip=str(vpn_fip.address),
+            vpn_target=vpn_target,
+            site_key_block=key_block,
+            spoke_pub=spoke.public_key,
+            resolved=resolved,
+            spoke_allowed=spoke_allowed,
+            worker_targets=list(zip(workers, worker_targets, strict=True)),
+            home_targets=list(zip(home_workers, home_targets, strict=True)),
+        )
+    summary.mutating_calls = common.calls_since(calls_before)
+
+    # 12. record and report
+    verdict = Verification(
+        ok=summary.verified,
+        summary="; ".join(f"{x.layer}: {x.mark}" for x in summary.layers) or "not verified",
+    )
+
+    def record(d: RegistryData) -> None:
+        d.sites[site.name].last_verification = verdict
+
+    await update_registry(record, options.registry)
+    await publish(summary)
+    for layer in summary.layers:
+        log.info("verify %-12s %s %s", layer.layer, layer.mark, "; ".join(layer.problems))
+    if options.verify and not summary.verified:
+        failed = [x for x in summary.layers if x.ok is False]
+        raise common.VerificationFailed(
+            f"site {site.name} is built but not verified: "
+            + " | ".join(f"{x.layer}: {'; '.join(x.problems)}" for x in failed)
+        )
+    return AddSiteResult(site=site.name, verified=summary.verified, summary=summary)
+
+
+def _own(data: RegistryData, name: str) -> dict:
+    entry: SiteEntry | None = data.sites.get(name)
+    return {name: entry.allocation()} if entry else {}
+
+
+def _dedupe(rules: list[RuleSpec]) -> list[RuleSpec]:
+    seen, out = set(), []
+    for r in rules:
+        if r.key() not in seen:
+            seen.add(r.key())
+            out.append(r)
+    return out
+
+
+__all__ = ["AddSiteOptions", "AddSiteResult", "add_remote_site"]

@@ -1,0 +1,431 @@
+"""Pieces the flows share: run names and tags, the registry's view of the home, SSH key
+blocks, the hub lock and hub config, spoke AllowedIPs, and the layered verification."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Interface, IPv4Network
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.exceptions import ObjectNotFound
+
+from hybridgrid import naming
+from hybridgrid.blocks.registry import (
+    HomeEntry,
+    RegistryData,
+    ensure_lock,
+    load_registry,
+    update_registry,
+)
+from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.model import (
+    HomeSite,
+    MasterSpec,
+    RemoteSite,
+    ResolvedSite,
+    Topology,
+    TopologyError,
+    WireGuardSettings,
+    hub_allowed_ips,
+)
+from hybridgrid.tasks import clouds
+from hybridgrid.tasks import node_tasks as nodes
+from hybridgrid.tasks import site_tasks as st
+from hybridgrid.tasks import verify as vf
+from hybridgrid.tasks.credentials import ssh_key, use_ssh_key
+from hybridgrid.tasks.remote import SSHTarget
+from hybridgrid.tasks.wgstate import ExpectedPeer
+from hybridgrid.tasks.wireguard import WgConfig, WgInterface, WgPeer
+
+
+class VerificationFailed(RuntimeError):
+    """The site was built but a verification layer failed (the message names the cause)."""
+
+
+# ---------------------------------------------------------------- run identity
+
+
+def run_name_from(param: str) -> str:
+    """Flow run name = the site's name (from the `param` parameter, a model or a dict)."""
+    from prefect.runtime import flow_run
+
+    value = flow_run.parameters.get(param)
+    if isinstance(value, dict):
+        return str(value.get("name", "site"))
+    if isinstance(value, str):
+        return value
+    return str(getattr(value, "name", "site"))
+
+
+async def tag_run(kind: str, name: str) -> None:
+    """Add `hybridgrid` and `<kind>:<name>` to the running flow run's tags (UI filters)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    if not run_id:
+        return
+    async with get_client() as client:
+        run = await client.read_flow_run(run_id)
+        tags = sorted({*run.tags, naming.TAG, f"{kind}:{name}"})
+        if tags != sorted(run.tags):
+            await client.update_flow_run(run_id, tags=tags)
+
+
+def call_counts() -> dict[str, int]:
+    return {name: c.mutating for name, c in clouds.api_calls().items()}
+
+
+def calls_since(before: dict[str, int]) -> dict[str, int]:
+    now = call_counts()
+    return {name: n - before.get(name, 0) for name, n in now.items() if n - before.get(name, 0)}
+
+
+# ---------------------------------------------------------------- registry's home
+
+
+def require_home(data: RegistryData, registry: str) -> HomeEntry:
+    home = data.home
+    if home is None or home.master is None or home.ssh_key_block is None:
+        raise TopologyError(
+            "home",
+            f"registry {registry!r} has no home cluster",
+            "run the bootstrap-home flow first (hybridgrid home bootstrap SPEC)",
+        )
+    if home.master not in home.host_keys:
+        raise TopologyError(
+            "home.master",
+            f"no pinned host key for the master {home.master}",
+            "rerun bootstrap-home so the master's host key is pinned",
+        )
+    return home
+
+
+def topology_for(data: RegistryData, sites: list[RemoteSite]) -> Topology:
+    home = data.home
+    assert home is not None
+    return Topology(
+        wireguard=data.wireguard,
+        home=HomeSite(
+            name=home.name,
+            cloud=home.cloud,
+            master=MasterSpec(name=home.master),
+            subnet=home.subnet,
+            wg_address=home.wg_address,
+            listen_port=home.listen_port,
+            external_network=home.external_network,
+        ),
+        site_pool=data.site_pool,
+        sites=sites,
+    )
+
+
+async def ensure_ssh_key(block: str, user: str) -> SSHKey:
+    """The SSHKey block `block`; made (ed25519) and saved when it does not exist yet."""
+    try:
+        return await ssh_key(block)
+    except (ValueError, ObjectNotFound) as exc:
+        if "Unable to find block document" not in str(exc) and not isinstance(exc, ObjectNotFound):
+            raise
+    key = SSHKey.generate(user=user, comment=block)
+    await key.asave(block, overwrite=False)
+    use_ssh_key(block, key)
+    get_run_logger().info("Made SSH key pair %s (ed25519) and saved it as a block", block)
+    return key
+
+
+async def master_with_floating_ip(home: HomeEntry) -> st.NodeFacts:
+    """The master's port, fixed and floating IP and network MTU (a floating IP is allocated,
+    tagged as the home's, when the adopted master has none)."""
+    assert home.master is not None
+    master = await st.lookup_node(home.cloud, home.master)
+    if master.floating_ip is None:
+        fip = await st.ensure_floating_ip(
+            home.cloud, home.name, master.port_id, home.external_network
+        )
+        master = master.model_copy(update={"floating_ip": fip.address})
+    return master
+
+
+async def host_keys(
+    data: RegistryData, site: str, cloud: str, server_id: str, name: str, role: str
+) -> list[str]:
+    """Pinned host keys: the registry's, while the server is the one they were pinned for
+    (never re-pinned silently); read from the console for a new or replaced server."""
+    entry = data.sites.get(site)
+    if entry and entry.resource_ids.get(role) == server_id and entry.host_keys.get(name):
+        return entry.host_keys[name]
+    return await nodes.pin_host_keys(cloud, server_id, name)
+
+
+# ---------------------------------------------------------------- the hub
+
+
+@contextlib.asynccontextmanager
+async def hub_lock(home: str) -> AsyncIterator[None]:
+    """One editor of the master's wg0 and port at a time, across processes and hosts."""
+    from prefect.concurrency.asyncio import concurrency
+
+    name = f"hybridgrid-hub-{home}"
+    await ensure_lock(name)
+    async with concurrency(name, occupy=1, strict=True, timeout_seconds=600, lease_duration=120):
+        yield
+
+
+def hub_config(data: RegistryData, mtu: int) -> WgConfig:
+    """The master's wg0: one peer per registered site that has a spoke key (pure)."""
+    home = data.home
+    assert home is not None
+    wg = data.wireguard
+    peers = []
+    for name, entry in sorted(data.sites.items()):
+        if not entry.spoke_public_key or "vpn" not in entry.public_ips:
+            continue
+        peers.append(
+            WgPeer(
+                public_key=entry.spoke_public_key,
+                endpoint=f"{entry.public_ips['vpn']}:{entry.listen_port}",
+                allowed_ips=hub_allowed_ips(entry.wg_address, entry.subnet),
+                keepalive=wg.keepalive or None,
+                name=naming.resource_name(name, naming.VPN),
+            )
+        )
+    return WgConfig(
+        interface=WgInterface(
+            address=IPv4Interface(f"{home.wg_address}/{wg.cidr.prefixlen}"),
+            listen_port=home.listen_port,
+            mtu=mtu,
+        ),
+        peers=peers,
+    )
+
+
+def hub_mtu(data: RegistryData, tunnel_mtu: int) -> int:
+    """The hub's wg0 MTU: the smallest any registered site's underlay allows."""
+    from hybridgrid.model import tunnel_mtu as mtu_of
+
+    home = data.home
+    assert home is not None
+    mtus = [tunnel_mtu, mtu_of(home.network_mtu)]
+    mtus += [mtu_of(e.network_mtu) for e in data.sites.values() if e.spoke_public_key]
+    return min(mtus)
+
+
+async def apply_hub(
+    registry: str,
+    site: str,
+    entry_update: dict[str, Any],
+    master_target: SSHTarget,
+    key_block: str,
+    tunnel_mtu: int,
+) -> nodes.NodeSetup:
+    """Record the site's keys and addresses, then apply the hub config with every site.
+
+    Call under `hub_lock`: the config is rendered from the registry, so concurrent sites each
+    see the others' peers."""
+
+    def record(d: RegistryData) -> RegistryData:
+        entry = d.sites[site]
+        for k, v in entry_update.items():
+            setattr(entry, k, v)
+        d.sites[site] = type(entry).model_validate(entry.model_dump())
+        return d
+
+    data = await update_registry(record, registry)
+    cfg = hub_config(data, hub_mtu(data, tunnel_mtu))
+    res = await nodes.apply_wireguard(master_target, key_block, cfg)
+
+    def record_home(d: RegistryData) -> None:
+        assert d.home is not None
+        d.home.public_key = res.public_key
+
+    await update_registry(record_home, registry)
+    return res
+
+
+def spoke_allowed_ips(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
+    """The hub is a spoke's only peer: the overlay, home, the site pool (so sites added later
+    are reachable without touching this one) and other sites' subnets outside the pool."""
+    home = data.home
+    assert home is not None
+    nets = [data.wireguard.cidr, home.subnet, data.site_pool]
+    for name, entry in sorted(data.sites.items()):
+        if name != site.name and not entry.subnet.subnet_of(data.site_pool):
+            nets.append(entry.subnet)
+    out: list[IPv4Network] = []
+    for n in nets:
+        if n not in out:
+            out.append(n)
+    return out
+
+
+# ---------------------------------------------------------------- verification
+
+
+async def verify_site(
+    *,
+    home: HomeEntry,
+    site_name: str,
+    site_cloud: str,
+    wg: WireGuardSettings,
+    mtu: int,
+    master: st.NodeFacts,
+    master_target: SSHTarget,
+    home_key_block: str,
+    hub_pub: str,
+    vpn: Any,
+    vpn_fip: str,
+    vpn_target: SSHTarget,
+    site_key_block: str,
+    spoke_pub: str,
+    resolved: ResolvedSite,
+    spoke_allowed: list[IPv4Network],
+    worker_targets: list[tuple[Any, SSHTarget]],
+    home_targets: list[tuple[st.NodeFacts, SSHTarget]],
+) -> list[vf.LayerResult]:
+    api = vf.verify_api(
+        [
+            (
+                home.cloud,
+                vf.ApiExpectation(
+                    node=f"master {home.master}",
+                    port_id=master.port_id,
+                    wg_source=vpn_fip,
+                    wg_port=home.listen_port,
+                    pairs=[str(resolved.subnet), str(wg.cidr)],
+                ),
+            ),
+            (
+                site_cloud,
+                vf.ApiExpectation(
+                    node=f"VPN node {vpn.name}",
+                    port_id=vpn.port_id,
+                    wg_source=str(master.floating_ip),
+                    wg_port=resolved.listen_port,
+                    pairs=[str(n) for n in spoke_allowed],
+                ),
+            ),
+        ]
+    )
+    wgl = vf.verify_wireguard(
+        [
+            vf.WgExpectation(
+                node=f"master {home.master}",
+                target=master_target,
+                key_block=home_key_block,
+                public_key=hub_pub,
+                peers=[
+                    ExpectedPeer(
+                        public_key=spoke_pub,
+                        name=vpn.name,
+                        endpoint=f"{vpn_fip}:{resolved.listen_port}",
+                        allowed_ips=list(resolved.hub_allowed_ips),
+                    )
+                ],
+                only_listed=False,
+            ),
+            vf.WgExpectation(
+                node=f"VPN node {vpn.name}",
+                target=vpn_target,
+                key_block=site_key_block,
+                public_key=spoke_pub,
+                peers=[
+                    ExpectedPeer(
+                        public_key=hub_pub,
+                        name=home.master,
+                        endpoint=f"{master.floating_ip}:{home.listen_port}",
+                        allowed_ips=list(spoke_allowed),
+                    )
+                ],
+            ),
+        ]
+    )
+    api_layer, wg_layers = await asyncio.gather(api, wgl)
+    hub_addr, spoke_addr = str(home.wg_address), str(resolved.wg_address)
+    tunnel_cause = "wg0 is up but packets do not cross: check AllowedIPs and the handshake"
+    overlay = vf.verify_pings(
+        "overlay ping",
+        [
+            vf.PingCheck(
+                src_name=home.master or "master",
+                src=master_target,
+                key_block=home_key_block,
+                dst_name=vpn.name,
+                dst=spoke_addr,
+                cause=tunnel_cause,
+            ),
+            vf.PingCheck(
+                src_name=vpn.name,
+                src=vpn_target,
+                key_block=site_key_block,
+                dst_name=home.master or "master",
+                dst=hub_addr,
+                cause=tunnel_cause,
+            ),
+        ],
+    )
+    worker_checks = []
+    if worker_targets and home_targets:
+        (sw, st_), (hw, ht) = worker_targets[0], home_targets[0]
+        cause = (
+            "the tunnel works but routed traffic does not: a missing allowed-address pair on "
+            "the master's or VPN node's port, a missing route on a worker, or a security group "
+            "without ingress from the remote subnet"
+        )
+        worker_checks = [
+            vf.PingCheck(
+                src_name=sw.name,
+                src=st_,
+                key_block=site_key_block,
+                dst_name=hw.name,
+                dst=str(hw.fixed_ip),
+                cause=cause,
+            ),
+            vf.PingCheck(
+                src_name=hw.name,
+                src=ht,
+                key_block=home_key_block,
+                dst_name=sw.name,
+                dst=str(sw.fixed_ip),
+                cause=cause,
+            ),
+        ]
+    workers = vf.verify_pings("worker ping", worker_checks)
+    mtu_check = vf.verify_pings(
+        "mtu",
+        [
+            vf.PingCheck(
+                src_name=home.master or "master",
+                src=master_target,
+                key_block=home_key_block,
+                dst_name=vpn.name,
+                dst=spoke_addr,
+                cause=f"full-size packets ({mtu} bytes, DF) are dropped: the tunnel MTU is too "
+                f"large for the underlay (network MTU − 80 expected)",
+            )
+        ],
+        size=mtu - 28,
+    )
+    overlay_l, workers_l, mtu_l = await asyncio.gather(overlay, workers, mtu_check)
+    return [api_layer, *wg_layers, overlay_l, workers_l, mtu_l]
+
+
+async def registry_snapshot(registry: str) -> RegistryData:
+    return await load_registry(registry)
+
+
+async def home_workers(cloud: str, master: st.NodeFacts) -> list[str]:
+    """An adopted cluster's workers: the other servers on the master's network."""
+
+    def find(conn: Any) -> list[str]:
+        ids = {
+            p.device_id
+            for p in conn.network.ports(network_id=master.network_id)
+            if (p.device_owner or "").startswith("compute:") and p.device_id != master.server_id
+        }
+        return sorted(conn.compute.get_server(i).name for i in ids)
+
+    return await asyncio.to_thread(find, clouds.connection(cloud))

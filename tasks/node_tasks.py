@@ -1,0 +1,103 @@
+"""Prefect tasks that act on the nodes themselves (over SSH with pinned host keys).
+
+Each task opens its own connection (tasks may run on different workers), does one idempotent
+thing, and returns a small typed result without secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Address, IPv4Network
+
+from prefect import task
+from pydantic import BaseModel
+
+from hybridgrid.tasks import wireguard as wg
+from hybridgrid.tasks.clouds import connection
+from hybridgrid.tasks.credentials import ssh_key
+from hybridgrid.tasks.hostkeys import parse_console_host_keys
+from hybridgrid.tasks.openstack import console_output
+from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect, wait_for_ssh
+from hybridgrid.tasks.retry import TRANSIENT, with_retries
+from hybridgrid.tasks.wgstate import WgState, read_wg_state
+
+
+@contextlib.asynccontextmanager
+async def session(target: SSHTarget, key_block: str) -> AsyncIterator[RemoteHost]:
+    """An SSH session to `target` with the private key of SSHKey block `key_block`."""
+    async with connect(target, (await ssh_key(key_block)).private_key) as host:
+        yield host
+
+
+class NodeSetup(BaseModel):
+    public_key: str
+    tools: str  # present | installed
+    action: str  # started | synced
+    changed: bool
+
+
+@task(task_run_name="read host keys of {name} from its console", **TRANSIENT)
+async def pin_host_keys(cloud: str, server_id: str, name: str, timeout: float = 300) -> list[str]:
+    """The host keys cloud-init printed on the console (waits until they appear)."""
+    conn = connection(cloud)
+
+    async def read() -> list[str]:
+        text = await asyncio.to_thread(console_output, conn, server_id)
+        return parse_console_host_keys(text, name).host_key_lines
+
+    return await with_retries(
+        read, attempts=10_000, base=0.5, max_delay=3.0, deadline=timeout, what=f"console {name}"
+    )
+
+
+@task(task_run_name="wait for ssh on {target.label}")
+async def ssh_ready(target: SSHTarget, key_block: str, timeout: float = 300) -> str:
+    """Wait until the node runs commands over SSH; returns the host key it proved."""
+    return await wait_for_ssh(target, (await ssh_key(key_block)).private_key, timeout=timeout)
+
+
+@task(task_run_name="wireguard key on {target.label}", **TRANSIENT)
+async def ensure_node_key(target: SSHTarget, key_block: str) -> str:
+    """wireguard-tools present, private key made on the node (once); returns the public key."""
+    async with session(target, key_block) as host:
+        await wg.ensure_wireguard_tools(host)
+        return await wg.ensure_wg_key(host)
+
+
+@task(task_run_name="configure wg0 on {target.label}", **TRANSIENT)
+async def apply_wireguard(
+    target: SSHTarget, key_block: str, config: wg.WgConfig, forwarding: bool = True
+) -> NodeSetup:
+    """Render + upload wg0.conf (key joined in on the node), bring up or syncconf, forward."""
+    async with session(target, key_block) as host:
+        tools = await wg.ensure_wireguard_tools(host)
+        public = await wg.ensure_wg_key(host)
+        res = await wg.apply_wg_config(host, config)
+        if forwarding:
+            await wg.enable_forwarding(host, clamp_mss=True)
+    return NodeSetup(public_key=public, tools=tools, action=res.action, changed=res.changed)
+
+
+@task(task_run_name="routes on {target.label}", **TRANSIENT)
+async def ensure_routes(
+    target: SSHTarget, key_block: str, routes: list[IPv4Network], via: IPv4Address
+) -> str:
+    async with session(target, key_block) as host:
+        return await wg.ensure_routes(host, routes, via)
+
+
+@task(task_run_name="read wg0 on {target.label}", **TRANSIENT)
+async def read_wg(target: SSHTarget, key_block: str) -> WgState | None:
+    async with session(target, key_block) as host:
+        return await read_wg_state(host, missing_ok=True)
+
+
+@task(task_run_name="remove peer from wg0 on {target.label}", **TRANSIENT)
+async def remove_wg_peer(target: SSHTarget, key_block: str, config: wg.WgConfig) -> NodeSetup:
+    """Apply the hub's config without the peer (syncconf: the other peers keep sessions)."""
+    async with session(target, key_block) as host:
+        public = await wg.ensure_wg_key(host)
+        res = await wg.apply_wg_config(host, config)
+    return NodeSetup(public_key=public, tools="present", action=res.action, changed=res.changed)

@@ -1,0 +1,184 @@
+"""Step-sized Prefect tasks for the flows: each does one step of DESIGN §4 on one cloud.
+
+They are async (the flows gather them: whatever can run concurrently does) and call the plain
+idempotent functions of `tasks/openstack.py` in a worker thread (openstacksdk is blocking).
+Step-sized rather than call-sized: fewer task runs keep the Prefect overhead small, and each
+step still retries as a whole, which is safe because every function in it is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address
+
+from prefect import task
+from pydantic import BaseModel, Field
+
+from hybridgrid import naming
+from hybridgrid.tasks import openstack as ops
+from hybridgrid.tasks.clouds import connection
+from hybridgrid.tasks.preflight import PreflightError, PreflightReport, PreflightRequest, preflight
+from hybridgrid.tasks.retry import TRANSIENT
+
+
+def _run(fn, *args, **kwargs):
+    return asyncio.to_thread(fn, *args, **kwargs)
+
+
+@task(task_run_name="pre-flight {req.cloud}", **TRANSIENT)
+async def preflight_cloud(req: PreflightRequest) -> PreflightReport:
+    report = await _run(preflight, connection(req.cloud), req)
+    if not report.ok:
+        raise PreflightError(report)
+    return report
+
+
+class SiteNetwork(BaseModel):
+    network: ops.NetworkRecord
+    subnet: ops.SubnetRecord
+    router: ops.RouterRecord
+
+    @property
+    def records(self) -> list[ops.Record]:
+        return [self.network, self.subnet, self.router]
+
+
+@task(task_run_name="network, subnet and router of {site}", **TRANSIENT)
+async def ensure_site_network(
+    cloud: str, site: str, cidr: str, external_network: str
+) -> SiteNetwork:
+    conn = connection(cloud)
+    ext = await _run(ops.external_network, conn, external_network)
+    net = await _run(ops.ensure_network, conn, site, naming.resource_name(site, naming.NET))
+    sub = await _run(
+        ops.ensure_subnet, conn, site, naming.resource_name(site, naming.SUBNET), net.id, cidr
+    )
+    router = await _run(
+        ops.ensure_router,
+        conn,
+        site,
+        naming.resource_name(site, naming.ROUTER),
+        ext.id,
+        sub.id,
+    )
+    return SiteNetwork(network=net, subnet=sub, router=router)
+
+
+class GroupResult(BaseModel):
+    group: ops.SecurityGroupRecord
+    rules: list[ops.RuleRecord] = Field(default_factory=list)
+
+
+@task(task_run_name="security group {name}", **TRANSIENT)
+async def ensure_group(
+    cloud: str, site: str, name: str, rules: list[ops.RuleSpec], rule_owner: str | None = None
+) -> GroupResult:
+    """The group (owned by `site`) with `rules` (marked as added by `rule_owner`)."""
+    conn = connection(cloud)
+    group = await _run(ops.ensure_security_group, conn, site, name)
+    recs = await _run(ops.ensure_rules, conn, group.id, rule_owner or site, rules)
+    return GroupResult(group=group, rules=recs)
+
+
+@task(task_run_name="rules for {owner} in group {group_id}", **TRANSIENT)
+async def ensure_rules(
+    cloud: str, group_id: str, owner: str, rules: list[ops.RuleSpec]
+) -> list[ops.RuleRecord]:
+    return await _run(ops.ensure_rules, connection(cloud), group_id, owner, rules)
+
+
+@task(task_run_name="key pair {name}", **TRANSIENT)
+async def ensure_keypair(cloud: str, name: str, public_key: str) -> ops.KeypairRecord:
+    return await _run(ops.ensure_keypair, connection(cloud), name, public_key)
+
+
+@task(task_run_name="server {spec.name}", **TRANSIENT)
+async def ensure_server(
+    cloud: str, spec: ops.ServerSpec, timeout: float = 600, poll: float = 1.0
+) -> ops.ServerRecord:
+    return await _run(ops.ensure_server, connection(cloud), spec, timeout=timeout, poll=poll)
+
+
+@task(task_run_name="floating IP for {site} port {port_id}", **TRANSIENT)
+async def ensure_floating_ip(
+    cloud: str, site: str, port_id: str, external_network: str
+) -> ops.FloatingIPRecord:
+    conn = connection(cloud)
+    ext = await _run(ops.external_network, conn, external_network)
+    return await _run(ops.ensure_floating_ip, conn, site, port_id, ext.id)
+
+
+@task(task_run_name="port {port_id}: pairs and groups", **TRANSIENT)
+async def ensure_port(
+    cloud: str, port_id: str, pairs: list[str], group_ids: list[str]
+) -> ops.PortRecord:
+    """Merge allowed-address pairs and security groups into a port (never drops others')."""
+    conn = connection(cloud)
+    updated = False
+    if group_ids:
+        rec = await _run(ops.ensure_port_security_groups, conn, port_id, group_ids)
+        updated |= rec.action == "updated"
+    if pairs:
+        rec = await _run(ops.ensure_allowed_address_pairs, conn, port_id, pairs)
+        updated |= rec.action == "updated"
+    port = await _run(conn.network.get_port, port_id)
+    return ops.port_record(conn, port, action="updated" if updated else "reused")
+
+
+class NodeFacts(BaseModel):
+    """An existing server as the flows need it."""
+
+    name: str
+    server_id: str
+    port_id: str
+    network_id: str
+    fixed_ip: IPv4Address
+    floating_ip: IPv4Address | None = None
+    network_mtu: int = 1450
+    security_group_ids: list[str] = Field(default_factory=list)
+
+
+def node_facts(conn, name: str, site: str | None = None) -> NodeFacts:
+    if site is not None:
+        server = ops.find_server(conn, site, name)
+    else:
+        server = conn.compute.find_server(name, ignore_missing=True)
+        if server is not None:
+            server = conn.compute.get_server(server.id)
+    if server is None:
+        raise LookupError(
+            f"server {name!r} not found: check the name (the master to adopt must exist)"
+        )
+    port = ops.server_port(conn, server.id)
+    net = conn.network.get_network(port.network_id)
+    fip = ops.floating_ip_of_port(conn, port.id)
+    return NodeFacts(
+        name=name,
+        server_id=server.id,
+        port_id=port.id,
+        network_id=port.network_id,
+        fixed_ip=port.fixed_ips[0]["ip_address"],
+        floating_ip=fip,
+        network_mtu=net.mtu or 1450,
+        security_group_ids=list(port.security_group_ids or []),
+    )
+
+
+@task(task_run_name="look up {name}", **TRANSIENT)
+async def lookup_node(cloud: str, name: str, site: str | None = None) -> NodeFacts:
+    return await _run(node_facts, connection(cloud), name, site)
+
+
+@task(task_run_name="remove {site}'s resources from {cloud}", **TRANSIENT)
+async def remove_site_resources(cloud: str, site: str) -> list[ops.Record]:
+    return await _run(ops.remove_site_resources, connection(cloud), site)
+
+
+@task(task_run_name="remove {owner}'s rules from group {group_id}", **TRANSIENT)
+async def remove_rules(cloud: str, group_id: str, owner: str) -> list[ops.RuleRecord]:
+    return await _run(ops.remove_rules, connection(cloud), group_id, owner)
+
+
+@task(task_run_name="remove pairs from port {port_id}", **TRANSIENT)
+async def remove_pairs(cloud: str, port_id: str, cidrs: list[str]) -> ops.PortRecord:
+    return await _run(ops.remove_allowed_address_pairs, connection(cloud), port_id, cidrs)

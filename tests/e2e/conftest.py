@@ -1,0 +1,88 @@
+"""The seed on two local clouds with real hosts: localcloud (API + data plane), blocks for both
+clouds and SSH keys that reach servers through localcloud's proxy, a Prefect harness."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcloud import server
+
+pytestmark = pytest.mark.dataplane
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Seed:
+    """What the e2e tests share: the running clouds and helpers to look inside them."""
+
+    def __init__(self, handle: server.Handle):
+        self.handle = handle
+        self.state_dir = handle.state_dir
+
+    def conn(self, cloud: str) -> Any:
+        from localcloud.clientconf import connect
+
+        return connect(self.state_dir, cloud)
+
+    def exec(self, server_name: str, cmd: str, cloud: str | None = None) -> tuple[int, str]:
+        """Run a shell command as root inside a server (the operator's console)."""
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", "localcloud.dataplane.cli", "exec"]
+        argv += ["--state-dir", str(self.state_dir)]
+        if cloud:
+            argv += ["--cloud", cloud]
+        argv += [server_name, "--", "sh", "-c", cmd]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def stats(self) -> dict[str, Any]:
+        return self.handle.stats()
+
+    def reset_stats(self) -> None:
+        self.handle.reset_stats()
+
+
+@pytest.fixture(scope="module")
+def seed_clouds(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Iterator[Seed]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.blocks.ssh import SSHKey
+    from localcloud.dataplane.cli import proxy_command
+
+    state_dir: Path = tmp_path_factory.mktemp("seed-clouds")
+    handle = server.start(
+        state_dir, clouds=["bielefeld", "giessen"], port=_free_port(), dataplane=True
+    )
+    try:
+        clouds_yaml = state_dir / "clouds.yaml"
+
+        async def blocks() -> None:
+            for cloud in ("bielefeld", "giessen", "heidelberg"):
+                if cloud == "heidelberg":
+                    continue
+                creds = OpenStackCredentials.from_clouds_yaml(cloud, clouds_yaml)
+                await creds.asave(cloud, overwrite=True)
+            proxy = proxy_command(state_dir)
+            for block in ("hg-bielefeld-ssh", "hg-giessen-ssh", "hg-heidelberg-ssh"):
+                await SSHKey.generate(comment=block, proxy_command=proxy).asave(
+                    block, overwrite=True
+                )
+
+        asyncio.run(blocks())
+        yield Seed(handle)
+    finally:
+        server.down(state_dir)
