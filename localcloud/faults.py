@@ -20,6 +20,9 @@ name, or ``"*"`` for every cloud, to a `CloudFaults`::
       boot_failures: 1                     # the next N boots end in ERROR (then the rate)
       console_delay: 3                     # seconds after ACTIVE until the console shows keys
 
+The environment variable ``LOCALCLOUD_FAULTS`` (inline YAML or JSON, same format) is written to
+that file when the server starts, replacing what was there.
+
 Token issue and version discovery are never failed unless ``include_token_issue`` /
 ``include_discovery`` is true, so clients can always authenticate; latency applies to them.
 """
@@ -121,6 +124,17 @@ def write_faults(state_dir: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
+
+
+def faults_from_env(state_dir: Path) -> None:
+    """Start-up: ``LOCALCLOUD_FAULTS`` (inline YAML/JSON) becomes the faults file."""
+    raw = os.environ.get("LOCALCLOUD_FAULTS")
+    if raw:
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"LOCALCLOUD_FAULTS is not valid YAML/JSON: {exc}") from exc
+        write_faults(state_dir, data or {})
 
 
 class Decision(BaseModel):

@@ -21,7 +21,7 @@ from localcloud.app import create_app
 from localcloud.backend import Backend, NullBackend
 from localcloud.clientconf import write_clouds_yaml, write_private
 from localcloud.config import LocalcloudConfig, load_config
-from localcloud.faults import FaultInjector
+from localcloud.faults import FaultInjector, faults_from_env
 from localcloud.runtime import Cloud, Runtime
 from localcloud.seed import seed_cloud
 from localcloud.store import Store
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if config is None or not config.clouds:
         print(f"no clouds configured in {state_dir}: run `localcloud up`", file=sys.stderr)
         return 2
+    faults_from_env(state_dir)
     kind = "dataplane" if dataplane_wanted() else "null"
     backend = make_backend(state_dir, kind)
     (state_dir / BACKEND_FILE).write_text(kind + "\n")

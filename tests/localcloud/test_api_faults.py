@@ -166,3 +166,17 @@ def test_answer_lost_after_the_work_was_done(lc, headers, faults):
         base, params={"name": "lost-answer"}, headers=headers, timeout=10
     ).json()["networks"]
     requests.delete(f"{base}/{made['id']}", headers=headers, timeout=10)
+
+
+def test_faults_from_the_environment(new_localcloud, monkeypatch):
+    monkeypatch.setenv(
+        "LOCALCLOUD_FAULTS",
+        '{"envcloud": {"errors": [{"rate": 1.0, "codes": [500], "service": "image"}]}}',
+    )
+    handle = new_localcloud(["envcloud"])
+    assert handle.admin("GET", "/_localcloud/faults")["envcloud"]["errors"][0]["codes"] == [500]
+    token = _issue(handle, "envcloud").headers["X-Subject-Token"]
+    resp = requests.get(
+        handle.clouds["envcloud"].image + "/v2/images", headers={"X-Auth-Token": token}, timeout=10
+    )
+    assert resp.status_code == 500
