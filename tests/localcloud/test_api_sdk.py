@@ -313,3 +313,20 @@ def test_quota_and_limits_views(conn):
     assert limits.absolute.instances >= 1 and limits.absolute.total_cores_used >= 0
     details = conn.network.get_quota(conn.current_project_id, details=True)
     assert details.networks["limit"] == 100 and details.networks["used"] >= 1
+
+
+def test_concurrent_port_creates_get_distinct_addresses(lc, tenant):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from localcloud.clientconf import connect
+
+    conns = [connect(lc.state_dir, "bielefeld") for _ in range(4)]
+
+    def make(i: int) -> str:
+        return (
+            conns[i % 4].network.create_port(network_id=tenant["net"].id).fixed_ips[0]["ip_address"]
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        addresses = list(pool.map(make, range(40)))
+    assert len(set(addresses)) == 40
