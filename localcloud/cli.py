@@ -143,6 +143,31 @@ def stats(
             typer.echo(f"  {svc:<9} {counts}")
 
 
+@app.command("faults")
+def faults_cmd(
+    file: Annotated[Path | None, typer.Argument(help="YAML faults file to switch to.")] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    off: Annotated[bool, typer.Option("--off", help="Switch all fault injection off.")] = False,
+) -> None:
+    """Show or change fault injection while localcloud runs (format: localcloud/faults.py)."""
+    if off or file is not None:
+        data = {} if off else (yaml.safe_load(file.read_text()) if file.exists() else None)
+        if data is None and not off:
+            _fail(f"{file}: no such file")
+        try:
+            server.set_faults(state_dir, data)
+        except ValueError as exc:
+            _fail(f"{file}: {exc}")
+        typer.echo("fault injection off" if off else f"fault injection from {file}")
+        return
+    path = state_dir / "faults.yaml"
+    typer.echo(
+        path.read_text()
+        if path.exists() and path.read_text().strip() not in ("", "{}")
+        else "fault injection off"
+    )
+
+
 try:
     from localcloud.dataplane.cli import register
 except ImportError:

@@ -64,6 +64,13 @@ def test_console_script_up_status_stats_stop_down(tmp_path, free_tcp_port):
         assert _run("stats", "--state-dir", str(state), "--reset").returncode == 0
         assert json.loads(_run("stats", "--state-dir", str(state), "--json").stdout) == {}
 
+        (tmp_path / "f.yaml").write_text("one:\n  error_rate: 0.25\n")
+        assert _run("faults", str(tmp_path / "f.yaml"), "--state-dir", str(state)).returncode == 0
+        rules = server.handle(state).admin("GET", "/_localcloud/faults")["one"]["errors"]
+        assert [r["rate"] for r in rules] == [0.25]
+        assert _run("faults", "--off", "--state-dir", str(state)).returncode == 0
+        assert server.handle(state).admin("GET", "/_localcloud/faults") == {}
+
         text = _run("status", "--state-dir", str(state)).stdout
         assert "script-vm" in text and "ACTIVE" in text and "10.9.0." in text
         assert "stopped" in _run("stop", "--state-dir", str(state)).stdout
