@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
+
 from hybridgrid.blocks import OpenStackCredentials, SiteRegistry, SSHKey
 from hybridgrid.blocks.registry import (
     RegistryData,
@@ -22,8 +24,6 @@ from hybridgrid.blocks.registry import (
     release_site,
     update_registry,
 )
-from pydantic import ValidationError
-
 from hybridgrid.model import Topology, TopologyError
 
 PASSWORD = "pw-Zq8-very-secret"

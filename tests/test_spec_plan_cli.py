@@ -150,8 +150,9 @@ def test_plan_keeps_registered_allocations(prefect_harness):
     import asyncio
     import os
 
-    from hybridgrid.blocks.registry import SiteEntry, update_registry
     from prefect.settings import PREFECT_API_URL
+
+    from hybridgrid.blocks.registry import SiteEntry, update_registry
 
     def register(data):
         data.sites["heidelberg"] = SiteEntry(
