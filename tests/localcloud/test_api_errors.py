@@ -62,11 +62,11 @@ def test_wrong_password_is_401(lc):
 
 
 def test_token_expires(new_localcloud):
-    handle = new_localcloud(["short"], cloud_options={"short": {"token_ttl": 1}})
+    handle = new_localcloud(["short"], cloud_options={"short": {"token_ttl": 3}})
     token = _token(handle, "short")
     url = handle.clouds["short"].network + "/v2.0/networks"
     assert requests.get(url, headers={"X-Auth-Token": token}, timeout=10).status_code == 200
-    time.sleep(1.5)
+    time.sleep(3.5)
     assert requests.get(url, headers={"X-Auth-Token": token}, timeout=10).status_code == 401
 
 

@@ -101,7 +101,7 @@ def test_boot_delay_then_active_and_boot_failure(giessen, faults):
         "flavor_id": giessen.compute.find_flavor("de.NBI tiny").id,
         "networks": [{"uuid": net.id}],
     }
-    faults({"giessen": {"boot_delay": 1.0}})
+    faults({"giessen": {"boot_delay": 3.0}})
     slow = giessen.compute.create_server(name="boot-slow", **spec)
     assert giessen.compute.get_server(slow.id).status == "BUILD"
     with pytest.raises(exceptions.ConflictException, match="building"):
