@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
-from hybridgrid.blocks._secret import wrap_secrets
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
+
+from hybridgrid.blocks._secret import wrap_secrets
 
 if TYPE_CHECKING:
     import openstack.connection

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from hybridgrid.blocks._secret import wrap_secrets
-from hybridgrid.tasks.sshkeys import generate_ssh_keypair, load_private_key, public_key_of
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from hybridgrid.blocks._secret import wrap_secrets
+from hybridgrid.tasks.sshkeys import generate_ssh_keypair, load_private_key, public_key_of
 
 if TYPE_CHECKING:
     import asyncssh
