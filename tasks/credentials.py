@@ -25,6 +25,12 @@ def forget_ssh_key(name: str) -> None:
         _keys.pop(name, None)
 
 
+def forget_all() -> None:
+    """Drop every cached key (after blocks were replaced, e.g. between test modules)."""
+    with _lock:
+        _keys.clear()
+
+
 async def ssh_key(name: str) -> SSHKey:
     with _lock:
         if name in _keys:
