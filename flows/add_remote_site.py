@@ -86,6 +86,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         draft.wg_address,
         "first" if is_new else "repeat",
     )
+    common.checkpoint("validated")
 
     # 2. pre-flight, both clouds at once: a doomed run fails before it creates anything
     n_servers = 1 + site.workers
@@ -106,6 +107,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     home_req = PreflightRequest(cloud=home.cloud, external_network=home.external_network)
     await asyncio.gather(st.preflight_cloud(site_req), st.preflight_cloud(home_req))
     log.info("Pre-flight passed on %s and %s", site.cloud, home.cloud)
+    common.checkpoint("preflight")
 
     # 3. allocate under the registry lock (a concurrent run gets other addresses)
     resolved = await allocate_site(topo, site.name, options.registry)
@@ -116,6 +118,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     wg = data.wireguard
     home_sg_name = naming.resource_name(home.name, naming.SG)
     site_sg_name = naming.resource_name(site.name, naming.SG)
+    common.checkpoint("allocated")
 
     # 4. site network, group and key pair, and every home-side lookup, concurrently
     site_rules = [
@@ -140,6 +143,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     )
     mtu = tunnel_mtu(min(master.network_mtu, net.network.mtu))
     master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+    common.checkpoint("network")
 
     # 5. VPN node and workers launched together; the VPN node gets its floating IP
     def spec(role: str, n: int | None, flavor: str) -> ServerSpec:
@@ -169,6 +173,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         *(st.ensure_server(site.cloud, s, timeout=options.boot_timeout) for s in worker_specs),
     )
     log.info("VPN node %s is ACTIVE at %s (fixed %s)", vpn.name, vpn_fip.address, vpn.fixed_ip)
+    common.checkpoint("servers-launched")
 
     # 6. UDP 51820 from each peer's /32; the home group on the master's and workers' ports;
     #    host keys from the console logs
@@ -199,6 +204,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             for n in [master, *home_workers]
         )
     )
+    common.checkpoint("rules")
 
     # 7. SSH: the VPN node at its floating IP, workers through it
     vpn_target = front_door(str(vpn_fip.address), vpn_keys, site_key)
@@ -212,6 +218,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             for t in [vpn_target, *worker_targets]
         )
     )
+    common.checkpoint("ssh-ready")
 
     # 8. the spoke: wg0 on the VPN node with the hub as its only peer
     spoke_allowed = common.spoke_allowed_ips(data, resolved)
@@ -233,6 +240,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     )
     spoke = await nodes.apply_wireguard(vpn_target, key_block, spoke_cfg)
     log.info("wg0 on %s: %s (public key %s)", vpn.name, spoke.action, spoke.public_key)
+    common.checkpoint("spoke")
 
     # 9. the hub: the site's peer added live, under the per-master lock
     entry_update = dict(
@@ -270,21 +278,24 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             home.cloud, master.port_id, [str(resolved.subnet), str(wg.cidr)], [home_sg.group.id]
         )
     log.info("Peer %s on the hub %s: %s", site.name, home.master, hub.action)
+    common.checkpoint("hub")
 
     # 10. pairs on the VPN node's port; routes on workers, both sides
     home_targets = [
         behind(master_target, str(w.fixed_ip), home.host_keys.get(w.name, []), home_key.user)
         for w in home_workers
     ]
+    home_routes = common.home_routes(data, resolved)
     vpn_port, *_ = await asyncio.gather(
         st.ensure_port(site.cloud, vpn.port_id, [str(n) for n in spoke_allowed], []),
         *(nodes.ensure_routes(t, key_block, spoke_allowed, vpn.fixed_ip) for t in worker_targets),
         *(
-            nodes.ensure_routes(t, home.ssh_key_block, [resolved.subnet, wg.cidr], master.fixed_ip)
+            nodes.ensure_routes(t, home.ssh_key_block, home_routes, master.fixed_ip)
             for t in home_targets
             if t.host_keys
         ),
     )
+    common.checkpoint("routes")
 
     # 11. verify, layer by layer
     summary = SiteSummary(
@@ -359,6 +370,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             home_targets=list(zip(home_workers, home_targets, strict=True)),
         )
     summary.mutating_calls = common.calls_since(calls_before)
+    common.checkpoint("verified")
 
     # 12. record and report
     verdict = Verification(
@@ -371,6 +383,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
 
     await update_registry(record, options.registry)
     await publish(summary)
+    common.checkpoint("recorded")
     for layer in summary.layers:
         log.info("verify %-12s %s %s", layer.layer, layer.mark, "; ".join(layer.problems))
     if options.verify and not summary.verified:

@@ -94,6 +94,7 @@ async def bootstrap_home(
         else Needs(),
     )
     await st.preflight_cloud(req)
+    common.checkpoint("preflight")
     key = await common.ensure_ssh_key(key_block, home.ssh_user)
     sg_name = naming.resource_name(home.name, naming.SG)
     base_rules = [
@@ -145,6 +146,7 @@ async def bootstrap_home(
         group = await st.ensure_group(home.cloud, home.name, sg_name, base_rules)
         resources += [(home.cloud, group.group), *((home.cloud, r) for r in group.rules)]
         worker_names = []
+    common.checkpoint("servers-launched")
 
     master = await st.lookup_node(home.cloud, master_name)
     if master.fixed_ip not in home.subnet:
@@ -171,6 +173,7 @@ async def bootstrap_home(
     master_target = front_door(str(fip.address), master_keys, key)
     await nodes.ssh_ready(master_target, key_block, timeout=options.boot_timeout)
     hub_pub = await nodes.ensure_node_key(master_target, key_block)
+    common.checkpoint("master-ready")
     for w, keys in zip(workers, worker_keys, strict=True):
         if keys:
             await nodes.ssh_ready(behind(master_target, str(w.fixed_ip), keys, key.user), key_block)
@@ -215,6 +218,7 @@ async def bootstrap_home(
         )
 
     await update_registry(record, options.registry)
+    common.checkpoint("recorded")
     log.info(
         "Home %s recorded: master %s at %s, WireGuard %s, public key %s",
         home.name,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
@@ -43,6 +45,45 @@ from hybridgrid.tasks.wireguard import WgConfig, WgInterface, WgPeer
 
 class VerificationFailed(RuntimeError):
     """The site was built but a verification layer failed (the message names the cause)."""
+
+
+# ---------------------------------------------------------------- checkpoints (test hook)
+
+KILL_ENV = "HYBRIDGRID_KILL_AFTER"
+KILL_EXIT_CODE = 137  # what a SIGKILLed process reports
+
+# The step boundaries of add_remote_site, in order (reliability tests kill after each one).
+ADD_SITE_STEPS = (
+    "validated",
+    "preflight",
+    "allocated",
+    "network",
+    "servers-launched",
+    "rules",
+    "ssh-ready",
+    "spoke",
+    "hub",
+    "routes",
+    "verified",
+    "recorded",
+)
+BOOTSTRAP_STEPS = ("preflight", "servers-launched", "master-ready", "recorded")
+
+
+def checkpoint(step: str) -> None:
+    """Mark a step boundary of a flow.
+
+    Test hook: with ``HYBRIDGRID_KILL_AFTER=<step>`` in the environment, the whole PROCESS
+    exits at once (``os._exit(137)``, like SIGKILL: no cleanup, no final state reported to
+    Prefect, locks left to expire) right after that step — what a crashed worker or a killed
+    laptop leaves behind. A rerun must converge from there. Unset in normal use.
+    """
+    if os.environ.get(KILL_ENV) == step:
+        with contextlib.suppress(Exception):
+            get_run_logger().warning("%s=%s: exiting the process now (test hook)", KILL_ENV, step)
+        sys.stderr.write(f"hybridgrid: {KILL_ENV}={step}: killed after step {step!r}\n")
+        sys.stderr.flush()
+        os._exit(KILL_EXIT_CODE)
 
 
 # ---------------------------------------------------------------- run identity
@@ -260,6 +301,18 @@ def spoke_allowed_ips(data: RegistryData, site: ResolvedSite) -> list[IPv4Networ
         if n not in out:
             out.append(n)
     return out
+
+
+def home_routes(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
+    """Routes on home workers via the master: the overlay, the site pool and any site subnet
+    outside the pool. The same list for every site in the pool, so concurrent runs write the
+    same persisted routes and a later site needs no change on the home workers."""
+    nets = [data.wireguard.cidr, data.site_pool]
+    subnets = [e.subnet for _, e in sorted(data.sites.items())] + [site.subnet]
+    for n in subnets:
+        if not n.subnet_of(data.site_pool) and n not in nets:
+            nets.append(n)
+    return nets
 
 
 # ---------------------------------------------------------------- verification

@@ -142,6 +142,287 @@ def _registered_allocations(name: str):
         raise typer.Exit(1) from None
 
 
+# ---------------------------------------------------------------- running the flows
+
+RegistryOption = Annotated[
+    str,
+    typer.Option(
+        "--registry", envvar="HYBRIDGRID_REGISTRY", help="SiteRegistry block the flows record in"
+    ),
+]
+EXIT_FAILED = 1  # the run failed or the site is not verified
+
+
+def _load(spec: Path):
+    from hybridgrid.spec import load_spec
+
+    try:
+        return load_spec(spec)
+    except TopologyError as err:
+        fail(err)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _run_link(state) -> str | None:
+    from prefect.utilities.urls import url_for
+
+    run_id = getattr(state.state_details, "flow_run_id", None)
+    return url_for("flow-run", obj_id=run_id) if run_id else None
+
+
+def _run_flow(flow, *args):
+    """Run a flow here (against PREFECT_API_URL); (its result or exception, UI link)."""
+    import asyncio
+
+    async def go():
+        state = await flow(*args, return_state=True)
+        return state, await state.aresult(raise_on_failure=False)
+
+    state, result = asyncio.run(go())
+    return result, _run_link(state)
+
+
+def _read_registry(name: str):
+    import asyncio
+
+    from hybridgrid.blocks.registry import load_registry
+
+    try:
+        return asyncio.run(load_registry(name))
+    except Exception as exc:  # any API failure: say which and stop
+        typer.echo(
+            f"error: cannot read registry {name!r} ({exc.__class__.__name__}). "
+            "Fix: check PREFECT_API_URL and that the Prefect server is up",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def layers_table(site: str, layers) -> object:
+    """Each verification layer of a site: ok / FAILED / n/a and what it saw."""
+    from rich.table import Table
+
+    table = Table(title=f"verification of {site}")
+    for col in ("layer", "result", "detail"):
+        table.add_column(col)
+    for x in layers:
+        table.add_row(x.layer, x.mark, "; ".join(x.problems) or x.detail)
+    return table
+
+
+@site_app.command("add")
+def site_add(
+    spec: Annotated[Path, typer.Argument(help="topology spec (YAML) that lists the site")],
+    site: Annotated[str, typer.Option("--site", help="name of the site in the spec to add")],
+    registry: RegistryOption = "hybridgrid",
+    ssh_key_block: Annotated[
+        str | None,
+        typer.Option(help="SSHKey block for the site's servers (default hg-<site>-ssh, made)"),
+    ] = None,
+    boot_timeout: Annotated[float, typer.Option(help="seconds to wait for servers")] = 600,
+    verify: Annotated[bool, typer.Option(help="run the layered verification")] = True,
+) -> None:
+    """Add (or converge) one remote site: runs the add-remote-site flow and prints its checks."""
+    topology = _load(spec)
+    remote = next((s for s in topology.sites if s.name == site), None)
+    if remote is None:
+        names = ", ".join(s.name for s in topology.sites) or "none"
+        fail(TopologyError("--site", f"{spec} has no site {site!r} (sites: {names})", "name one"))
+    data = _read_registry(registry)
+    if data.home is None or data.home.master is None:
+        typer.echo(
+            f"error: registry {registry!r} has no home cluster. "
+            f"Fix: run `hybridgrid home bootstrap {spec}` first",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    if data.home.subnet != topology.home.subnet:
+        fail(
+            TopologyError(
+                "home.subnet",
+                f"the spec says {topology.home.subnet}, registry {registry!r} holds home "
+                f"{data.home.name} on {data.home.subnet}",
+                "use the spec the home was bootstrapped from, or another --registry",
+            )
+        )
+    from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
+
+    options = AddSiteOptions(
+        registry=registry, ssh_key_block=ssh_key_block, boot_timeout=boot_timeout, verify=verify
+    )
+    result, link = _run_flow(add_remote_site, remote, options)
+    console = _console()
+    if isinstance(result, BaseException):
+        typer.echo(f"error: add-remote-site {site} failed: {result}", err=True)
+        if link:
+            typer.echo(f"flow run: {link}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    s = result.summary
+    console.print(layers_table(site, s.layers))
+    typer.echo(
+        f"{site}: {s.site_subnet}, wg {s.nodes[1].wg_address if len(s.nodes) > 1 else '?'}, "
+        f"tunnel MTU {s.tunnel_mtu}; mutating API calls: "
+        + (", ".join(f"{c} {n}" for c, n in sorted(s.mutating_calls.items())) or "none")
+    )
+    if link:
+        typer.echo(f"flow run: {link}")
+    if verify and not result.verified:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@home_app.command("bootstrap")
+def home_bootstrap(
+    spec: Annotated[Path, typer.Argument(help="topology spec (YAML); its home section is used")],
+    registry: RegistryOption = "hybridgrid",
+    ssh_key_block: Annotated[
+        str | None,
+        typer.Option(help="SSHKey block that logs into the master (default hg-<home>-ssh, made)"),
+    ] = None,
+    boot_timeout: Annotated[float, typer.Option(help="seconds to wait for servers")] = 600,
+) -> None:
+    """Create (master: {create: true}) or adopt (master: {name: …}) the home cluster."""
+    topology = _load(spec)
+    from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
+
+    options = HomeOptions(
+        registry=registry,
+        ssh_key_block=ssh_key_block,
+        site_pool=topology.site_pool,
+        boot_timeout=boot_timeout,
+    )
+    result, link = _run_flow(bootstrap_home, topology.home, topology.wireguard, options)
+    if isinstance(result, BaseException):
+        typer.echo(f"error: bootstrap-home {topology.home.name} failed: {result}", err=True)
+        if link:
+            typer.echo(f"flow run: {link}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    typer.echo(
+        f"home {result.home}: master {result.master} at {result.master_floating_ip}, "
+        f"WireGuard public key {result.master_public_key}"
+    )
+    typer.echo(f"workers: {', '.join(result.workers) or 'none'}")
+    if link:
+        typer.echo(f"flow run: {link}")
+
+
+@app.command("sites")
+def sites(registry: RegistryOption = "hybridgrid") -> None:
+    """The registry: the home and every site with its addresses and last verification."""
+    from rich.table import Table
+
+    data = _read_registry(registry)
+    if data.home is None and not data.sites:
+        typer.echo(
+            f"registry {registry!r} is empty: run `hybridgrid home bootstrap SPEC`, "
+            "then `hybridgrid site add SPEC --site NAME`"
+        )
+        return
+    table = Table(title=f"registry {registry}: WireGuard {data.wireguard.cidr}")
+    for col in ("site", "role", "cloud", "subnet", "WireGuard", "public IP", "last verification"):
+        table.add_column(col)
+    if data.home is not None:
+        h = data.home
+        table.add_row(
+            h.name,
+            f"hub: {h.master or '?'}",
+            h.cloud,
+            str(h.subnet),
+            str(h.wg_address),
+            str(h.public_ips.get("master", "")),
+            "",
+        )
+    for name, e in sorted(data.sites.items()):
+        v = e.last_verification
+        seen = (
+            f"{'ok' if v.ok else 'FAILED'} {v.at:%Y-%m-%d %H:%M:%S} UTC: {v.summary}"
+            if v
+            else "never (run did not finish)"
+        )
+        table.add_row(
+            name,
+            "spoke",
+            e.cloud,
+            str(e.subnet),
+            str(e.wg_address),
+            str(e.public_ips.get("vpn", "")),
+            seen,
+        )
+    _console().print(table)
+
+
+@cloud_app.command("import")
+def cloud_import(
+    name: Annotated[str, typer.Argument(help="the cloud's entry in clouds.yaml")],
+    clouds_yaml: Annotated[
+        Path | None,
+        typer.Option(
+            "--clouds-yaml",
+            help="clouds.yaml to read (default: where openstack looks, OS_CLIENT_CONFIG_FILE)",
+        ),
+    ] = None,
+    block: Annotated[
+        str | None, typer.Option(help="credentials block name (default: NAME)")
+    ] = None,
+) -> None:
+    """Save a clouds.yaml entry as an OpenStackCredentials block (replaces one of that name)."""
+    from hybridgrid.model import BLOCK_NAME_RE
+
+    block = block or name
+    if not BLOCK_NAME_RE.match(block) or len(block) > 63:
+        fail(
+            TopologyError(
+                "--block",
+                f"{block!r} is not a valid block name",
+                "use lowercase letters, digits and '-' (e.g. giessen)",
+            )
+        )
+    if clouds_yaml is not None and not clouds_yaml.is_file():
+        fail(TopologyError("--clouds-yaml", f"{clouds_yaml} does not exist", "give the file"))
+    import asyncio
+
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+
+    try:
+        creds = OpenStackCredentials.from_clouds_yaml(name, clouds_yaml)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+
+    async def save() -> bool:
+        try:
+            await OpenStackCredentials.aload(block)
+            existed = True
+        except Exception:  # not found (or not loadable): it is made
+            existed = False
+        await creds.asave(block, overwrite=True)
+        return existed
+
+    try:
+        existed = asyncio.run(save())
+    except Exception as exc:
+        typer.echo(
+            f"error: cannot save block {block!r} ({exc.__class__.__name__}). "
+            "Fix: check PREFECT_API_URL and that the Prefect server is up",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    who = (
+        f"user {creds.username}"
+        if creds.username
+        else f"application credential {creds.application_credential_id}"
+    )
+    project = creds.project_name or creds.project_id or "-"
+    typer.echo(
+        f"{'replaced' if existed else 'saved'} block {block!r} (OpenStack Credentials): "
+        f"{creds.auth_url}, region {creds.region_name or '-'}, project {project}, {who}"
+    )
+
+
 def _attach_groups() -> None:
     for name, sub in (("site", site_app), ("home", home_app), ("cloud", cloud_app)):
         if sub.registered_commands or sub.registered_groups:

@@ -294,6 +294,11 @@ if ip link show dev {iface} >/dev/null 2>&1; then
     exit 3
   fi
   wg syncconf {iface} "$s"{set_mtu}
+  # syncconf adds no routes: route new peers' AllowedIPs as wg-quick up would
+  for r in $(wg show {iface} allowed-ips | cut -f2 | tr ' ' '\n' | grep -E '^[0-9./]+$' \
+      | sort -t / -k 2 -n -r || true); do
+    [ -n "$(ip -4 route show dev {iface} match "$r")" ] || ip -4 route add "$r" dev {iface}
+  done
   echo synced
 else
   wg-quick up {conf} >&2

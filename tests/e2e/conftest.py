@@ -15,6 +15,7 @@ import pytest
 from localcloud import server
 
 pytestmark = pytest.mark.dataplane
+KILL_ENV = "HYBRIDGRID_KILL_AFTER"
 
 
 def _free_port() -> int:
@@ -48,6 +49,16 @@ class Seed:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         return proc.returncode, proc.stdout + proc.stderr
 
+    def env(self) -> dict[str, str]:
+        """Environment for a child process that runs flows against the session's Prefect API
+        (the harness's temporary server) with the same quiet settings."""
+        from prefect.settings import PREFECT_API_URL
+
+        env = dict(os.environ)
+        env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+        env.pop(KILL_ENV, None)
+        return env
+
     def stats(self) -> dict[str, Any]:
         return self.handle.stats()
 
@@ -55,25 +66,32 @@ class Seed:
         self.handle.reset_stats()
 
 
+DEFAULT_CLOUDS = ["bielefeld", "giessen"]
+
+
 @pytest.fixture(scope="module")
-def seed_clouds(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Iterator[Seed]:
+def seed_clouds(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    prefect_harness: None,
+) -> Iterator[Seed]:
+    """One localcloud per test module. A module sets ``LOCALCLOUD_CLOUDS = [...]`` for other
+    clouds (default bielefeld + giessen) and ``LOCALCLOUD_FAULTS = {...}`` for faults."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
     from hybridgrid.blocks.openstack import OpenStackCredentials
     from hybridgrid.blocks.ssh import SSHKey
     from localcloud.dataplane.cli import proxy_command
 
+    names = list(getattr(request.module, "LOCALCLOUD_CLOUDS", DEFAULT_CLOUDS))
+    faults = getattr(request.module, "LOCALCLOUD_FAULTS", None)
     state_dir: Path = tmp_path_factory.mktemp("seed-clouds")
-    handle = server.start(
-        state_dir, clouds=["bielefeld", "giessen"], port=_free_port(), dataplane=True
-    )
+    handle = server.start(state_dir, clouds=names, port=_free_port(), dataplane=True, faults=faults)
     try:
         clouds_yaml = state_dir / "clouds.yaml"
 
         async def blocks() -> None:
-            for cloud in ("bielefeld", "giessen", "heidelberg"):
-                if cloud == "heidelberg":
-                    continue
+            for cloud in names:
                 creds = OpenStackCredentials.from_clouds_yaml(cloud, clouds_yaml)
                 await creds.asave(cloud, overwrite=True)
             proxy = proxy_command(state_dir)
@@ -83,6 +101,17 @@ def seed_clouds(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None)
                 )
 
         asyncio.run(blocks())
+        _forget_cached_clients()
         yield Seed(handle)
     finally:
+        _forget_cached_clients()
         server.down(state_dir)
+
+
+def _forget_cached_clients() -> None:
+    """Connections and SSH keys are cached per process by block name: every module's cloud
+    and keys are new, so the previous module's must go."""
+    from hybridgrid.tasks import clouds, credentials
+
+    clouds.forget()
+    credentials.forget_all()
