@@ -1,0 +1,256 @@
+"""add_remote_site on localcloud with a realistic fault profile: wall time, critical path
+(from the flow run's Prefect task runs, no flow edits), API calls per cloud, and the no-op
+rerun (mutating calls, wall time)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from localcloud import server
+
+HOME_CLOUD, SITE_CLOUD = "bielefeld", "giessen"
+REGISTRY = "bench"
+
+
+def realistic_faults(boot_delay: float, console_delay: float, seed: int = 7) -> dict:
+    """Every cloud: ~100 ms ± 20 ms per API call, a slow boot, a console that lags ACTIVE."""
+    return {
+        "*": {
+            "seed": seed,
+            "latency": {"ms": 100, "jitter_ms": 20},
+            "boot_delay": boot_delay,
+            "console_delay": console_delay,
+        }
+    }
+
+
+class TaskSpan(BaseModel):
+    name: str
+    phase: str
+    start: float  # seconds after the flow run started
+    end: float
+
+
+class Phase(BaseModel):
+    phase: str
+    start: float
+    end: float
+    tasks: int
+    busy: float  # sum of the phase's task durations (> window: they ran in parallel)
+
+    @property
+    def window(self) -> float:
+        return self.end - self.start
+
+
+class AddSiteRun(BaseModel):
+    wall: float
+    flow_wall: float  # the flow run's own start → end, from Prefect
+    verified: bool
+    stats: dict[str, Any]
+    spans: list[TaskSpan]
+    flow_run_id: str
+    nodes: list[dict] = []  # the summary's node lines (addresses for the tunnel test)
+    error: str = ""
+
+    def calls(self, cloud: str) -> tuple[int, int]:
+        c = self.stats.get(cloud, {})
+        return int(c.get("total", 0)), int(c.get("mutating", 0))
+
+
+# Task run names (task_run_name templates in hybridgrid.tasks) → phase of the critical path.
+PHASES = [
+    ("pre-flight", "pre-flight"),
+    ("network, subnet and router", "network"),
+    ("security group", "network"),
+    ("key pair", "network"),
+    ("look up", "network"),
+    ("server ", "launch + boot wait"),
+    ("wireguard key on", "hub key (parallel to launch)"),
+    ("floating IP", "floating IP"),
+    ("rules for", "rules + ports"),
+    ("port ", "rules + ports"),
+    ("read host keys", "console host keys"),
+    ("wait for ssh", "SSH ready"),
+    ("configure wg0", "WireGuard up"),
+    ("routes on", "routes"),
+    ("verify", "verify"),
+    ("read wg0", "verify"),
+]
+
+
+def phase_of(name: str) -> str:
+    return next((p for prefix, p in PHASES if name.startswith(prefix)), "other")
+
+
+def phases(spans: list[TaskSpan]) -> list[Phase]:
+    out: dict[str, Phase] = {}
+    for s in spans:
+        p = out.get(s.phase)
+        if p is None:
+            out[s.phase] = Phase(
+                phase=s.phase, start=s.start, end=s.end, tasks=1, busy=s.end - s.start
+            )
+        else:
+            p.start, p.end = min(p.start, s.start), max(p.end, s.end)
+            p.tasks += 1
+            p.busy += s.end - s.start
+    return sorted(out.values(), key=lambda p: p.start)
+
+
+def covered(spans: list[TaskSpan]) -> float:
+    """Length of the union of task intervals: flow time minus this is time outside tasks."""
+    total, cur_s, cur_e = 0.0, None, None
+    for s in sorted(spans, key=lambda x: x.start):
+        if cur_e is None or s.start > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s.start, s.end
+        else:
+            cur_e = max(cur_e, s.end)
+    if cur_e is not None:
+        total += cur_e - cur_s
+    return total
+
+
+async def _task_spans(flow_run_id: UUID, settle: float = 30.0) -> tuple[list[TaskSpan], float]:
+    """Task runs reach the API through events (asynchronously): poll until every one has an
+    end time and the count is stable."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + settle
+    last = -1
+    async with get_client() as client:
+        fr = await client.read_flow_run(flow_run_id)
+        while True:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            done = all(r.end_time and r.start_time for r in runs)
+            if (done and len(runs) == last) or time.monotonic() > deadline:
+                break
+            last = len(runs)
+            await asyncio.sleep(1.0)
+        fr = await client.read_flow_run(flow_run_id)
+    t0: datetime = fr.start_time
+    flow_wall = ((fr.end_time or t0) - t0).total_seconds()
+    spans = [
+        TaskSpan(
+            name=r.name,
+            phase=phase_of(r.name),
+            start=(r.start_time - t0).total_seconds(),
+            end=(r.end_time - t0).total_seconds(),
+        )
+        for r in runs
+        if r.start_time and r.end_time
+    ]
+    return sorted(spans, key=lambda s: s.start), flow_wall
+
+
+def home_spec():
+    from hybridgrid.model import HomeSite, MasterSpec
+
+    return HomeSite(
+        cloud=HOME_CLOUD,
+        master=MasterSpec(create=True),
+        subnet=ipaddress.IPv4Network("192.168.66.0/24"),
+        workers=1,
+    )
+
+
+def site_spec(name: str = SITE_CLOUD, workers: int = 1):
+    from hybridgrid.model import RemoteSite
+
+    return RemoteSite(name=name, cloud=SITE_CLOUD, workers=workers)
+
+
+async def save_blocks(handle: server.Handle, ssh_blocks: list[str]) -> None:
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.blocks.ssh import SSHKey
+    from localcloud.dataplane.cli import proxy_command
+
+    for cloud in handle.clouds:
+        creds = OpenStackCredentials.from_clouds_yaml(cloud, handle.clouds_yaml)
+        await creds.asave(cloud, overwrite=True)
+    proxy = proxy_command(handle.state_dir)
+    for block in ssh_blocks:
+        await SSHKey.generate(comment=block, proxy_command=proxy).asave(block, overwrite=True)
+
+
+async def bootstrap() -> Any:
+    from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
+
+    return await bootstrap_home(home_spec(), options=HomeOptions(registry=REGISTRY))
+
+
+async def add_site(handle: server.Handle, site) -> AddSiteRun:
+    from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
+
+    handle.reset_stats()
+    t0 = time.perf_counter()
+    state = await add_remote_site(site, AddSiteOptions(registry=REGISTRY), return_state=True)
+    wall = time.perf_counter() - t0
+    stats = handle.stats()
+    result = await state.result(raise_on_failure=False)
+    verified = bool(getattr(result, "verified", False))
+    error = f"{type(result).__name__}: {result}"[:300] if isinstance(result, BaseException) else ""
+    summary = getattr(result, "summary", None)
+    nodes = [n.model_dump() for n in summary.nodes] if summary else []
+    fr_id = state.state_details.flow_run_id
+    spans, flow_wall = await _task_spans(fr_id)
+    return AddSiteRun(
+        wall=wall,
+        flow_wall=flow_wall,
+        verified=verified,
+        stats=stats,
+        spans=spans,
+        flow_run_id=str(fr_id),
+        nodes=nodes,
+        error=error,
+    )
+
+
+def breakdown(run: AddSiteRun, boot_delay: float, console_delay: float) -> str:
+    """The critical path, phase by phase, as offsets into the flow run."""
+    lines = [
+        f"add_remote_site critical path (flow run {run.flow_run_id}; injected boot "
+        f"{boot_delay:.0f} s, console +{console_delay:.0f} s):",
+        f"  {'phase':<30} {'start':>7} {'end':>7} {'window':>7} {'tasks':>5} {'busy':>7}",
+    ]
+    for p in phases(run.spans):
+        lines.append(
+            f"  {p.phase:<30} {p.start:7.2f} {p.end:7.2f} {p.window:7.2f}"
+            f" {p.tasks:5d} {p.busy:7.2f}"
+        )
+    inside = covered(run.spans)
+    lines.append(
+        f"  flow run {run.flow_wall:.2f} s (caller saw {run.wall:.2f} s); inside tasks "
+        f"{inside:.2f} s; outside any task {run.flow_wall - inside:.2f} s "
+        "(flow code: registry/block I/O, locks, task submission)"
+    )
+    gaps = _gaps(run.spans, run.flow_wall)
+    if gaps:
+        lines.append(
+            "  largest gaps between tasks: "
+            + ", ".join(f"{g:.2f} s before '{n}'" for g, n in gaps[:4])
+        )
+    return "\n".join(lines)
+
+
+def _gaps(spans: list[TaskSpan], flow_wall: float) -> list[tuple[float, str]]:
+    out, end = [], 0.0
+    for s in sorted(spans, key=lambda x: x.start):
+        if s.start > end + 0.05:
+            out.append((s.start - end, s.name))
+        end = max(end, s.end)
+    if flow_wall > end + 0.05:
+        out.append((flow_wall - end, "(flow end)"))
+    return sorted(out, reverse=True)

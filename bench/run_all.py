@@ -1,0 +1,313 @@
+"""hybridgrid benchmarks: one command, one table (figure, bound, ratio, met?). DESIGN §8.
+
+    .venv/bin/python bench/run_all.py            # full: boot delay 20 s, more repetitions
+    .venv/bin/python bench/run_all.py --quick    # < 3 min: boot delay 3 s, fewer repetitions
+
+Runs as root (localcloud's data plane needs network namespaces). Everything it starts — a
+Prefect server (SQLite, temp PREFECT_HOME), a localcloud with two clouds — lives in a temp
+directory and is ended by PID at the end, also on failure. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hgbench.prefect_server import PrefectServer
+from hgbench.table import Row, render
+
+ADD_SITE_BOUND = 15.0  # s of everything but the injected boot delay
+RERUN_BOUND = 10.0  # s for a no-op rerun
+DRIFT_RATIO_BOUND = 2.0  # t(20) / t(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f} (1/5 min) on {os.cpu_count()} cores"
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def prefect_rows(n: int, rounds: int) -> tuple[list[Row], dict]:
+    from hgbench import prefect_overhead
+
+    m = asyncio.run(prefect_overhead.measure(n, rounds))
+    rows = [
+        Row(figure=f"Prefect per-task overhead, {n} gathered", value=m["gathered_ms"], unit="ms"),
+        Row(
+            figure=f"Prefect per-task overhead, {n} sequential",
+            value=m["sequential_ms"],
+            unit="ms",
+        ),
+        Row(figure="Prefect empty async flow run", value=m["empty_flow_s"]),
+    ]
+    return rows, m
+
+
+def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row]:
+    from hgbench import addsite
+
+    from localcloud import server
+
+    boot, console = (3.0, 1.0) if args.quick else (20.0, 3.0)
+    state_dir = tmp / "localcloud"
+    rows: list[Row] = []
+    _say("localcloud: starting bielefeld + giessen with the data plane")
+    handle = server.start(
+        state_dir,
+        clouds=[addsite.HOME_CLOUD, addsite.SITE_CLOUD],
+        port=_free_port(),
+        dataplane=True,
+        faults={},
+    )
+    try:
+        asyncio.run(
+            addsite.save_blocks(handle, ["hg-bielefeld-ssh", f"hg-{addsite.SITE_CLOUD}-ssh"])
+        )
+        _say("bootstrap_home (no faults: not measured)")
+        asyncio.run(addsite.bootstrap())
+        handle.set_faults(addsite.realistic_faults(boot, console))
+        _say(
+            f"add_remote_site with ~100±20 ms per call, boot {boot:.0f} s, console +{console:.0f} s"
+        )
+        site = addsite.site_spec()
+        first = asyncio.run(addsite.add_site(handle, site))
+        if first.error or not first.verified:
+            notes.append(f"add-site not verified: {first.error or 'see layers'}")
+        notes.append(addsite.breakdown(first, boot, console))
+        overhead = first.wall - boot
+        rows.append(
+            Row(
+                figure="add-site wall − injected boot",
+                value=overhead,
+                bound=ADD_SITE_BOUND,
+                note=f"wall {first.wall:.1f} s, boot {boot:.0f} s, verified={first.verified}",
+            )
+        )
+        for cloud in (addsite.HOME_CLOUD, addsite.SITE_CLOUD):
+            total, mut = first.calls(cloud)
+            rows.append(
+                Row(
+                    figure=f"add-site API calls on {cloud}",
+                    value=total,
+                    unit="calls",
+                    note=f"{mut} mutating",
+                )
+            )
+        n_tasks = len(first.spans)
+        share = n_tasks * prefect_m["sequential_ms"] / 1000 / first.wall * 100
+        rows.append(
+            Row(
+                figure="Prefect share of add-site time",
+                value=share,
+                unit="%",
+                note=f"{n_tasks} task runs × {prefect_m['sequential_ms']:.0f} ms ÷ "
+                f"{first.wall:.1f} s (upper estimate: sequential overhead)",
+            )
+        )
+
+        _say("no-op rerun (same faults)")
+        rerun_walls, rerun_mut = [], []
+        for _ in range(1 if args.quick else 2):
+            again = asyncio.run(addsite.add_site(handle, site))
+            rerun_walls.append(again.wall)
+            rerun_mut.append(sum(again.calls(c)[1] for c in handle.clouds))
+            if again.error:
+                notes.append(f"rerun failed: {again.error}")
+        rows.append(
+            Row(
+                figure="no-op rerun mutating calls",
+                value=max(rerun_mut),
+                unit="calls",
+                bound=0,
+                note=f"runs: {rerun_mut}",
+            )
+        )
+        rows.append(
+            Row(
+                figure="no-op rerun wall time",
+                value=max(rerun_walls),
+                bound=RERUN_BOUND,
+                note="runs: " + ", ".join(f"{w:.1f}" for w in rerun_walls),
+            )
+        )
+        notes.append(
+            "no-op rerun critical path:\n" + addsite.breakdown(again, 0, 0).split("\n", 1)[1]
+        )
+
+        if not args.skip_tunnel:
+            handle.set_faults({})
+            rows += tunnel_rows(args, handle, first, notes)
+    finally:
+        _say("localcloud: down")
+        server.down(state_dir)
+    return rows
+
+
+def tunnel_rows(args, handle, run, notes: list[str]) -> list[Row]:
+    from hgbench import addsite, tunnel
+
+    from localcloud.clientconf import connect
+
+    by_role = {n["role"]: n for n in run.nodes}
+    master, vpn = by_role.get("master (hub)"), by_role.get("VPN node (spoke)")
+    if not master or not vpn:
+        notes.append("tunnel: skipped (add-site returned no node lines)")
+        return []
+    _say("tunnel vs underlay (master ⇄ VPN node)")
+    conn = connect(handle.state_dir, addsite.SITE_CLOUD)
+    sg = next(conn.network.security_groups(name=f"hg-{addsite.SITE_CLOUD}-sg"))
+    hole = tunnel.open_bench_hole(conn, sg.id, master["floating_ip"])
+    try:
+        res = tunnel.measure(
+            handle.state_dir,
+            (master["name"], master["cloud"]),
+            (vpn["name"], vpn["cloud"]),
+            underlay_ip=vpn["floating_ip"],
+            tunnel_ip=vpn["wg_address"],
+            seconds=2.0 if args.quick else 4.0,
+            pings=10 if args.quick else 30,
+        )
+    finally:
+        tunnel.close_bench_hole(conn, hole)
+    u, t = res.underlay, res.tunnel
+    mtu = res.tunnel_mtu or 0
+    notes.append(
+        "tunnel detail: "
+        + "; ".join(
+            f"{p.label} {p.address}: {p.mbit_s:.0f} Mbit/s, rtt {p.rtt_ms} ms, loss {p.loss_pct}%, "
+            f"MSS {p.mss}, retrans {p.retrans}, fragments {p.fragments}, "
+            f"longest gap {p.longest_gap_s:.1f} s"
+            for p in (u, t)
+        )
+        + f"; wg0 MTU {mtu}"
+    )
+    return [
+        Row(
+            figure="underlay TCP throughput",
+            value=u.mbit_s,
+            unit="Mbit/s",
+            note=f"rtt {u.rtt_ms} ms, MSS {u.mss}",
+        ),
+        Row(
+            figure="tunnel TCP throughput",
+            value=t.mbit_s,
+            unit="Mbit/s",
+            note=f"rtt {t.rtt_ms} ms, {t.mbit_s / u.mbit_s:.0%} of underlay "
+            "(userspace wireguard-go)",
+        ),
+        Row(
+            figure="tunnel MSS (≤ wg0 MTU − 40)",
+            value=t.mss,
+            unit="count",
+            bound=mtu - 40,
+            note=f"wg0 MTU {mtu}",
+        ),
+        Row(
+            figure="IP fragments on the path (tunnel)",
+            value=t.fragments,
+            unit="count",
+            bound=0,
+            note=f"underlay: {u.fragments}",
+        ),
+        Row(
+            figure="tunnel stalls (≥ 0.5 s no data)",
+            value=t.stalls,
+            unit="count",
+            bound=0,
+            note=f"longest gap {t.longest_gap_s:.1f} s, {t.retrans} retransmits",
+        ),
+    ]
+
+
+def drift_rows(args, notes: list[str]) -> list[Row]:
+    """t(20)/t(1) from bench/drift_scale.py (the day-two helper's) or bench/drift_at_scale.py."""
+    here = Path(__file__).resolve().parent
+    for name in ("drift_scale", "drift_at_scale"):
+        if (here / f"{name}.py").exists():
+            import importlib
+
+            mod = importlib.import_module(name)
+            if hasattr(mod, "bench_rows"):
+                return mod.bench_rows(quick=args.quick, notes=notes)
+    notes.append("drift at scale: pending (check_drift benchmark not available yet)")
+    return [
+        Row(
+            figure="drift t(20)/t(1)", value=None, unit="×", bound=DRIFT_RATIO_BOUND, note="pending"
+        )
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="boot delay 3 s, fewer repetitions")
+    parser.add_argument("--skip-tunnel", action="store_true")
+    parser.add_argument("--skip-drift", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (localcloud's data plane uses network namespaces)")
+        return 2
+    started = time.monotonic()
+    load_start = _load()
+    tmp = Path(tempfile.mkdtemp(prefix="hgbench-"))
+    rows: list[Row] = []
+    notes: list[str] = []
+    failed = False
+    prefect = PrefectServer(tmp / "prefect")
+    try:
+        _say(f"start ({'quick' if args.quick else 'full'}); {load_start}; temp {tmp}")
+        prefect.start()
+        _say("Prefect per-task overhead")
+        p_rows, prefect_m = prefect_rows(20 if args.quick else 50, 2 if args.quick else 3)
+        rows += p_rows
+        try:
+            rows += addsite_rows(args, tmp, prefect_m, notes)
+        except Exception:
+            failed = True
+            notes.append("add-site part failed:\n" + traceback.format_exc(limit=6))
+        if not args.skip_drift:
+            try:
+                rows += drift_rows(args, notes)
+            except Exception:
+                failed = True
+                notes.append("drift part failed:\n" + traceback.format_exc(limit=6))
+    finally:
+        prefect.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    for n in notes:
+        print(n)
+        print()
+    print(
+        f"hybridgrid bench ({'quick' if args.quick else 'full'}), "
+        f"{time.monotonic() - started:.0f} s; "
+        f"start: {load_start}; end: {_load()}"
+    )
+    print(render(rows))
+    return 1 if failed or any(r.met == "NO" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
