@@ -13,9 +13,10 @@ import base64
 import contextlib
 import functools
 import ipaddress
+import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from openstack import exceptions as osexc
@@ -23,7 +24,7 @@ from openstack.connection import Connection
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.tasks.retry import PermanentError
+from hybridgrid.tasks.retry import PermanentError, is_transient
 
 Action = Literal["created", "reused", "updated", "deleted", "absent"]
 
@@ -44,7 +45,11 @@ class ResourceConflict(PermanentError):
 
 
 class ServerBootFailed(PermanentError):
-    """A server went to ERROR more often than we replace it, or never became ACTIVE."""
+    """A server went to ERROR more often than we replace it."""
+
+
+class ServerStuck(PermanentError):
+    """A server neither became ACTIVE nor went away in time (waiting again would not help)."""
 
 
 class Record(BaseModel):
@@ -160,11 +165,31 @@ def _only(items: Iterable[Any], kind: str, name: str) -> Any | None:
     return found[0] if found else None
 
 
+# Reads retry in place: they are safe to repeat, and a task with a dozen reads would otherwise
+# need many whole-task retries at a modest error rate. Writes are never repeated here: the
+# task retries, finds what an earlier attempt made, and goes on from there (no duplicates).
+READ_ATTEMPTS = 4
+READ_BACKOFF = 0.2  # seconds, doubling, ±50 % jitter
+
+
+def read(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a read-only SDK method (lists are materialised), retrying transient errors."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            out = fn(*args, **kwargs)
+            return list(out) if isinstance(out, Iterator) else out
+        except Exception as exc:
+            if attempt == READ_ATTEMPTS - 1 or not is_transient(exc):
+                raise
+            time.sleep(READ_BACKOFF * 2**attempt * random.uniform(0.5, 1.5))  # noqa: S311
+    raise AssertionError("unreachable")
+
+
 def find_or_none(finder: Callable[..., Any], name_or_id: str) -> Any | None:
     """`conn.<service>.find_<kind>` by name or id, None when missing (the SDK's own
     `ignore_missing=True` is deprecated)."""
     try:
-        return finder(name_or_id, ignore_missing=False)
+        return read(finder, name_or_id, ignore_missing=False)
     except osexc.NotFoundException:
         return None
 
@@ -182,29 +207,29 @@ def _owned(items: Iterable[Any], site: str) -> list[Any]:
 
 
 def find_network(conn: Connection, site: str, name: str) -> Any | None:
-    found = conn.network.networks(name=name, tags=tag_filter(site))
+    found = read(conn.network.networks, name=name, tags=tag_filter(site))
     return _only(_owned(found, site), "network", name)
 
 
 def find_subnet(conn: Connection, site: str, name: str) -> Any | None:
-    found = conn.network.subnets(name=name, tags=tag_filter(site))
+    found = read(conn.network.subnets, name=name, tags=tag_filter(site))
     return _only(_owned(found, site), "subnet", name)
 
 
 def find_router(conn: Connection, site: str, name: str) -> Any | None:
-    found = conn.network.routers(name=name, tags=tag_filter(site))
+    found = read(conn.network.routers, name=name, tags=tag_filter(site))
     return _only(_owned(found, site), "router", name)
 
 
 def find_security_group(conn: Connection, site: str, name: str) -> Any | None:
-    found = conn.network.security_groups(name=name, tags=tag_filter(site))
+    found = read(conn.network.security_groups, name=name, tags=tag_filter(site))
     return _only(_owned(found, site), "security group", name)
 
 
 def find_server(conn: Connection, site: str, name: str) -> Any | None:
     # Nova's name filter is a regular expression: anchor it, then keep only exact names that
     # carry our metadata.
-    servers = conn.compute.servers(name=f"^{re.escape(name)}$")
+    servers = read(conn.compute.servers, name=f"^{re.escape(name)}$")
     ours = [s for s in servers if s.name == name and naming.site_of_metadata(s.metadata) == site]
     return _only(ours, "server", name)
 
@@ -274,7 +299,7 @@ def external_network(conn: Connection, name: str) -> Any:
 
 
 def _external_names(conn: Connection) -> list[str]:
-    return sorted(n.name for n in conn.network.networks(is_router_external=True))
+    return sorted(n.name for n in read(conn.network.networks, is_router_external=True))
 
 
 def ensure_router(
@@ -296,7 +321,7 @@ def ensure_router(
         action = "updated"
     attached = any(
         any(ip.get("subnet_id") == subnet_id for ip in (p.fixed_ips or []))
-        for p in conn.network.ports(device_id=router.id)
+        for p in read(conn.network.ports, device_id=router.id)
     )
     if not attached:
         conn.network.add_interface_to_router(router, subnet=subnet_id)
@@ -341,7 +366,7 @@ def ensure_router_routes(conn: Connection, router_id: str, routes: list[Route]) 
 
     Uses Neutron's atomic `add_extraroutes` (extension extraroute-atomic), so two runs adding
     routes at once cannot overwrite each other as a read-modify-write of `routes` would."""
-    router = conn.network.get_router(router_id)
+    router = read(conn.network.get_router, router_id)
     missing = [r for r in routes if r.key() not in _route_keys(router)]
     if not missing:
         return _routes_record(router, "reused")
@@ -352,7 +377,7 @@ def ensure_router_routes(conn: Connection, router_id: str, routes: list[Route]) 
 
 def remove_router_routes(conn: Connection, router_id: str, routes: list[Route]) -> RoutesRecord:
     """Remove exactly these extra routes (atomic `remove_extraroutes`); others stay."""
-    router = conn.network.get_router(router_id)
+    router = read(conn.network.get_router, router_id)
     have = _route_keys(router)
     present = [r for r in routes if r.key() in have]
     if not present:
@@ -386,7 +411,7 @@ def ensure_rules(
     """Each wanted rule exists once in the group. Rules we add carry a description naming
     the site, so a later removal takes exactly those (groups may be shared, e.g. the hub's)."""
     existing = {
-        _rule_key(r): r for r in conn.network.security_group_rules(security_group_id=group_id)
+        _rule_key(r): r for r in read(conn.network.security_group_rules, security_group_id=group_id)
     }
     out: list[RuleRecord] = []
     for spec in rules:
@@ -409,7 +434,7 @@ def ensure_rules(
             # Created by an earlier attempt whose reply was lost: Neutron says "rule exists".
             again = {
                 _rule_key(r): r
-                for r in conn.network.security_group_rules(security_group_id=group_id)
+                for r in read(conn.network.security_group_rules, security_group_id=group_id)
             }
             if spec.key() not in again:
                 raise
@@ -425,7 +450,7 @@ def remove_rules(
     """Delete the rules this site added to a group (by description), except those in `keep`."""
     keep_keys = {r.key() for r in keep or []}
     out: list[RuleRecord] = []
-    for r in conn.network.security_group_rules(security_group_id=group_id):
+    for r in read(conn.network.security_group_rules, security_group_id=group_id):
         if r.description == rule_description(owner_site) and _rule_key(r) not in keep_keys:
             conn.network.delete_security_group_rule(r, ignore_missing=True)
             out.append(RuleRecord(name=r.description, id=r.id, action="deleted"))
@@ -450,14 +475,18 @@ def ensure_keypair(conn: Connection, name: str, public_key: str) -> KeypairRecor
     try:
         kp = conn.compute.create_keypair(name=name, public_key=public_key)
     except osexc.ConflictException:
-        kp = conn.compute.find_keypair(name, ignore_missing=False)
+        # Made by an earlier attempt whose answer was lost; if not, the 409 was something
+        # else (transient) and the retry policy takes it from here.
+        kp = find_or_none(conn.compute.find_keypair, name)
+        if kp is None:
+            raise
     return KeypairRecord(name=name, id=kp.name, action="created")
 
 
 def server_port(conn: Connection, server_id: str, network_id: str | None = None) -> Any:
     ports = [
         p
-        for p in conn.network.ports(device_id=server_id)
+        for p in read(conn.network.ports, device_id=server_id)
         if network_id is None or p.network_id == network_id
     ]
     if not ports:
@@ -497,14 +526,30 @@ class ServerSpec(BaseModel):
 def _wait_active(conn: Connection, server: Any, timeout: float, poll: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        server = conn.compute.get_server(server.id)
+        server = read(conn.compute.get_server, server.id)
         if server.status in ("ACTIVE", "ERROR"):
             return server
         if time.monotonic() > deadline:
             # Not a network timeout: retrying the task would only wait the same way again.
-            raise ServerBootFailed(
+            raise ServerStuck(
                 f"server {server.name} still {server.status} after {timeout:.0f} s: the cloud is "
                 f"slow or stuck — check the server in the cloud, then rerun to keep waiting"
+            )
+        time.sleep(poll)
+
+
+def wait_gone(conn: Connection, server_id: str, timeout: float, poll: float) -> None:
+    """Until Nova says 404 for the server (polls retry transient errors in place)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            read(conn.compute.get_server, server_id)
+        except osexc.NotFoundException:
+            return
+        if time.monotonic() > deadline:
+            raise ServerStuck(
+                f"server {server_id} is still there {timeout:.0f} s after its deletion: check "
+                f"it in the cloud (openstack server show {server_id}), then rerun"
             )
         time.sleep(poll)
 
@@ -514,8 +559,8 @@ def launch_server(conn: Connection, spec: ServerSpec) -> Any:
     server = find_server(conn, spec.site, spec.name)
     if server is not None:
         return server
-    image = conn.image.find_image(spec.image, ignore_missing=False)
-    flavor = conn.compute.find_flavor(spec.flavor, ignore_missing=False)
+    image = read(conn.image.find_image, spec.image, ignore_missing=False)
+    flavor = read(conn.compute.find_flavor, spec.flavor, ignore_missing=False)
     return conn.compute.create_server(
         name=spec.name,
         image_id=image.id,
@@ -553,7 +598,7 @@ def ensure_server(
                 f"cloud cannot boot it — check image {spec.image!r} and flavor {spec.flavor!r}"
             )
         conn.compute.delete_server(server, ignore_missing=True)
-        conn.compute.wait_for_delete(server, interval=poll, wait=timeout)
+        wait_gone(conn, server.id, timeout, poll)
         replaced += 1
     port = server_port(conn, server.id, spec.network_id)
     action: Action = "reused" if existed and not replaced else "created"
@@ -569,7 +614,7 @@ def ensure_server(
 
 
 def console_output(conn: Connection, server_id: str) -> str:
-    return conn.compute.get_server_console_output(server_id).get("output", "") or ""
+    return read(conn.compute.get_server_console_output, server_id).get("output", "") or ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,7 +625,7 @@ def ensure_floating_ip(
     conn: Connection, site: str, port_id: str, external_network_id: str
 ) -> FloatingIPRecord:
     """Reuse a floating IP already on the port (ours or not); else allocate one, tagged."""
-    on_port = list(conn.network.ips(port_id=port_id))
+    on_port = list(read(conn.network.ips, port_id=port_id))
     if on_port:
         fip = sorted(on_port, key=lambda f: f.id)[0]
         return FloatingIPRecord(
@@ -591,7 +636,7 @@ def ensure_floating_ip(
             action="reused",
         )
     # An earlier attempt may have allocated one and died before associating it.
-    tagged = conn.network.ips(floating_network_id=external_network_id, tags=tag_filter(site))
+    tagged = read(conn.network.ips, floating_network_id=external_network_id, tags=tag_filter(site))
     spare = [f for f in _owned(tagged, site) if not f.port_id]
     if spare:
         fip = conn.network.update_ip(sorted(spare, key=lambda f: f.id)[0], port_id=port_id)
@@ -611,13 +656,13 @@ def ensure_floating_ip(
 
 
 def floating_ip_of_port(conn: Connection, port_id: str) -> str | None:
-    ips = sorted(conn.network.ips(port_id=port_id), key=lambda f: f.id)
+    ips = sorted(read(conn.network.ips, port_id=port_id), key=lambda f: f.id)
     return ips[0].floating_ip_address if ips else None
 
 
 def ensure_allowed_address_pairs(conn: Connection, port_id: str, cidrs: list[str]) -> PortRecord:
     """Merge pairs into the port's list: what someone else set stays."""
-    port = conn.network.get_port(port_id)
+    port = read(conn.network.get_port, port_id)
     if port.is_port_security_enabled is False:
         # No anti-spoofing on this port, so nothing to allow; Neutron would refuse pairs with
         # a 409 (AddressPairAndPortSecurityRequired) that looks transient to the retry policy.
@@ -634,7 +679,7 @@ def ensure_allowed_address_pairs(conn: Connection, port_id: str, cidrs: list[str
 
 
 def remove_allowed_address_pairs(conn: Connection, port_id: str, cidrs: list[str]) -> PortRecord:
-    port = conn.network.get_port(port_id)
+    port = read(conn.network.get_port, port_id)
     drop = {_norm(c) for c in cidrs}
     have = [dict(p) for p in port.allowed_address_pairs or []]
     keep = [p for p in have if _norm(p["ip_address"]) not in drop]
@@ -646,7 +691,7 @@ def remove_allowed_address_pairs(conn: Connection, port_id: str, cidrs: list[str
 
 def ensure_port_security_groups(conn: Connection, port_id: str, group_ids: list[str]) -> PortRecord:
     """Add groups to a port, keeping the ones already there."""
-    port = conn.network.get_port(port_id)
+    port = read(conn.network.get_port, port_id)
     have = list(port.security_group_ids or [])
     missing = [g for g in group_ids if g not in have]
     if not missing:
@@ -683,7 +728,7 @@ def lookup_server(conn: Connection, name: str, network: str | None = None) -> Se
     """Find a server by its exact name (ours or not) and read its addressing; read-only.
 
     `network` (name or id) picks the port when the server has several."""
-    servers = [s for s in conn.compute.servers(name=f"^{re.escape(name)}$") if s.name == name]
+    servers = [s for s in read(conn.compute.servers, name=f"^{re.escape(name)}$") if s.name == name]
     if not servers:
         raise LookupError(
             f"no server named {name!r} on this cloud: check the master's name in the site spec "
@@ -703,9 +748,9 @@ def lookup_server(conn: Connection, name: str, network: str | None = None) -> Se
             raise LookupError(f"network {network!r} not found: check the name in the site spec")
         net_id = net.id
     port = server_port(conn, server.id, net_id)
-    net = conn.network.get_network(port.network_id)
+    net = read(conn.network.get_network, port.network_id)
     ip = port.fixed_ips[0]
-    subnet = conn.network.get_subnet(ip["subnet_id"])
+    subnet = read(conn.network.get_subnet, ip["subnet_id"])
     return ServerInfo(
         name=server.name,
         id=server.id,
@@ -722,7 +767,7 @@ def lookup_server(conn: Connection, name: str, network: str | None = None) -> Se
 
 
 def network_mtu(conn: Connection, network_id: str) -> int:
-    return conn.network.get_network(network_id).mtu or 1500
+    return read(conn.network.get_network, network_id).mtu or 1500
 
 
 # ---------------------------------------------------------------------------------------------
@@ -762,35 +807,35 @@ def remove_site_resources(conn: Connection, site: str, timeout: float = 300) -> 
     """Delete every resource tagged for `site`, in dependency order. Safe to rerun: what is
     gone is skipped, and nothing without our tags (or server metadata) is touched."""
     out: list[Record] = []
-    servers = [s for s in conn.compute.servers() if naming.site_of_metadata(s.metadata) == site]
+    servers = [s for s in read(conn.compute.servers) if naming.site_of_metadata(s.metadata) == site]
     for server in servers:
         conn.compute.delete_server(server, ignore_missing=True)
         out.append(Record(kind="server", name=server.name, id=server.id, action="deleted"))
     for server in servers:
-        conn.compute.wait_for_delete(server, interval=0.5, wait=timeout)
-    for fip in _owned(conn.network.ips(tags=tag_filter(site)), site):
+        wait_gone(conn, server.id, timeout, 0.5)
+    for fip in _owned(read(conn.network.ips, tags=tag_filter(site)), site):
         conn.network.delete_ip(fip, ignore_missing=True)
         out.append(
             Record(kind="floating_ip", name=fip.floating_ip_address, id=fip.id, action="deleted")
         )
-    for router in _owned(conn.network.routers(tags=tag_filter(site)), site):
+    for router in _owned(read(conn.network.routers, tags=tag_filter(site)), site):
         if router.routes:  # Neutron keeps an interface a route's nexthop needs
             router = conn.network.update_router(router, routes=[])
-        for port in conn.network.ports(device_id=router.id):
+        for port in read(conn.network.ports, device_id=router.id):
             if port.device_owner == "network:router_interface":
                 with contextlib.suppress(osexc.NotFoundException):
                     conn.network.remove_interface_from_router(router, port=port.id)
         conn.network.delete_router(router, ignore_missing=True)
         out.append(Record(kind="router", name=router.name, id=router.id, action="deleted"))
-    for sub in _owned(conn.network.subnets(tags=tag_filter(site)), site):
+    for sub in _owned(read(conn.network.subnets, tags=tag_filter(site)), site):
         users = functools.partial(_port_users, conn, network_id=sub.network_id)
         _delete_or_explain(conn.network.delete_subnet, sub, "subnet", users)
         out.append(Record(kind="subnet", name=sub.name, id=sub.id, action="deleted"))
-    for net in _owned(conn.network.networks(tags=tag_filter(site)), site):
+    for net in _owned(read(conn.network.networks, tags=tag_filter(site)), site):
         users = functools.partial(_port_users, conn, network_id=net.id)
         _delete_or_explain(conn.network.delete_network, net, "network", users)
         out.append(Record(kind="network", name=net.name, id=net.id, action="deleted"))
-    for sg in _owned(conn.network.security_groups(tags=tag_filter(site)), site):
+    for sg in _owned(read(conn.network.security_groups, tags=tag_filter(site)), site):
         users = functools.partial(_port_users, conn, security_group=sg.id)
         _delete_or_explain(conn.network.delete_security_group, sg, "security group", users)
         out.append(Record(kind="security_group", name=sg.name, id=sg.id, action="deleted"))
@@ -800,9 +845,9 @@ def remove_site_resources(conn: Connection, site: str, timeout: float = 300) -> 
 def _port_users(conn: Connection, *, network_id: str = "", security_group: str = "") -> list[str]:
     """Ports that keep a network or group in use (DHCP ports go with their network)."""
     ports = (
-        conn.network.ports(network_id=network_id)
+        read(conn.network.ports, network_id=network_id)
         if network_id
-        else [p for p in conn.network.ports() if security_group in (p.security_group_ids or [])]
+        else [p for p in read(conn.network.ports) if security_group in (p.security_group_ids or [])]
     )
     return [
         f"port {p.id} ({p.device_owner or 'unattached'})"

@@ -16,6 +16,7 @@ import pytest
 from hybridgrid import naming
 from hybridgrid.tasks import clouds
 from hybridgrid.tasks import openstack as ops
+from hybridgrid.tasks.retry import transient_options
 from localcloud import server
 from localcloud.clientconf import connect
 
@@ -73,7 +74,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         dataplane=False,
         cloud_options={
             CLOUD: {"quotas": ROOMY},
-            "tiny": {"quotas": {"network": 0, "instances": 0}},
+            "tiny": {"quotas": {"network": 2, "instances": 0}},  # public counts
         },
     )
     try:
@@ -84,7 +85,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
 
 
 @pytest.fixture
-def faults(cloud: Cloud) -> Iterator[Any]:
+def faults(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setattr(ops, "READ_BACKOFF", 0.01)
     try:
         yield cloud.handle.set_faults
     finally:
@@ -340,3 +342,158 @@ def test_server_in_error_is_replaced_once_and_the_run_goes_on(cloud: Cloud, faul
         ops.ensure_server(c, spec2, poll=0.1, max_replacements=1)
     faults(None)
     ops.remove_site_resources(c, site, timeout=30)
+
+
+# ---- through the Prefect tasks: retries for what is transient, nothing else ---------------
+
+# Tests: the policy's default number of retries and its classification, shorter waits.
+FAST = {**transient_options(backoff=0.01), "retry_delay_seconds": [0.01, 0.02, 0.04, 0.08] * 2}
+
+
+def run_count(state: Any) -> int:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_run(state.state_details.task_run_id).run_count
+
+
+def test_with_20_percent_transient_errors_every_task_succeeds_without_duplicates(
+    cloud: Cloud, faults: Any, prefect_harness: Any
+) -> None:
+    from hybridgrid.tasks import openstack_tasks as t
+
+    def run(task: Any, **kwargs: Any) -> Any:
+        return task.with_options(**FAST)(cloud=CLOUD, **kwargs)
+
+    site = "flaky"
+    cloud.reset()
+    faults({CLOUD: {"seed": 20, "error_rate": 0.2, "error_codes": [500, 503, 409, "drop"]}})
+    net = run(t.ensure_network, site=site, name="hg-flaky-net")
+    sub = run(
+        t.ensure_subnet,
+        site=site,
+        name="hg-flaky-subnet",
+        network_id=net.id,
+        cidr="192.168.92.0/24",
+    )
+    router = run(
+        t.ensure_router,
+        site=site,
+        name="hg-flaky-router",
+        external_network_id=cloud.public.id,
+        subnet_id=sub.id,
+    )
+    route = ops.Route(destination="10.0.0.0/24", nexthop="192.168.92.3")
+    run(t.ensure_router_routes, router_id=router.id, routes=[route])
+    sg = run(t.ensure_security_group, site=site, name="hg-flaky-sg")
+    wanted = [
+        ops.RuleSpec(protocol="udp", port_min=51820, remote_ip_prefix="203.0.113.9/32"),
+        ops.RuleSpec(protocol="tcp", port_min=22),
+    ]
+    run(t.ensure_rules, group_id=sg.id, owner_site=site, rules=wanted)
+    run(t.ensure_keypair, name="hg-flaky-key", public_key=PUBKEY)
+    spec = ops.ServerSpec(
+        name="hg-flaky-vpn",
+        site=site,
+        role="vpn",
+        image="ubuntu-22.04",
+        flavor="de.NBI tiny",
+        network_id=net.id,
+        key_name="hg-flaky-key",
+        security_groups=["hg-flaky-sg"],
+    )
+    vm = run(t.ensure_server, spec=spec, poll=0.05)
+    fip = run(
+        t.ensure_floating_ip, site=site, port_id=vm.port_id, external_network_id=cloud.public.id
+    )
+    run(t.ensure_allowed_address_pairs, port_id=vm.port_id, cidrs=["10.0.0.0/24"])
+    info = run(t.lookup_server, name="hg-flaky-vpn")
+    injected = cloud.handle.stats()[CLOUD]["injected_errors"]
+    faults(None)
+
+    assert injected >= 5, "the faults did not bite: the test proves nothing"
+    c = cloud.conn
+    assert info.floating_ip == fip.address and info.port_id == vm.port_id
+    for items in (
+        c.network.networks(name="hg-flaky-net"),
+        c.network.subnets(name="hg-flaky-subnet"),
+        c.network.routers(name="hg-flaky-router"),
+        c.network.security_groups(name="hg-flaky-sg"),
+    ):
+        assert len(owned(items, site)) == 1
+    assert len(list(c.compute.servers(name="^hg-flaky-vpn$"))) == 1
+    assert len(owned(c.network.ips(), site)) == 1
+    assert c.network.get_router(router.id).routes == [route.model_dump()]
+    keys = [ops._rule_key(r) for r in c.network.security_group_rules(security_group_id=sg.id)]
+    assert len(keys) == len(set(keys)) == 2 + 2  # ours + the two default egress rules
+    pairs = c.network.get_port(vm.port_id).allowed_address_pairs
+    assert [p["ip_address"] for p in pairs] == ["10.0.0.0/24"]
+
+    faults({CLOUD: {"seed": 21, "error_rate": 0.2, "error_codes": [500, 503, 409, "drop"]}})
+    run(t.remove_site_resources, site=site, timeout=30)  # the record: the last attempt's
+    faults(None)
+    assert not list(c.compute.servers(name="^hg-flaky-vpn$"))
+    for items in (c.network.networks(), c.network.routers(), c.network.security_groups()):
+        assert not owned(items, site)
+    assert not owned(c.network.ips(), site) and not owned(c.network.subnets(), site)
+
+
+def test_wrong_credentials_fail_at_once_naming_the_cause(
+    cloud: Cloud, prefect_harness: Any
+) -> None:
+    from pydantic import SecretStr
+
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.tasks import openstack_tasks as t
+
+    good = OpenStackCredentials.from_clouds_yaml(CLOUD, cloud.handle.clouds_yaml)
+    bad = good.model_copy(update={"password": SecretStr("not-the-password")})
+    clouds.use_connection("wrong-password", bad.connect())
+    state = t.ensure_network.with_options(**FAST)(
+        cloud="wrong-password", site="x", name="hg-x-net", return_state=True
+    )
+    assert state.is_failed() and run_count(state) == 1
+    message = str(state.result(raise_on_failure=False))
+    assert "authentication rejected" in message and "'wrong-password'" in message
+    assert "not-the-password" not in message
+    assert good.password.get_secret_value() not in message
+
+
+def test_exceeded_quota_fails_at_once_naming_the_quota(cloud: Cloud, prefect_harness: Any) -> None:
+    from hybridgrid.tasks import openstack_tasks as t
+
+    tiny = clouds.use_connection("tiny", connect(cloud.handle.state_dir, "tiny"))
+    net = t.ensure_network.with_options(**FAST)(cloud="tiny", site="q", name="hg-q-net")
+    state = t.ensure_network.with_options(**FAST)(
+        cloud="tiny", site="q", name="hg-q-other-net", return_state=True
+    )
+    assert state.is_failed() and run_count(state) == 1
+    assert "quota for network exceeded" in str(state.result(raise_on_failure=False))
+
+    spec = ops.ServerSpec(
+        name="hg-q-vpn",
+        site="q",
+        role="vpn",
+        image="ubuntu-22.04",
+        flavor="de.NBI tiny",
+        network_id=net.id,
+    )
+    state = t.ensure_server.with_options(**FAST)(cloud="tiny", spec=spec, return_state=True)
+    assert state.is_failed() and run_count(state) == 1
+    message = str(state.result(raise_on_failure=False))
+    assert "quota for instances exceeded (used 0 of 0, requested 1)" in message
+    assert not list(tiny.compute.servers())
+
+
+def test_ownership_error_is_not_retried(cloud: Cloud, prefect_harness: Any) -> None:
+    from hybridgrid.tasks import openstack_tasks as t
+
+    c = cloud.conn
+    for _ in range(2):
+        c.network.create_network(name="hg-dup2-net", tags=naming.tags("dup2"))
+    state = t.ensure_network.with_options(**FAST)(
+        cloud=CLOUD, site="dup2", name="hg-dup2-net", return_state=True
+    )
+    assert state.is_failed() and run_count(state) == 1
+    assert "will not guess" in str(state.result(raise_on_failure=False))
+    ops.remove_site_resources(c, "dup2", timeout=30)
