@@ -1,0 +1,328 @@
+"""Read-only observation tasks for the drift check, and the one cleanup repair needs on top of
+add_remote_site (rules a site added that no longer belong to it).
+
+One task per site and one for the hub side, each reading its cloud and its nodes
+concurrently; node reads share one SSH connection per hub/spoke (workers are reached through
+it as a tunnel), so a check of many sites opens few connections. Nothing here raises on a
+broken link: failures become observations, which `hybridgrid.drift.compare` judges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from hybridgrid import naming
+from hybridgrid.access import behind, front_door
+from hybridgrid.drift import (
+    HomeObs,
+    NodeObs,
+    RuleObs,
+    ServerObs,
+    SiteApiObs,
+    SiteNodesObs,
+    WorkerObs,
+    parse_pings,
+    parse_routes,
+    ping_many_command,
+)
+from hybridgrid.tasks import openstack as ops
+from hybridgrid.tasks.clouds import connection
+from hybridgrid.tasks.credentials import ssh_key
+from hybridgrid.tasks.remote import RemoteHost, SSHTarget, _close, _open, connect
+from hybridgrid.tasks.retry import TRANSIENT
+from hybridgrid.tasks.sshkeys import load_private_key
+from hybridgrid.tasks.wgstate import read_wg_state
+
+# Observations must be read afresh every time (a repair re-checks in the same flow run).
+READ = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+
+
+class WorkerProbe(BaseModel):
+    name: str
+    fixed_ip: str
+    host_keys: list[str]
+
+
+class NodeProbe(BaseModel):
+    """A hub or spoke to read over SSH, with the workers behind it."""
+
+    name: str
+    addresses: list[str]  # floating IPs to try, best first
+    host_keys: list[str]
+    key_block: str
+    worker_user: str
+    workers: list[WorkerProbe] = Field(default_factory=list)
+    pings: list[str] = Field(default_factory=list)  # every worker pings these
+
+
+class HomeProbe(BaseModel):
+    cloud: str
+    home: str
+    master: str
+    master_port_id: str | None = None
+    node: NodeProbe
+    workers: list[str] = Field(default_factory=list)  # names; fixed IPs are looked up
+
+
+class SiteProbe(BaseModel):
+    site: str
+    cloud: str
+    servers: list[str]  # names, VPN node first
+    vpn_port_id: str | None = None
+    node: NodeProbe
+
+
+def _why(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= 200 else text[:197] + "…"
+
+
+def _rules(conn: Any, group_id: str) -> list[RuleObs]:
+    return [
+        RuleObs(
+            id=r.id,
+            direction=r.direction,
+            ethertype=r.ether_type or "IPv4",
+            protocol=r.protocol,
+            port_min=r.port_range_min,
+            port_max=r.port_range_max,
+            remote_ip_prefix=r.remote_ip_prefix,
+            remote_group_id=r.remote_group_id,
+            description=r.description,
+        )
+        for r in conn.network.security_group_rules(security_group_id=group_id)
+    ]
+
+
+def _fips(conn: Any, port_id: str | None) -> list[str]:
+    if not port_id:
+        return []
+    return sorted(f.floating_ip_address for f in conn.network.ips(port_id=port_id))
+
+
+# ---------------------------------------------------------------- SSH
+
+
+async def _worker(tunnel: Any, target: SSHTarget, key: Any, pings: list[str]) -> WorkerObs:
+    obs = WorkerObs(name=target.host, fixed_ip=target.host)
+    conn = await _open(target, key, tunnel)
+    try:
+        host = RemoteHost(target, conn)
+        routes = host.run("ip -4 -o route show", name="ip route show", timeout=30)
+        if pings:
+            pinged = host.run(ping_many_command(pings), name="ping", timeout=60, check=False)
+            r, p = await asyncio.gather(routes, pinged)
+            obs.pings = parse_pings(p.stdout)
+        else:
+            r = await routes
+        obs.routes = parse_routes(r.stdout)
+    finally:
+        await _close(conn)
+    return obs
+
+
+async def _read_at(
+    probe: NodeProbe, target: SSHTarget, key: Any, client_key: Any
+) -> tuple[NodeObs, list[WorkerObs]]:
+    async with connect(target, key.private_key) as hop:
+
+        async def one(w: WorkerProbe) -> WorkerObs:
+            t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user)
+            try:
+                obs = await _worker(hop.conn, t, client_key, probe.pings)
+            except Exception as exc:  # an unreachable worker is drift, not a crash
+                obs = WorkerObs(name=w.name, fixed_ip=w.fixed_ip, error=_why(exc))
+            return obs.model_copy(update={"name": w.name, "fixed_ip": w.fixed_ip})
+
+        async def wg() -> tuple[Any, float]:
+            state = await read_wg_state(hop, missing_ok=True)
+            return state, time.time()
+
+        (state, at), *workers = await asyncio.gather(
+            wg(), *(one(w) for w in probe.workers if w.host_keys)
+        )
+        node = NodeObs(name=probe.name, address=target.host, wg=state, observed_at=at)
+        return node, list(workers)
+
+
+async def read_node(probe: NodeProbe) -> tuple[NodeObs, list[WorkerObs]]:
+    """wg0 of a hub/spoke and routes + pings of the workers behind it, over one connection."""
+    key = await ssh_key(probe.key_block)
+    client_key = load_private_key(key.private_key)
+    last = "no address"
+    for address in probe.addresses:
+        try:
+            return await _read_at(probe, front_door(address, probe.host_keys, key), key, client_key)
+        except Exception as exc:  # unreachable at this address: try the next
+            last = _why(exc)
+    node = NodeObs(name=probe.name, error=last)
+    return node, [
+        WorkerObs(name=w.name, fixed_ip=w.fixed_ip, error=f"not reached: {probe.name} is not")
+        for w in probe.workers
+        if w.host_keys
+    ]
+
+
+# ---------------------------------------------------------------- the hub side
+
+
+def _home_api(conn: Any, probe: HomeProbe) -> dict[str, Any]:
+    port_id = probe.master_port_id
+    if port_id is None or ops.find_or_none(conn.network.find_port, port_id) is None:
+        server = conn.compute.find_server(probe.master, ignore_missing=True)
+        if server is None:
+            raise LookupError(f"master {probe.master} not found")
+        port_id = ops.server_port(conn, server.id).id
+    port = conn.network.get_port(port_id)
+    sg = ops.find_security_group(conn, probe.home, naming.resource_name(probe.home, naming.SG))
+    return dict(
+        master_port_id=port.id,
+        master_fixed_ip=port.fixed_ips[0]["ip_address"],
+        master_fip=(_fips(conn, port.id) or [None])[0],
+        master_pairs=[p["ip_address"] for p in port.allowed_address_pairs or []],
+        master_port_security=port.is_port_security_enabled is not False,
+        home_sg_id=sg.id if sg else None,
+        home_rules=_rules(conn, sg.id) if sg else [],
+    )
+
+
+def _worker_ips(conn: Any, names: list[str]) -> dict[str, str]:
+    out = {}
+    for name in names:
+        server = conn.compute.find_server(name, ignore_missing=True)
+        if server is not None:
+            out[name] = ops.server_port(conn, server.id).fixed_ips[0]["ip_address"]
+    return out
+
+
+@task(task_run_name="observe the hub {probe.master}", **READ)
+async def observe_home(probe: HomeProbe, host_keys: dict[str, list[str]]) -> HomeObs:
+    """The master's port, floating IP, pairs and home group; wg0 on the master; routes and
+    pings on the home workers. Host keys by worker name (workers without pins are skipped)."""
+    conn = connection(probe.cloud)
+    api_job = asyncio.to_thread(_home_api, conn, probe)
+    ips_job = asyncio.to_thread(_worker_ips, conn, probe.workers)
+    api_res, ips = await asyncio.gather(api_job, ips_job, return_exceptions=True)
+    if isinstance(ips, BaseException):
+        ips = {}
+    node_probe = probe.node.model_copy(
+        update={
+            "workers": [
+                WorkerProbe(name=n, fixed_ip=ip, host_keys=host_keys.get(n, []))
+                for n, ip in ips.items()
+            ]
+        }
+    )
+    if not isinstance(api_res, BaseException) and api_res["master_fip"]:
+        node_probe.addresses = _first(api_res["master_fip"], node_probe.addresses)
+    hub, workers = await read_node(node_probe)
+    if isinstance(api_res, BaseException):
+        return HomeObs(error=_why(api_res), hub=hub, workers=workers)
+    return HomeObs(hub=hub, workers=workers, **api_res)
+
+
+def _first(address: str, others: list[str]) -> list[str]:
+    return [address, *(a for a in others if a != address)]
+
+
+# ---------------------------------------------------------------- one site
+
+
+def _site_network(conn: Any, site: str) -> dict[str, Any]:
+    net = ops.find_network(conn, site, naming.resource_name(site, naming.NET))
+    sub = ops.find_subnet(conn, site, naming.resource_name(site, naming.SUBNET))
+    router = ops.find_router(conn, site, naming.resource_name(site, naming.ROUTER))
+    on_subnet = False
+    if router is not None and sub is not None:
+        on_subnet = any(
+            any(ip.get("subnet_id") == sub.id for ip in (p.fixed_ips or []))
+            for p in conn.network.ports(device_id=router.id)
+        )
+    return dict(
+        network_id=net.id if net else None,
+        subnet_id=sub.id if sub else None,
+        subnet_cidr=sub.cidr if sub else None,
+        router_id=router.id if router else None,
+        router_gateway=bool(router and (router.external_gateway_info or {}).get("network_id")),
+        router_on_subnet=on_subnet,
+    )
+
+
+def _site_servers(conn: Any, probe: SiteProbe) -> dict[str, Any]:
+    servers: dict[str, ServerObs] = {}
+    vpn_port = None
+    for i, name in enumerate(probe.servers):
+        s = ops.find_server(conn, probe.site, name)
+        if s is None:
+            continue
+        servers[name] = ServerObs(name=name, id=s.id, status=s.status)
+        if i == 0:
+            with contextlib.suppress(LookupError):
+                vpn_port = ops.server_port(conn, s.id)
+    out: dict[str, Any] = dict(servers=servers)
+    if vpn_port is not None:
+        out |= dict(
+            vpn_port_id=vpn_port.id,
+            vpn_fixed_ip=vpn_port.fixed_ips[0]["ip_address"],
+            vpn_fips=_fips(conn, vpn_port.id),
+            vpn_pairs=[p["ip_address"] for p in vpn_port.allowed_address_pairs or []],
+            vpn_port_security=vpn_port.is_port_security_enabled is not False,
+        )
+    return out
+
+
+def _site_group(conn: Any, site: str) -> dict[str, Any]:
+    sg = ops.find_security_group(conn, site, naming.resource_name(site, naming.SG))
+    return dict(site_sg_id=sg.id if sg else None, site_rules=_rules(conn, sg.id) if sg else [])
+
+
+@task(task_run_name="observe site {probe.site}", **READ)
+async def observe_site(probe: SiteProbe) -> tuple[SiteApiObs, SiteNodesObs]:
+    """The site's cloud objects and its VPN node + workers, read concurrently. The VPN node
+    is reached at the floating IP its port has now (a replaced one included)."""
+    conn = connection(probe.cloud)
+    node = probe.node
+    with contextlib.suppress(Exception):
+        now = await asyncio.to_thread(_fips, conn, probe.vpn_port_id)
+        if now:
+            node = node.model_copy(update={"addresses": _first(now[0], node.addresses)})
+    parts = await asyncio.gather(
+        asyncio.to_thread(_site_network, conn, probe.site),
+        asyncio.to_thread(_site_servers, conn, probe),
+        asyncio.to_thread(_site_group, conn, probe.site),
+        read_node(node),
+        return_exceptions=True,
+    )
+    *api_parts, nodes = parts
+    errors = [p for p in api_parts if isinstance(p, BaseException)]
+    if errors:
+        api = SiteApiObs(error=_why(errors[0]))
+    else:
+        merged: dict[str, Any] = {}
+        for p in api_parts:
+            merged |= p  # type: ignore[operator]
+        api = SiteApiObs(**merged)
+    if isinstance(nodes, BaseException):
+        spoke, workers = NodeObs(name=probe.node.name, error=_why(nodes)), []
+    else:
+        spoke, workers = nodes
+    return api, SiteNodesObs(spoke=spoke, workers=workers)
+
+
+# ---------------------------------------------------------------- repair's extra step
+
+
+@task(task_run_name="remove stale rules of {owner} from group {group_id}", **TRANSIENT)
+async def remove_stale_rules(
+    cloud: str, group_id: str, owner: str, keep: list[ops.RuleSpec]
+) -> list[ops.RuleRecord]:
+    """Delete the rules `owner` added to the group (by description) that are not in `keep`:
+    e.g. UDP from a floating IP the peer no longer has. add_remote_site only adds rules."""
+    return await asyncio.to_thread(ops.remove_rules, connection(cloud), group_id, owner, keep)

@@ -1,0 +1,306 @@
+"""Day two on localcloud with real WireGuard: check_drift (detect + repair), rotate_keys,
+remove_remote_site.
+
+This module runs its OWN localcloud (clouds `detmold` = home, `kassel` = both sites), its own
+registry (`daytwo`) and its own names (home `detmold`, sites `tuebingen` and `marburg`), so
+nothing collides with the seed tests in the same Prefect harness and process caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hybridgrid.blocks.registry import load_registry
+from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
+from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
+from hybridgrid.model import HomeSite, MasterSpec, RemoteSite
+from localcloud import server
+
+pytestmark = pytest.mark.dataplane
+
+REGISTRY = "daytwo"
+HOME_CLOUD, SITE_CLOUD = "detmold", "kassel"
+HOME = HomeSite(
+    name="detmold",
+    cloud=HOME_CLOUD,
+    master=MasterSpec(create=True),
+    subnet=ipaddress.IPv4Network("192.168.66.0/24"),
+    workers=1,
+)
+TUEBINGEN = RemoteSite(name="tuebingen", cloud=SITE_CLOUD, workers=1)
+MARBURG = RemoteSite(name="marburg", cloud=SITE_CLOUD, workers=1)
+MASTER = "hg-detmold-master"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Clouds:
+    """The running localcloud and the operator's console into its servers."""
+
+    def __init__(self, handle: server.Handle):
+        self.handle = handle
+        self.state_dir = handle.state_dir
+
+    def conn(self, cloud: str) -> Any:
+        from localcloud.clientconf import connect
+
+        return connect(self.state_dir, cloud)
+
+    def argv(self, server_name: str, cmd: str, cloud: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "localcloud.dataplane.cli",
+            "exec",
+            "--state-dir",
+            str(self.state_dir),
+            "--cloud",
+            cloud,
+            server_name,
+            "--",
+            "sh",
+            "-c",
+            cmd,
+        ]
+
+    def exec(self, server_name: str, cmd: str, cloud: str) -> tuple[int, str]:
+        proc = subprocess.run(
+            self.argv(server_name, cmd, cloud),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def ok(self, server_name: str, cmd: str, cloud: str) -> str:
+        rc, out = self.exec(server_name, cmd, cloud)
+        assert rc == 0, f"{server_name}: {cmd}: {out}"
+        return out
+
+
+@pytest.fixture(scope="module")
+def day2(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Iterator[Clouds]:
+    """Own localcloud, home bootstrapped, tuebingen and marburg added (concurrently)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.blocks.ssh import SSHKey
+    from localcloud.dataplane.cli import proxy_command
+
+    state_dir: Path = tmp_path_factory.mktemp("day-two-clouds")
+    handle = server.start(
+        state_dir, clouds=[HOME_CLOUD, SITE_CLOUD], port=_free_port(), dataplane=True
+    )
+    try:
+
+        async def setup() -> None:
+            for cloud in (HOME_CLOUD, SITE_CLOUD):
+                creds = OpenStackCredentials.from_clouds_yaml(cloud, state_dir / "clouds.yaml")
+                await creds.asave(cloud, overwrite=True)
+            proxy = proxy_command(state_dir)
+            for block in ("hg-detmold-ssh", "hg-tuebingen-ssh", "hg-marburg-ssh"):
+                key = SSHKey.generate(comment=block, proxy_command=proxy)
+                await key.asave(block, overwrite=True)
+            await bootstrap_home(HOME, options=HomeOptions(registry=REGISTRY))
+            await asyncio.gather(
+                add_remote_site(TUEBINGEN, AddSiteOptions(registry=REGISTRY)),
+                add_remote_site(MARBURG, AddSiteOptions(registry=REGISTRY)),
+            )
+
+        asyncio.run(setup())
+        yield Clouds(handle)
+    finally:
+        server.down(state_dir)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def registry():
+    return asyncio.run(load_registry(REGISTRY))
+
+
+def drift_table() -> dict[str, dict[str, str]]:
+    """The latest drift table artifact, by site."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from hybridgrid.flows.check_drift import artifact_key
+
+    async def read() -> Any:
+        async with get_client() as client:
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[artifact_key(REGISTRY)])
+                ),
+                limit=50,
+            )
+            return max(arts, key=lambda a: a.created).data
+
+    import json
+
+    data = asyncio.run(read())
+    rows = json.loads(data) if isinstance(data, str) else data
+    return {r["site"]: r for r in rows}
+
+
+def run_check(**kw: Any) -> Any:
+    from hybridgrid.flows.check_drift import check_drift
+
+    return asyncio.run(check_drift(registry=REGISTRY, return_state=True, **kw))
+
+
+def wg_dump(clouds: Clouds, server_name: str, cloud: str) -> list[list[str]]:
+    return [
+        line.split("\t") for line in clouds.ok(server_name, "wg show wg0 dump", cloud).splitlines()
+    ]
+
+
+def fresh_handshake(clouds: Clouds, server_name: str, cloud: str, peer: str) -> bool:
+    for f in wg_dump(clouds, server_name, cloud)[1:]:
+        if f[0] == peer:
+            return int(f[4]) > 0 and time.time() - int(f[4]) < 180
+    return False
+
+
+# ---------------------------------------------------------------- drift
+
+
+def test_clean_check_completes(day2):
+    state = run_check()
+    assert state.is_completed(), state.message
+    table = drift_table()
+    assert set(table) == {"tuebingen", "marburg"}
+    for site, row in table.items():
+        assert row["status"] == "ok", (site, row)
+        assert row["wg0"] == "ok" and row["reachability"] == "ok", row
+
+
+def forget_nat_state(clouds: Clouds, router_id: str) -> None:
+    """What Neutron's L3 agent does when a floating IP is disassociated: drop the router's
+    conntrack state for it (localcloud keeps it, so the VPN node's traffic would stay SNATed
+    to the deleted address and the new address's flows would get remapped ports)."""
+    from localcloud.dataplane import names
+
+    ns = names.router_ns(names.instance_tag(clouds.state_dir), router_id)
+    subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-F"], check=True, capture_output=True)
+
+
+def _site_sg(conn: Any, site: str) -> Any:
+    return next(iter(conn.network.security_groups(name=f"hg-{site}-sg", tags="hybridgrid")))
+
+
+def _port_of(conn: Any, server_name: str) -> Any:
+    srv = next(s for s in conn.compute.servers() if s.name == server_name)
+    return next(iter(conn.network.ports(device_id=srv.id)))
+
+
+def test_injected_drifts_are_named_then_repaired(day2):
+    """Six drifts at once (independent checks), one failing check naming each, one repair,
+    then a clean check."""
+    reg = registry()
+    t, m = reg.sites["tuebingen"], reg.sites["marburg"]
+    home_conn, site_conn = day2.conn(HOME_CLOUD), day2.conn(SITE_CLOUD)
+    master_fip = str(reg.home.public_ips["master"])
+
+    # tuebingen: UDP rule deleted, pair removed from the master port, worker route deleted,
+    # wrong peer key on the master
+    udp = [
+        r
+        for r in site_conn.network.security_group_rules(
+            security_group_id=_site_sg(site_conn, "tuebingen").id
+        )
+        if r.protocol == "udp"
+    ]
+    assert [r.remote_ip_prefix for r in udp] == [f"{master_fip}/32"]
+    site_conn.network.delete_security_group_rule(udp[0])
+    mport = _port_of(home_conn, MASTER)
+    pairs = [p for p in mport.allowed_address_pairs if p["ip_address"] != str(t.subnet)]
+    assert len(pairs) < len(mport.allowed_address_pairs)
+    home_conn.network.update_port(mport, allowed_address_pairs=pairs)
+    day2.ok("hg-tuebingen-worker-1", "ip route del 10.0.0.0/24", SITE_CLOUD)
+    bogus = day2.ok(MASTER, "wg genkey | wg pubkey", HOME_CLOUD).strip()
+    day2.ok(
+        MASTER,
+        f"wg set wg0 peer {t.spoke_public_key} remove && "
+        f"wg set wg0 peer {bogus} allowed-ips {t.wg_address}/32,{t.subnet}",
+        HOME_CLOUD,
+    )
+    # marburg: wg0 down on the VPN node, its floating IP replaced
+    day2.ok("hg-marburg-vpn", "wg-quick down wg0", SITE_CLOUD)
+    old_fip = next(iter(site_conn.network.ips(port_id=m.resource_ids["vpn-port"])))
+    assert old_fip.floating_ip_address == str(m.public_ips["vpn"])
+    ext = old_fip.floating_network_id
+    site_conn.network.update_ip(old_fip, port_id=None)
+    site_conn.network.delete_ip(old_fip)
+    new_fip = site_conn.network.create_ip(
+        floating_network_id=ext, port_id=m.resource_ids["vpn-port"]
+    ).floating_ip_address
+    assert new_fip != old_fip.floating_ip_address
+    forget_nat_state(day2, m.resource_ids["router"])
+
+    state = run_check()
+    assert state.is_failed()
+    assert "tuebingen: drift" in state.message and "marburg: drift" in state.message
+    table = drift_table()
+    tt, mm = table["tuebingen"], table["marburg"]
+    assert tt["status"] == "drift" and mm["status"] == "drift"
+    assert f"lacks ingress udp 51820-51820 from {master_fip}/32" in tt["rules"], tt["rules"]
+    assert f"master port lacks pair {t.subnet}" in tt["pairs"], tt["pairs"]
+    assert "hg-tuebingen-worker-1 has no route to 10.0.0.0/24" in tt["routes"], tt["routes"]
+    assert f"no peer with tuebingen's key {t.spoke_public_key}" in tt["peers"], tt["peers"]
+    assert f"foreign peer {bogus}" in tt["peers"], tt["peers"]
+    assert "wg0 is down on VPN node hg-marburg-vpn" in mm["wg0"], mm["wg0"]
+    assert (
+        f"floating IP is {new_fip}, the registry has {old_fip.floating_ip_address}"
+        in mm["floating ip"]
+    ), mm["floating ip"]
+    assert f"stale ingress udp 51820-51820 from {old_fip.floating_ip_address}/32" in mm["rules"]
+    for check in ("network", "subnet", "router", "servers"):
+        assert tt[check] == "ok" and mm[check] == "ok", (check, tt[check], mm[check])
+
+    state = run_check(repair=True)
+    if not state.is_completed():
+        for srv, cloud, cmd in [
+            ("hg-marburg-vpn", SITE_CLOUD, "wg show; ip -4 -o addr; ip -4 route; sysctl net.ipv4.ip_forward; ping -c1 -W2 10.0.0.1; ping -c1 -W2 192.168.66.3; ping -c1 -W2 192.168.65.3"),
+            ("hg-marburg-worker-1", SITE_CLOUD, "ip -4 route; ping -c1 -W2 192.168.65.2; ping -c1 -W2 10.0.0.1; ping -c1 -W2 10.0.0.3"),
+            (MASTER, HOME_CLOUD, "wg show; ip -4 route; ping -c1 -W2 10.0.0.3; ping -c1 -W2 192.168.65.3"),
+        ]:
+            print("=====", srv, day2.exec(srv, cmd, cloud)[1])
+    assert state.is_completed(), state.message
+    table = drift_table()
+    assert all(row["status"] == "ok" for row in table.values()), table
+
+    # the repair followed the new floating IP everywhere and dropped the stale rule
+    reg = registry()
+    assert str(reg.sites["marburg"].public_ips["vpn"]) == new_fip
+    home_udp = [
+        r.remote_ip_prefix
+        for r in home_conn.network.security_group_rules(
+            security_group_id=_site_sg(home_conn, "detmold").id
+        )
+        if r.protocol == "udp"
+    ]
+    assert f"{new_fip}/32" in home_udp and f"{old_fip.floating_ip_address}/32" not in home_udp
+    peers = {f[0]: f for f in wg_dump(day2, MASTER, HOME_CLOUD)[1:]}
+    assert bogus not in peers and t.spoke_public_key in peers
+    assert peers[reg.sites["marburg"].spoke_public_key][2] == f"{new_fip}:51820"
+
+    state = run_check()
+    assert state.is_completed(), state.message
