@@ -350,11 +350,10 @@ def test_server_in_error_is_replaced_once_and_the_run_goes_on(cloud: Cloud, faul
 FAST = {**transient_options(backoff=0.01), "retry_delay_seconds": [0.01, 0.02, 0.04, 0.08] * 2}
 
 
-def run_count(state: Any) -> int:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_task_run(state.state_details.task_run_id).run_count
+def calls(cloud: Cloud, name: str, service: str, method: str) -> int:
+    """Requests localcloud received (its stats: the ground truth for "attempts")."""
+    by_service = cloud.handle.stats().get(name, {}).get("by_service", {})
+    return by_service.get(service, {}).get(method, 0)
 
 
 def test_with_20_percent_transient_errors_every_task_succeeds_without_duplicates(
@@ -449,10 +448,12 @@ def test_wrong_credentials_fail_at_once_naming_the_cause(
     good = OpenStackCredentials.from_clouds_yaml(CLOUD, cloud.handle.clouds_yaml)
     bad = good.model_copy(update={"password": SecretStr("not-the-password")})
     clouds.use_connection("wrong-password", bad.connect())
+    cloud.reset()
     state = t.ensure_network.with_options(**FAST)(
         cloud="wrong-password", site="x", name="hg-x-net", return_state=True
     )
-    assert state.is_failed() and run_count(state) == 1
+    assert state.is_failed()
+    assert calls(cloud, CLOUD, "identity", "POST") == 1  # one attempt: one token request
     message = str(state.result(raise_on_failure=False))
     assert "authentication rejected" in message and "'wrong-password'" in message
     assert "not-the-password" not in message
@@ -464,10 +465,11 @@ def test_exceeded_quota_fails_at_once_naming_the_quota(cloud: Cloud, prefect_har
 
     tiny = clouds.use_connection("tiny", connect(cloud.handle.state_dir, "tiny"))
     net = t.ensure_network.with_options(**FAST)(cloud="tiny", site="q", name="hg-q-net")
+    cloud.reset()
     state = t.ensure_network.with_options(**FAST)(
         cloud="tiny", site="q", name="hg-q-other-net", return_state=True
     )
-    assert state.is_failed() and run_count(state) == 1
+    assert state.is_failed() and calls(cloud, "tiny", "network", "POST") == 1
     assert "quota for network exceeded" in str(state.result(raise_on_failure=False))
 
     spec = ops.ServerSpec(
@@ -479,7 +481,7 @@ def test_exceeded_quota_fails_at_once_naming_the_quota(cloud: Cloud, prefect_har
         network_id=net.id,
     )
     state = t.ensure_server.with_options(**FAST)(cloud="tiny", spec=spec, return_state=True)
-    assert state.is_failed() and run_count(state) == 1
+    assert state.is_failed() and calls(cloud, "tiny", "compute", "POST") == 1
     message = str(state.result(raise_on_failure=False))
     assert "quota for instances exceeded (used 0 of 0, requested 1)" in message
     assert not list(tiny.compute.servers())
@@ -491,9 +493,70 @@ def test_ownership_error_is_not_retried(cloud: Cloud, prefect_harness: Any) -> N
     c = cloud.conn
     for _ in range(2):
         c.network.create_network(name="hg-dup2-net", tags=naming.tags("dup2"))
+    cloud.reset()
     state = t.ensure_network.with_options(**FAST)(
         cloud=CLOUD, site="dup2", name="hg-dup2-net", return_state=True
     )
-    assert state.is_failed() and run_count(state) == 1
+    assert state.is_failed() and calls(cloud, CLOUD, "network", "GET") == 1
     assert "will not guess" in str(state.result(raise_on_failure=False))
     ops.remove_site_resources(c, "dup2", timeout=30)
+
+
+def test_block_connection_is_loaded_once_and_a_flow_run_counts_its_changes(
+    cloud: Cloud, prefect_harness: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect import flow
+
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.tasks import openstack_tasks as t
+
+    creds = OpenStackCredentials.from_clouds_yaml(CLOUD, cloud.handle.clouds_yaml)
+    creds.save("lc-giessen", overwrite=True)
+    password = creds.password.get_secret_value()
+    with ThreadPoolExecutor(4) as pool:
+        conns = list(pool.map(lambda _: clouds.connection("lc-giessen"), range(4)))
+    assert all(c is conns[0] for c in conns) and conns[0] is not cloud.conn
+    with pytest.raises(LookupError, match="no OpenStack credentials block named 'nope'"):
+        clouds.connection("nope")
+
+    @flow
+    def make_site_basics(site: str) -> list[str]:
+        futures: list[Any] = [
+            t.ensure_network.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-net"),
+            t.ensure_security_group.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-sg"),
+            t.ensure_keypair.submit(cloud="lc-giessen", name=f"hg-{site}-key", public_key=PUBKEY),
+        ]
+        results = [f.result() for f in futures]
+        assert password not in repr(results)
+        return [r.action for r in results]
+
+    import io
+    import logging
+
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    ks_log = logging.getLogger("keystoneauth")
+    ks_log.addHandler(handler)
+    ks_log.setLevel(logging.DEBUG)  # every request, with headers and bodies
+    for expected, changes in ((["created"] * 3, 3), (["reused"] * 3, 0)):
+        cloud.reset()
+        assert make_site_basics("flow") == expected
+        assert clouds.mutating_calls("lc-giessen") == changes
+        assert cloud.handle.stats()[CLOUD]["mutating"] == changes
+    assert clouds.api_calls()["lc-giessen"].by_method.get("GET", 0) > 0
+    ks_log.removeHandler(handler)
+    ks_log.setLevel(logging.NOTSET)
+    assert "REQ: curl" in logged.getvalue() and password not in logged.getvalue()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        names = {r.name for r in client.read_task_runs(limit=200)}
+    assert {
+        "ensure network hg-flow-net on lc-giessen",
+        "ensure key pair hg-flow-key on lc-giessen",
+    } <= names
+    ops.remove_site_resources(cloud.conn, "flow", timeout=30)
+    ops.remove_keypair(cloud.conn, "hg-flow-key", PUBKEY)
+    clouds.forget("lc-giessen")
