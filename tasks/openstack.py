@@ -5,6 +5,10 @@ and composed; `tasks/openstack_tasks.py` wraps them as Prefect tasks with the re
 Rules (DESIGN §3): none found → create; one → compare and update; several → a clear error,
 never a guess. Removal only ever deletes what carries our tags (or, for rules on a group we
 share, our description).
+
+Retries: reads retry in place (`read`), writes never do — a failed task is retried whole by
+Prefect, finds what an earlier attempt made, and goes on from there, so a retry never
+duplicates a resource. Every `ensure_*` rerun on a converged cloud makes no mutating call.
 """
 
 from __future__ import annotations
@@ -132,6 +136,21 @@ class RuleSpec(BaseModel):
         ports = "" if self.port_min is None else f" {self.port_min}-{port_max}"
         source = self.remote_ip_prefix or "any"
         return f"{self.direction} {self.protocol or 'any'}{ports} from {source}"
+
+
+def wireguard_rule(peer_ip: str, port: int = 51820) -> RuleSpec:
+    """UDP to the WireGuard port from one peer's public address (/32)."""
+    return RuleSpec(protocol="udp", port_min=port, port_max=port, remote_ip_prefix=f"{peer_ip}/32")
+
+
+def ssh_rule(source: str | None = None) -> RuleSpec:
+    """TCP 22, from `source` (a CIDR) or from anywhere."""
+    return RuleSpec(protocol="tcp", port_min=22, port_max=22, remote_ip_prefix=source)
+
+
+def subnet_rule(cidr: str) -> RuleSpec:
+    """All ingress from a remote site's subnet (or the WireGuard CIDR)."""
+    return RuleSpec(remote_ip_prefix=cidr)
 
 
 def _rule_key(rule: Any) -> tuple[Any, ...]:

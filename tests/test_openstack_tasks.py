@@ -139,15 +139,14 @@ def test_each_ensure_creates_once_and_the_rerun_makes_no_mutating_call(cloud: Cl
     assert (sg.action, sg2.action, made) == ("created", "reused", 1)
 
     wanted = [
-        ops.RuleSpec(
-            protocol="udp", port_min=51820, port_max=51820, remote_ip_prefix="203.0.113.7"
-        ),
-        ops.RuleSpec(protocol="tcp", port_min=22),
-        ops.RuleSpec(protocol="icmp", remote_ip_prefix="192.168.66.0/24"),
+        ops.wireguard_rule("203.0.113.7"),
+        ops.ssh_rule(),
+        ops.subnet_rule("192.168.66.0/24"),
+        ops.RuleSpec(protocol="icmp", remote_ip_prefix="10.0.0.0/24"),
     ]
     rules, rules2, made = twice(cloud, lambda: ops.ensure_rules(c, sg.id, site, wanted))
-    assert [r.action for r in rules] == ["created"] * 3 and made == 3
-    assert [r.action for r in rules2] == ["reused"] * 3
+    assert [r.action for r in rules] == ["created"] * 4 and made == 4
+    assert [r.action for r in rules2] == ["reused"] * 4
     assert [r.id for r in rules2] == [r.id for r in rules]
 
     kp, kp2, made = twice(cloud, lambda: ops.ensure_keypair(c, "hg-twice-key", PUBKEY))
@@ -240,6 +239,14 @@ def test_allowed_address_pairs_keep_foreign_pairs_and_remove_only_ours(cloud: Cl
     cloud.reset()
     assert ops.remove_allowed_address_pairs(c, port.id, ["10.0.0.0/24"]).action == "reused"
     assert cloud.mutating() == 0
+
+    # A port without port security needs no pairs, and Neutron would refuse them (409).
+    open_port = c.network.create_port(
+        network_id=net.id, port_security_enabled=False, security_groups=[]
+    )
+    cloud.reset()
+    rec = ops.ensure_allowed_address_pairs(c, open_port.id, ["10.0.0.0/24"])
+    assert (rec.action, rec.port_security_enabled, cloud.mutating()) == ("reused", False, 0)
 
     # Routes: the same rule.
     router = c.network.create_router(name="user-router")
