@@ -194,7 +194,7 @@ def tunnel_rows(args, handle, run, notes: list[str]) -> list[Row]:
         "tunnel detail: "
         + "; ".join(
             f"{p.label} {p.address}: {p.mbit_s:.0f} Mbit/s, rtt {p.rtt_ms} ms, loss {p.loss_pct}%, "
-            f"MSS {p.mss}, retrans {p.retrans}, fragments {p.fragments}, "
+            f"MSS {p.mss}, retrans {p.retrans}, fragments {p.fragments}, UDP drops {p.udp_drops}, "
             f"longest gap {p.longest_gap_s:.1f} s"
             for p in (u, t)
         )

@@ -76,6 +76,7 @@ class PathResult(BaseModel):
     longest_gap_s: float
     retrans: int  # TCP retransmitted segments on the sender during the transfer
     fragments: int  # IP fragments created or reassembled anywhere on the path
+    udp_drops: int = 0  # UDP receive-buffer/in errors on the path (wireguard-go not keeping up)
 
 
 class TunnelResult(BaseModel):
@@ -210,6 +211,7 @@ def measure(
                     longest_gap_s=got["longest_gap_s"],
                     retrans=_delta(before, after, ("TcpRetransSegs",), [m_ns]),
                     fragments=_delta(before, after, ("IpFragCreates", "IpReasmReqds")),
+                    udp_drops=_delta(before, after, ("UdpInErrors",)),
                 )
             )
     finally:
