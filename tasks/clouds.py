@@ -9,11 +9,19 @@ the same process reuse it (openstacksdk connections are safe to share between th
 Without a Prefect server (tests, the demo, `hybridgrid` CLI helpers), register a connection
 built elsewhere, e.g. from a clouds.yaml entry, under a name with `use_connection(name, conn)`;
 tasks then find it by that name exactly as if it came from a block.
+
+Counting: `api_calls()` / `mutating_calls(cloud)` are per process (since `reset_counts()`).
+For one flow run among several concurrent ones, wrap it in `with track() as calls:` — calls
+made in that context, including in task threads (Prefect and `asyncio.to_thread` copy the
+context), land in `calls` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -28,6 +36,7 @@ _lock = threading.Lock()
 _connections: dict[str, Connection] = {}
 _load_locks: dict[str, threading.Lock] = {}
 _counts: dict[str, CallCounts] = {}
+_trackers: ContextVar[tuple[Tracker, ...]] = ContextVar("hybridgrid_api_trackers", default=())
 
 
 class CallCounts(BaseModel):
@@ -36,6 +45,44 @@ class CallCounts(BaseModel):
     total: int = 0
     mutating: int = 0
     by_method: dict[str, int] = {}
+
+
+class Tracker:
+    """The calls made inside one `track()` context, per cloud (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, CallCounts] = {}
+
+    def add(self, cloud: str, method: str) -> None:
+        with _lock:
+            _add(self._counts, cloud, method)
+
+    def calls(self) -> dict[str, CallCounts]:
+        with _lock:
+            return {name: c.model_copy(deep=True) for name, c in self._counts.items()}
+
+    def mutating(self, cloud: str | None = None) -> int:
+        """Mutating calls to `cloud`, or to all clouds when None."""
+        with _lock:
+            return sum(c.mutating for n, c in self._counts.items() if cloud in (None, n))
+
+
+@contextlib.contextmanager
+def track() -> Iterator[Tracker]:
+    """Count the API calls made in this context (e.g. one flow run), nested contexts too."""
+    tracker = Tracker()
+    token = _trackers.set((*_trackers.get(), tracker))
+    try:
+        yield tracker
+    finally:
+        _trackers.reset(token)
+
+
+def _add(counts: dict[str, CallCounts], cloud: str, method: str) -> None:
+    c = counts.setdefault(cloud, CallCounts())
+    c.total += 1
+    c.mutating += method in MUTATING
+    c.by_method[method] = c.by_method.get(method, 0) + 1
 
 
 def _is_token_issue(method: str, url: str) -> bool:
@@ -49,10 +96,9 @@ def _count_hook(name: str):
         if _is_token_issue(method, request.url or ""):
             return
         with _lock:
-            c = _counts.setdefault(name, CallCounts())
-            c.total += 1
-            c.mutating += method in MUTATING
-            c.by_method[method] = c.by_method.get(method, 0) + 1
+            _add(_counts, name, method)
+        for tracker in _trackers.get():  # the thread making the request runs in the context
+            tracker.add(name, method)
 
     hook.hybridgrid_cloud = name  # type: ignore[attr-defined]  # marks our hook (no doubles)
     return hook

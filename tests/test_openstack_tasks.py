@@ -529,15 +529,18 @@ def test_block_connection_is_loaded_once_and_a_flow_run_counts_its_changes(
         clouds.connection("nope")
 
     @flow
-    def make_site_basics(site: str) -> list[str]:
-        futures: list[Any] = [
-            t.ensure_network.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-net"),
-            t.ensure_security_group.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-sg"),
-            t.ensure_keypair.submit(cloud="lc-giessen", name=f"hg-{site}-key", public_key=PUBKEY),
-        ]
-        results = [f.result() for f in futures]
+    def make_site_basics(site: str) -> tuple[list[str], int]:
+        with clouds.track() as calls:  # this run's calls only, task threads included
+            futures: list[Any] = [
+                t.ensure_network.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-net"),
+                t.ensure_security_group.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-sg"),
+                t.ensure_keypair.submit(
+                    cloud="lc-giessen", name=f"hg-{site}-key", public_key=PUBKEY
+                ),
+            ]
+            results = [f.result() for f in futures]
         assert password not in repr(results)
-        return [r.action for r in results]
+        return [r.action for r in results], calls.mutating("lc-giessen")
 
     import io
     import logging
@@ -547,23 +550,26 @@ def test_block_connection_is_loaded_once_and_a_flow_run_counts_its_changes(
     ks_log = logging.getLogger("keystoneauth")
     ks_log.addHandler(handler)
     ks_log.setLevel(logging.DEBUG)  # every request, with headers and bodies
-    for expected, changes in ((["created"] * 3, 3), (["reused"] * 3, 0)):
-        cloud.reset()
-        assert make_site_basics("flow") == expected
-        assert clouds.mutating_calls("lc-giessen") == changes
-        assert cloud.handle.stats()[CLOUD]["mutating"] == changes
+    try:
+        for expected, changes in (("created", 3), ("reused", 0)):
+            cloud.reset()
+            with ThreadPoolExecutor(2) as pool:  # two flow runs at once, counted apart
+                runs = list(pool.map(make_site_basics, ["flowa", "flowb"]))
+            assert runs == [([expected] * 3, changes)] * 2
+            assert clouds.mutating_calls("lc-giessen") == 2 * changes
+            assert cloud.handle.stats()[CLOUD]["mutating"] == 2 * changes
+    finally:
+        ks_log.removeHandler(handler)
+        ks_log.setLevel(logging.NOTSET)
     assert clouds.api_calls()["lc-giessen"].by_method.get("GET", 0) > 0
-    ks_log.removeHandler(handler)
-    ks_log.setLevel(logging.NOTSET)
     assert "REQ: curl" in logged.getvalue() and password not in logged.getvalue()
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         names = {r.name for r in client.read_task_runs(limit=200)}
-    assert {
-        "ensure network hg-flow-net on lc-giessen",
-        "ensure key pair hg-flow-key on lc-giessen",
-    } <= names
-    ops.remove_site_resources(cloud.conn, "flow", timeout=30)
-    ops.remove_keypair(cloud.conn, "hg-flow-key", PUBKEY)
+    assert "ensure network hg-flowa-net on lc-giessen" in names  # run names say what they do
+    assert "ensure key pair hg-flowb-key on lc-giessen" in names
+    for site in ("flowa", "flowb"):
+        ops.remove_site_resources(cloud.conn, site, timeout=30)
+        ops.remove_keypair(cloud.conn, f"hg-{site}-key", PUBKEY)
     clouds.forget("lc-giessen")
