@@ -13,7 +13,7 @@ from openstack import exceptions as osexc
 from openstack.connection import Connection
 from pydantic import BaseModel, Field
 
-from hybridgrid.tasks.openstack import find_or_none
+from hybridgrid.tasks.openstack import find_or_none, read
 from hybridgrid.tasks.retry import PermanentError, friendly_error, is_transient
 
 REQUIRED_EXTENSIONS = {
@@ -81,7 +81,7 @@ def preflight(conn: Connection, req: PreflightRequest) -> PreflightReport:
     if req.image:
         img = find_or_none(conn.image.find_image, req.image)
         if img is None:
-            names = sorted(i.name for i in conn.image.images())
+            names = sorted(i.name for i in read(conn.image.images))
             problems.append(f"image {req.image!r} does not exist: use one of {names}")
         else:
             rep.image_id = img.id
@@ -89,7 +89,7 @@ def preflight(conn: Connection, req: PreflightRequest) -> PreflightReport:
     for name in dict.fromkeys(req.flavors):
         fl = find_or_none(conn.compute.find_flavor, name)
         if fl is None:
-            names = sorted(f.name for f in conn.compute.flavors())
+            names = sorted(f.name for f in read(conn.compute.flavors))
             problems.append(f"flavor {name!r} does not exist: use one of {names}")
         else:
             flavors[name] = fl
@@ -97,7 +97,7 @@ def preflight(conn: Connection, req: PreflightRequest) -> PreflightReport:
     if req.external_network:
         net = find_or_none(conn.network.find_network, req.external_network)
         if net is None or not net.is_router_external:
-            names = sorted(n.name for n in conn.network.networks(is_router_external=True))
+            names = sorted(n.name for n in read(conn.network.networks, is_router_external=True))
             problems.append(
                 f"external network {req.external_network!r} does not exist: use one of {names}"
             )
@@ -113,7 +113,7 @@ def preflight(conn: Connection, req: PreflightRequest) -> PreflightReport:
         else:
             rep.network_mtu = net.mtu
 
-    aliases = {e.alias for e in conn.network.extensions()}
+    aliases = {e.alias for e in read(conn.network.extensions)}
     for alias, why in REQUIRED_EXTENSIONS.items():
         if alias not in aliases:
             problems.append(
@@ -138,7 +138,7 @@ def _quota_problems(conn: Connection, req: PreflightRequest, flavors: dict[str, 
             needs.ram_mb += fl.ram * count
     if not any(vars(needs).values()):
         return out
-    limits = conn.compute.get_limits().absolute
+    limits = read(conn.compute.get_limits).absolute
     checks = [
         ("instances", needs.instances, limits.instances, limits.instances_used),
         ("cores", needs.cores, limits.total_cores, limits.total_cores_used),
@@ -146,7 +146,7 @@ def _quota_problems(conn: Connection, req: PreflightRequest, flavors: dict[str, 
     ]
     project_id = conn.current_project_id
     try:
-        q = conn.network.get_quota(project_id, details=True)
+        q = read(conn.network.get_quota, project_id, details=True)
     except osexc.NotFoundException:  # no quota_details extension: Neutron quotas unknown
         q = None
     for label, attr, need in [
@@ -162,6 +162,7 @@ def _quota_problems(conn: Connection, req: PreflightRequest, flavors: dict[str, 
         if need and limit is not None and limit >= 0 and used + need > limit:
             out.append(
                 f"quota for {label} would be exceeded: {used} used + {need} needed > limit "
-                f"{limit}; free {used + need - limit} or ask for a higher quota"
+                f"{limit}; free {used + need - limit} {label} in the project or ask the cloud "
+                f"operator for a higher quota"
             )
     return out

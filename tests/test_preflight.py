@@ -93,7 +93,7 @@ def test_all_problems_of_a_cloud_come_together(lc: server.Handle, no_mutation: N
     assert "network 'no-such-net' does not exist" in text
     assert "quota for instances would be exceeded: 0 used + 4 needed > limit 3" in text
     assert "quota for floating IPs would be exceeded: 0 used + 3 needed > limit 2" in text
-    assert "ask for a higher quota" in text
+    assert "free 1 instances in the project or ask the cloud operator for a higher quota" in text
     assert "m1.tiny" not in report.flavor_ids and report.flavor_ids.keys() == {"de.NBI tiny"}
 
 
