@@ -542,12 +542,23 @@ class ServerSpec(BaseModel):
     user_data: str | None = None  # plain text (cloud-config); encoded for Nova here
 
 
+# States a server does not leave by itself: waiting for ACTIVE would only time out.
+_PARKED = {"SUSPENDED", "PAUSED", "SHELVED", "SHELVED_OFFLOADED", "RESCUE", "SOFT_DELETED"}
+
+
 def _wait_active(conn: Connection, server: Any, timeout: float, poll: float) -> Any:
+    """Poll until ACTIVE, ERROR or SHUTOFF (returned), or a parked state (a clear error)."""
     deadline = time.monotonic() + timeout
     while True:
         server = read(conn.compute.get_server, server.id)
-        if server.status in ("ACTIVE", "ERROR"):
+        if server.status in ("ACTIVE", "ERROR", "SHUTOFF"):
             return server
+        if server.status in _PARKED:
+            raise ServerStuck(
+                f"server {server.name} ({server.id}) is {server.status}: hybridgrid will not "
+                f"change that on its own — resume or unshelve it (openstack server resume/"
+                f"unshelve {server.id}), or delete it to get a new one, then rerun"
+            )
         if time.monotonic() > deadline:
             # Not a network timeout: retrying the task would only wait the same way again.
             raise ServerStuck(
@@ -602,14 +613,24 @@ def ensure_server(
     max_replacements: int = 2,
 ) -> ServerRecord:
     """Launch (or find) the server and wait for ACTIVE; a server in ERROR is deleted and
-    launched again, at most `max_replacements` times."""
+    launched again, at most `max_replacements` times; one of ours found SHUTOFF is started."""
     existed = find_server(conn, spec.site, spec.name) is not None
     replaced = 0
+    started = False
     while True:
         server = launch_server(conn, spec)
         server = _wait_active(conn, server, timeout, poll)
+        if server.status == "SHUTOFF" and not started:  # ours, stopped: start it again
+            conn.compute.start_server(server)
+            started = True
+            server = _wait_active(conn, server, timeout, poll)
         if server.status == "ACTIVE":
             break
+        if server.status == "SHUTOFF":
+            raise ServerStuck(
+                f"server {spec.name} ({server.id}) stays SHUTOFF after a start: check it in "
+                f"the cloud (openstack server show {server.id}), then rerun"
+            )
         fault = (server.fault or {}).get("message", "no fault message")
         if replaced >= max_replacements:
             raise ServerBootFailed(
@@ -621,6 +642,8 @@ def ensure_server(
         replaced += 1
     port = server_port(conn, server.id, spec.network_id)
     action: Action = "reused" if existed and not replaced else "created"
+    if action == "reused" and started:
+        action = "updated"
     return ServerRecord(
         name=spec.name,
         id=server.id,

@@ -343,6 +343,16 @@ def test_server_in_error_is_replaced_once_and_the_run_goes_on(cloud: Cloud, faul
     servers = [s for s in c.compute.servers(name="hg-err-worker-1")]
     assert [s.id for s in servers] == [rec.id]  # the broken one is gone
 
+    c.compute.stop_server(rec.id)  # someone stopped it: the rerun starts it again
+    cloud.reset()
+    again = ops.ensure_server(c, spec, poll=0.1)
+    assert (again.id, again.action, again.status, cloud.mutating()) == (
+        rec.id,
+        "updated",
+        "ACTIVE",
+        1,
+    )
+
     faults({CLOUD: {"boot_failure_rate": 1.0}})  # never boots: bounded, then a clear error
     spec2 = spec.model_copy(update={"name": "hg-err-worker-2"})
     with pytest.raises(ops.ServerBootFailed, match="went to ERROR 2 times"):
