@@ -228,6 +228,7 @@ async def _repair(data: RegistryData, site: str, registry: str) -> str:
     entry = data.sites[site]
     if entry.spec is None:
         return "not repaired: the registry has no spec for this site (rerun add-site)"
+    await _forget_redirects(data, site)
     state = await add_remote_site(
         entry.spec,
         AddSiteOptions(registry=registry, ssh_key_block=entry.ssh_key_block),
@@ -240,6 +241,37 @@ async def _repair(data: RegistryData, site: str, registry: str) -> str:
     if removed:
         outcome += f"; removed {removed} stale rule(s)"
     return outcome
+
+
+async def _forget_redirects(data: RegistryData, site: str) -> None:
+    """Workers on both sides may hold ICMP-redirect routes learnt while the link was down
+    (the hub/spoke sent them to the cloud router); add-site's routes do not clear those."""
+    home, entry = data.home, data.sites[site]
+    assert home is not None
+
+    def lookup() -> tuple[dict[str, str], list[str], list[str]]:
+        hconn, sconn = connection(home.cloud), connection(entry.cloud)
+        ips = dt._worker_ips(hconn, home.workers)
+        return (
+            ips,
+            dt._fips(hconn, home.resource_ids.get("master-port")),
+            dt._fips(sconn, entry.resource_ids.get("vpn-port")),
+        )
+
+    try:
+        ips, master_fips, vpn_fips = await asyncio.to_thread(lookup)
+    except Exception:  # best effort: add-site reports what is still broken
+        return
+    probe = _site_probe(data, site, None).node
+    hprobe = _home_probe(home, data, [site]).node
+    probe.addresses = vpn_fips + probe.addresses
+    hprobe.addresses = master_fips + hprobe.addresses
+    hprobe.workers = [
+        dt.WorkerProbe(name=n, fixed_ip=ip, host_keys=home.host_keys.get(n, []))
+        for n, ip in ips.items()
+    ]
+    jobs = [dt.flush_route_cache(p) for p in (probe, hprobe) if p.addresses and p.workers]
+    await asyncio.gather(*jobs, return_exceptions=True)
 
 
 async def _remove_stale_rules(site: str, registry: str) -> int:

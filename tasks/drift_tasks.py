@@ -326,3 +326,30 @@ async def remove_stale_rules(
     """Delete the rules `owner` added to the group (by description) that are not in `keep`:
     e.g. UDP from a floating IP the peer no longer has. add_remote_site only adds rules."""
     return await asyncio.to_thread(ops.remove_rules, connection(cloud), group_id, owner, keep)
+
+
+async def _run_behind(probe: NodeProbe, command: str, what: str) -> list[str]:
+    key = await ssh_key(probe.key_block)
+    client_key = load_private_key(key.private_key)
+    done: list[str] = []
+    target = front_door(probe.addresses[0], probe.host_keys, key)
+    async with connect(target, key.private_key) as hop:
+        for w in probe.workers:
+            if not w.host_keys:
+                continue
+            t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user)
+            conn = await _open(t, client_key, hop.conn)
+            try:
+                await RemoteHost(t, conn).run(command, name=what, timeout=30)
+                done.append(w.name)
+            finally:
+                await _close(conn)
+    return done
+
+
+@task(task_run_name="forget redirected routes behind {probe.name}", retries=0)
+async def flush_route_cache(probe: NodeProbe) -> list[str]:
+    """`ip route flush cache` on the workers behind a hub/spoke: while a spoke's wg0 was down
+    it answered the workers with ICMP redirects to the cloud router, and Linux keeps those
+    next-hop exceptions for minutes although the routes are right again."""
+    return await _run_behind(probe, "ip route flush cache", "ip route flush cache")
