@@ -322,6 +322,26 @@ def test_several_tagged_resources_with_one_name_are_refused(cloud: Cloud) -> Non
     ops.remove_site_resources(c, site, timeout=30)
 
 
+def test_reads_retry_in_place_and_writes_never_do(cloud: Cloud, faults: Any) -> None:
+    import openstack.exceptions as osx
+
+    c, site = cloud.conn, "inplace"
+    faults({CLOUD: {"seed": 3, "errors": [{"rate": 0.4, "codes": [500, 503], "method": "GET"}]}})
+    cloud.reset()
+    net = ops.ensure_network(c, site, "hg-inplace-net")  # no task retry: reads retried inside
+    again = ops.ensure_network(c, site, "hg-inplace-net")
+    assert (net.action, again.action, again.id) == ("created", "reused", net.id)
+    assert cloud.handle.stats()[CLOUD]["injected_errors"] > 0
+
+    faults({CLOUD: {"errors": [{"rate": 1.0, "codes": [503], "method": "POST"}]}})
+    cloud.reset()
+    with pytest.raises(osx.HttpException, match="503"):
+        ops.ensure_security_group(c, site, "hg-inplace-sg")
+    assert calls(cloud, CLOUD, "network", "POST") == 1  # the task's retry decides, not us
+    faults(None)
+    ops.remove_site_resources(c, site, timeout=30)
+
+
 # ---- servers ------------------------------------------------------------------------------
 
 
