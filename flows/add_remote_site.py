@@ -67,6 +67,12 @@ def _run_name() -> str:
     log_prints=False,
 )
 async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = None) -> AddSiteResult:
+    """Add (or converge) one remote site; the run is named after it.
+
+    Args:
+        site: the remote site: name, cloud block, subnet (omit to allocate), flavors, workers
+        options: registry, SSH key block, boot timeout, whether to verify
+    """
     options = options or AddSiteOptions()
     log = get_run_logger()
     await common.tag_run("site", site.name)

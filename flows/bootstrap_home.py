@@ -44,7 +44,7 @@ class HomeOptions(BaseModel):
         description="adopting a master whose console no longer shows its host keys: its "
         "OpenSSH host public key lines (from /etc/ssh/ssh_host_*_key.pub)",
     )
-    boot_timeout: float = Field(600, gt=0)
+    boot_timeout: float = Field(600, gt=0, description="seconds to wait for servers")
 
 
 class HomeResult(BaseModel):
@@ -70,6 +70,13 @@ async def bootstrap_home(
     wireguard: WireGuardSettings | None = None,
     options: HomeOptions | None = None,
 ) -> HomeResult:
+    """Create or adopt the home cluster; the run is named after the home.
+
+    Args:
+        home: the home cloud block, subnet and master (create: true, or name: <server>)
+        wireguard: overlay CIDR, listen port, keepalive (defaults as in the seed)
+        options: registry, SSH key block, site pool, SSH source, host keys of an adopted master
+    """
     options = options or HomeOptions()
     wireguard = wireguard or WireGuardSettings()
     log = get_run_logger()

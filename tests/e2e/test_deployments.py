@@ -1,0 +1,246 @@
+"""prefect.yaml for real: a `prefect server` (SQLite, 127.0.0.1, temp PREFECT_HOME), the work
+pool and limits from `hybridgrid.deployments.setup`, `prefect --no-prompt deploy --all`, a
+process worker, then bootstrap-home and add-remote-site runs triggered from the deployments
+against localcloud. Also: prefect.yaml and the catalog `serve()` uses list the same
+deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hybridgrid.deployments.catalog import DEPLOYMENTS, POOL
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_prefect_yaml_matches_the_catalog():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    listed = {d["name"]: d for d in spec["deployments"]}
+    assert set(listed) == {d.name for d in DEPLOYMENTS}
+    for d in DEPLOYMENTS:
+        y = listed[d.name]
+        assert y["entrypoint"] == d.entrypoint
+        assert y["work_pool"]["name"] == POOL
+        assert sorted(y["tags"]) == sorted(d.tags)
+        assert y.get("description", "").split() == d.description.split()
+        assert (ROOT / d.entrypoint.split(":")[0]).is_file()
+        assert d.load_flow().name == d.name  # flow name = deployment name
+    pull = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]
+    assert pull["directory"] == "{{ project.stdout }}"
+
+
+def test_serve_builds_every_deployment():
+    from hybridgrid.deployments.serve import runner_deployments
+
+    built = runner_deployments()
+    assert sorted(b.name for b in built) == sorted(d.name for d in DEPLOYMENTS)
+    for b in built:
+        props = b._parameter_openapi_schema.properties
+        assert props, b.name
+        assert "hybridgrid" in b.tags and b.description
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a process we started (its own session) and its children, by its PID."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a background worker may ignore SIGTERM
+        proc.wait(timeout=10)
+
+
+class Server:
+    def __init__(self, home: Path, port: int):
+        self.home, self.port = home, port
+        self.url = f"http://127.0.0.1:{port}/api"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        env.update(PREFECT_HOME=str(self.home), PREFECT_API_URL=self.url, **extra)
+        env.pop("HYBRIDGRID_KILL_AFTER", None)
+        return env
+
+    def run(self, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        out = subprocess.run(
+            list(argv),
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert out.returncode == 0, f"{argv}:\n{out.stdout}\n{out.stderr}"
+        return out
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory) -> Server:
+    home = tmp_path_factory.mktemp("prefect-home")
+    server = Server(home, _free_port())
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed in finally
+    env = server.env()
+    env.pop("PREFECT_API_URL")
+    argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
+    argv += ["--port", str(server.port), "--analytics-off"]
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(  # noqa: S310 - http://127.0.0.1
+                    server.url + "/health", timeout=2
+                ) as r,
+            ):
+                if r.status == 200:
+                    break
+            assert time.monotonic() < deadline, "prefect server did not start in 120 s"
+            time.sleep(0.5)
+        yield server
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: Server, seed_clouds):
+    """Pool, limits, deployments, blocks and a running process worker on the real server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hybridgrid.blocks.ssh import SSHKey
+    from localcloud.dataplane.cli import proxy_command
+
+    s = prefect_server
+    setup = s.run(sys.executable, "-m", "hybridgrid.deployments.setup")
+    deploy = s.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+    clouds_yaml = str(seed_clouds.state_dir / "clouds.yaml")
+    for cloud in ("bielefeld", "giessen"):
+        s.run(str(BIN / "hybridgrid"), "cloud", "import", cloud, "--clouds-yaml", clouds_yaml)
+
+    async def keys() -> None:
+        for block in ("hg-bielefeld-ssh", "hg-giessen-ssh"):
+            key = SSHKey.generate(comment=block, proxy_command=proxy_command(seed_clouds.state_dir))
+            await key.asave(block, overwrite=True)
+
+    with temporary_settings(updates={PREFECT_API_URL: s.url}):
+        asyncio.run(keys())
+    log = open(s.home / "worker.log", "w")  # noqa: SIM115 - closed in finally
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
+        cwd=ROOT,
+        env=s.env(PREFECT_WORKER_QUERY_SECONDS="2"),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield s, seed_clouds, setup, deploy, worker
+    finally:
+        _stop(worker)
+        log.close()
+
+
+def _run(server: Server, name: str, parameters: dict):
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        return run_deployment(name, parameters=parameters, timeout=420, poll_interval=1)
+
+
+async def _read(server: Server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        dep = await client.read_deployment_by_name("add-remote-site/add-remote-site")
+        arts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["hybridgrid-giessen-summary"])
+            )
+        )
+        return dep, arts
+
+
+@pytest.mark.dataplane
+@pytest.mark.slow
+def test_worker_runs_the_deployments(deployed):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server, clouds, setup, deploy, worker = deployed
+    assert "work pool hybridgrid: created" in setup.stdout
+    assert "add-remote-site/add-remote-site" in deploy.stdout
+    assert "bootstrap-home/bootstrap-home" in deploy.stdout
+
+    home = _run(
+        server,
+        "bootstrap-home/bootstrap-home",
+        {
+            "home": {
+                "name": "bielefeld",
+                "cloud": "bielefeld",
+                "subnet": "192.168.66.0/24",
+                "master": {"create": True},
+            }
+        },
+    )
+    assert home.state.is_completed(), (home.state, (server.home / "worker.log").read_text()[-4000:])
+    site = _run(
+        server,
+        "add-remote-site/add-remote-site",
+        {"site": {"name": "giessen", "cloud": "giessen", "subnet": "192.168.77.0/24"}},
+    )
+    assert site.state.is_completed(), (site.state, (server.home / "worker.log").read_text()[-4000:])
+    assert worker.poll() is None
+    assert site.name == "giessen" and {"hybridgrid", "site:giessen"} <= set(site.tags)
+    assert site.deployment_id is not None
+
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        dep, arts = asyncio.run(_read(server))
+    assert dep.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+    ]
+    schema = dep.parameter_openapi_schema
+    assert schema["required"] == ["site"]
+    fields = schema["definitions"]["RemoteSite"]["properties"]
+    assert fields["workers"]["default"] == 1 and fields["subnet"]["description"]
+    assert schema["definitions"]["AddSiteOptions"]["properties"]["registry"]["default"]
+    assert arts and arts[-1].flow_run_id == site.id
+    assert "verified ✅" in arts[-1].data and "192.168.77.0/24" in arts[-1].data
+    rc, out = clouds.exec("hg-bielefeld-master", "wg show wg0 peers", "bielefeld")
+    assert rc == 0 and len(out.split()) == 1, out
