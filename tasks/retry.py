@@ -23,6 +23,7 @@ import asyncssh
 import keystoneauth1.exceptions as ksa
 import openstack.exceptions as osx
 import requests.exceptions as rqx
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ def transient_options(
     }
 
 
-TRANSIENT = transient_options()
+# Every task of ours has side effects or reads live state: a cached result is never right.
+TRANSIENT = {**transient_options(), "cache_policy": NO_CACHE}
 
 
 # ---------------------------------------------------------------- in-process retries

@@ -11,18 +11,28 @@ from __future__ import annotations
 import asyncio
 from ipaddress import IPv4Address
 
+import keystoneauth1.exceptions as ksa
+import openstack.exceptions as osx
 from prefect import task
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
 from hybridgrid.tasks import openstack as ops
 from hybridgrid.tasks.clouds import connection
+from hybridgrid.tasks.openstack_tasks import CloudError
 from hybridgrid.tasks.preflight import PreflightError, PreflightReport, PreflightRequest, preflight
-from hybridgrid.tasks.retry import TRANSIENT
+from hybridgrid.tasks.retry import TRANSIENT, friendly_error, is_transient
 
 
-def _run(fn, *args, **kwargs):
-    return asyncio.to_thread(fn, *args, **kwargs)
+async def _run(fn, *args, **kwargs):
+    """Run a blocking SDK step in a thread; a permanent API error becomes one sentence with
+    its fix (transient ones propagate unchanged, for the retry policy)."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except (osx.SDKException, ksa.ClientException) as exc:
+        if is_transient(exc):
+            raise
+        raise CloudError(friendly_error(exc)) from exc
 
 
 @task(task_run_name="pre-flight {req.cloud}", **TRANSIENT)
