@@ -23,6 +23,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PREFECT = str(VENV_BIN / "prefect")
+# the project's deployments; HG_PREFECT_FILE points the tests at another file (development)
+PREFECT_FILE = Path(os.environ.get("HG_PREFECT_FILE") or REPO / "prefect.yaml")
 
 QUIET = {
     "DO_NOT_TRACK": "1",
@@ -202,7 +204,8 @@ class PrefectStack:
         dep = self.deployment(flow, name)
         with self.client() as c:
             r = c.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
-            r.raise_for_status()
+            if r.status_code >= 400:
+                raise RuntimeError(f"run of {flow}/{name} refused ({r.status_code}): {r.text}")
             return r.json()["id"]
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
@@ -276,7 +279,7 @@ def pool_of(deployment_name: str) -> str:
     """The work pool prefect.yaml gives a deployment (the lead's file is the source of truth)."""
     import yaml
 
-    doc = yaml.safe_load((REPO / "prefect.yaml").read_text()) or {}
+    doc = yaml.safe_load(PREFECT_FILE.read_text()) or {}
     for dep in doc.get("deployments") or []:
         if dep.get("name") == deployment_name:
             pool = (dep.get("work_pool") or {}).get("name")
@@ -286,11 +289,11 @@ def pool_of(deployment_name: str) -> str:
 
 
 def yaml_deployment(deployment_name: str) -> dict[str, Any] | None:
-    if not (REPO / "prefect.yaml").exists():
+    if not PREFECT_FILE.exists():
         return None
     import yaml
 
-    doc = yaml.safe_load((REPO / "prefect.yaml").read_text()) or {}
+    doc = yaml.safe_load(PREFECT_FILE.read_text()) or {}
     for dep in doc.get("deployments") or []:
         if dep.get("name") == deployment_name:
             return dep
