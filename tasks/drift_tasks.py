@@ -347,7 +347,7 @@ async def _run_behind(probe: NodeProbe, command: str, what: str) -> list[str]:
     return done
 
 
-@task(task_run_name="forget redirected routes behind {probe.name}", retries=0)
+@task(task_run_name="forget redirected routes behind {probe.name}", **READ)
 async def flush_route_cache(probe: NodeProbe) -> list[str]:
     """`ip route flush cache` on the workers behind a hub/spoke: while a spoke's wg0 was down
     it answered the workers with ICMP redirects to the cloud router, and Linux keeps those

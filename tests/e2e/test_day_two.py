@@ -307,3 +307,113 @@ def test_injected_drifts_are_named_then_repaired(day2):
 
     state = run_check()
     assert state.is_completed(), state.message
+
+
+# ---------------------------------------------------------------- key rotation
+
+
+def _ping_in_background(clouds: Clouds, server_name: str, address: str, cloud: str):
+    """A bounded ping (15 s at most) over a tunnel while something else happens."""
+    return subprocess.Popen(
+        clouds.argv(server_name, f"ping -n -q -c 120 -i 0.1 -W 1 {address}", cloud),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_rotate_spoke_keys_keeps_other_sessions(day2):
+    from hybridgrid.flows.rotate_keys import rotate_keys
+
+    before = registry()
+    old = before.sites["tuebingen"].spoke_public_key
+    m_key = before.sites["marburg"].spoke_public_key
+    pinger = _ping_in_background(day2, "hg-marburg-vpn", "10.0.0.1", SITE_CLOUD)
+    try:
+        result = asyncio.run(rotate_keys("tuebingen", registry=REGISTRY))
+    finally:
+        out, _ = pinger.communicate(timeout=60)
+    new = result.spoke_public_key
+    assert new != old
+    # the new public key on both ends, a fresh handshake, nothing of the old key left
+    assert day2.ok("hg-tuebingen-vpn", "wg show wg0 public-key", SITE_CLOUD).strip() == new
+    peers = {f[0] for f in wg_dump(day2, MASTER, HOME_CLOUD)[1:]}
+    assert new in peers and old not in peers and m_key in peers
+    assert fresh_handshake(day2, MASTER, HOME_CLOUD, new)
+    assert fresh_handshake(day2, "hg-tuebingen-vpn", SITE_CLOUD, before.home.public_key)
+    day2.ok(
+        "hg-tuebingen-vpn",
+        "test ! -e /etc/wireguard/privatekey.prev && test ! -e /etc/wireguard/privatekey.next",
+        SITE_CLOUD,
+    )
+    after = registry()
+    assert after.sites["tuebingen"].spoke_public_key == new
+    assert old not in after.model_dump_json()
+    # marburg's session never dropped: every ping over its tunnel came back
+    assert " 0% packet loss" in out, out
+
+
+def test_rotate_hub_key_rekeys_every_site(day2):
+    from hybridgrid.flows.rotate_keys import rotate_keys
+
+    old_hub = registry().home.public_key
+    result = asyncio.run(rotate_keys("marburg", hub=True, registry=REGISTRY))
+    assert result.hub_rotated and result.hub_public_key != old_hub
+    new_hub = result.hub_public_key
+    assert day2.ok(MASTER, "wg show wg0 public-key", HOME_CLOUD).strip() == new_hub
+    reg = registry()
+    assert reg.home.public_key == new_hub
+    for site in ("tuebingen", "marburg"):
+        assert reg.sites[site].hub_public_key == new_hub
+        assert fresh_handshake(day2, f"hg-{site}-vpn", SITE_CLOUD, new_hub), site
+    day2.ok(MASTER, "test ! -e /etc/wireguard/privatekey.prev", HOME_CLOUD)
+    assert old_hub not in reg.model_dump_json()
+    state = run_check()  # registry and nodes agree again everywhere
+    assert state.is_completed(), state.message
+
+
+# ---------------------------------------------------------------- removal
+
+
+def test_remove_site_leaves_others_and_untagged(day2):
+    from hybridgrid.blocks.ssh import SSHKey
+    from hybridgrid.flows.remove_remote_site import remove_remote_site
+
+    site_conn, home_conn = day2.conn(SITE_CLOUD), day2.conn(HOME_CLOUD)
+    look_alike = site_conn.network.create_network(name="hg-tuebingen-net")  # no tags
+    reg = registry()
+    t, m = reg.sites["tuebingen"], reg.sites["marburg"]
+
+    result = asyncio.run(remove_remote_site("tuebingen", registry=REGISTRY))
+    assert result.registered and result.deleted
+
+    tag = "hybridgrid-site=tuebingen"
+    assert not [s for s in site_conn.compute.servers() if "tuebingen" in s.name]
+    for kind in ("networks", "subnets", "routers", "security_groups", "ips"):
+        assert not list(getattr(site_conn.network, kind)(tags=tag)), kind
+    assert site_conn.compute.find_keypair("hg-tuebingen-key", ignore_missing=True) is None
+    assert site_conn.network.get_network(look_alike.id).name == "hg-tuebingen-net"
+    dump = wg_dump(day2, MASTER, HOME_CLOUD)
+    assert [f[0] for f in dump[1:]] == [m.spoke_public_key]
+    assert str(t.subnet) not in " ".join(f[3] for f in dump[1:])
+    home_sg = _site_sg(home_conn, "detmold")
+    assert not [
+        r
+        for r in home_conn.network.security_group_rules(security_group_id=home_sg.id)
+        if r.description == tag
+    ]
+    pairs = {p["ip_address"] for p in _port_of(home_conn, MASTER).allowed_address_pairs}
+    assert str(t.subnet) not in pairs and str(m.subnet) in pairs
+    assert "tuebingen" not in registry().sites
+    with pytest.raises(ValueError):
+        asyncio.run(SSHKey.aload("hg-tuebingen-ssh"))
+
+    # the other site still handshakes and its workers still reach home
+    assert fresh_handshake(day2, MASTER, HOME_CLOUD, m.spoke_public_key)
+    hw = next(s for s in home_conn.compute.servers() if s.name == "hg-detmold-worker-1")
+    hw_ip = next(iter(home_conn.network.ports(device_id=hw.id))).fixed_ips[0]["ip_address"]
+    day2.ok("hg-marburg-worker-1", f"ping -c 2 -W 2 {hw_ip}", SITE_CLOUD)
+
+    again = asyncio.run(remove_remote_site("tuebingen", registry=REGISTRY))
+    assert not again.registered and again.deleted == []
+    assert site_conn.network.get_network(look_alike.id) is not None

@@ -1,0 +1,163 @@
+"""remove_remote_site (DESIGN §4): the site's peer off the master live, then the home side
+(pairs, rules, routes), then the site's resources, key pair, SSH key block and registry entry.
+
+Order matters for reruns and for concurrent add-site runs: the site first leaves the hub
+config in the registry (its spoke key is cleared under the hub lock), so no other run
+re-adds the peer; the registry entry goes last, so a rerun after any failure still knows the
+site and resumes. Only what carries the site's tags (rules: its description) is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from hybridgrid import naming
+from hybridgrid.access import behind, front_door
+from hybridgrid.blocks.registry import (
+    DEFAULT_REGISTRY,
+    RegistryData,
+    load_registry,
+    release_site,
+    update_registry,
+)
+from hybridgrid.flows import common
+from hybridgrid.model import tunnel_mtu
+from hybridgrid.tasks import node_tasks as nodes
+from hybridgrid.tasks import removal_tasks as rt
+from hybridgrid.tasks import site_tasks as st
+from hybridgrid.tasks.credentials import ssh_key
+from hybridgrid.tasks.openstack import Record
+
+
+class RemoveResult(BaseModel):
+    site: str
+    registered: bool = Field(description="False: the site was not (or no longer) registered")
+    peer_removed: bool = False
+    deleted: list[tuple[str, Record]] = Field(default_factory=list)  # (cloud, record)
+    ssh_key_block_deleted: bool = False
+
+
+def _run_name() -> str:
+    return "remove " + common.run_name_from("site")
+
+
+@flow(
+    name="remove-remote-site",
+    flow_run_name=_run_name,
+    description="Remove a remote site: peer off the hub live, home-side pairs/rules/routes, "
+    "the site's resources, key pair, SSH key block and registry entry. Safe to rerun.",
+)
+async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> RemoveResult:
+    log = get_run_logger()
+    await common.tag_run("site", site)
+    data = await load_registry(registry)
+    entry = data.sites.get(site)
+    if entry is None:
+        log.info("Site %s is not registered in %s: nothing to remove", site, registry)
+        return RemoveResult(site=site, registered=False)
+    home = common.require_home(data, registry)
+    assert home.master is not None and home.ssh_key_block is not None
+    home_key = await ssh_key(home.ssh_key_block)
+    master = await common.master_with_floating_ip(home)
+    master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+
+    # 1. the hub: the site leaves the registry's hub config, then wg0 is synced without it
+    #    (syncconf: the other peers keep their sessions), and its pair leaves the master port
+    def leave(d: RegistryData) -> RegistryData:
+        if site in d.sites:
+            d.sites[site].spoke_public_key = None
+        return d
+
+    async with common.hub_lock(home.name):
+        data = await update_registry(leave, registry)
+        cfg = common.hub_config(data, common.hub_mtu(data, tunnel_mtu(home.network_mtu)))
+        hub = await nodes.remove_wg_peer(master_target, home.ssh_key_block, cfg)
+        port = await st.remove_pairs(home.cloud, master.port_id, [str(entry.subnet)])
+    log.info("Peer %s off the hub %s (%s)", site, home.master, hub.action)
+
+    # 2. home rules and routes, and every tagged resource of the site, at once
+    home_sg = home.resource_ids.get("sg") or await _home_group(home.cloud, home.name)
+    workers = await asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers))
+    route_jobs = [
+        rt.remove_routes(
+            behind(master_target, str(w.fixed_ip), home.host_keys[w.name], home_key.user),
+            home.ssh_key_block,
+            [entry.subnet],
+            master.fixed_ip,
+        )
+        for w in workers
+        if home.host_keys.get(w.name)
+    ]
+    rules, resources, *_ = await asyncio.gather(
+        st.remove_rules(home.cloud, home_sg, site) if home_sg else _nothing(),
+        st.remove_site_resources(entry.cloud, site),
+        *route_jobs,
+    )
+
+    # 3. key pair (only with our key), the SSH key block hybridgrid made, the registry entry
+    key_block = entry.ssh_key_block or naming.resource_name(site, "ssh")
+    keypair = await rt.remove_keypair(
+        entry.cloud, naming.resource_name(site, naming.KEY), key_block
+    )
+    block_deleted = False
+    if key_block == naming.resource_name(site, "ssh") and key_block != home.ssh_key_block:
+        block_deleted = await rt.delete_ssh_key_block(key_block)
+    await release_site(site, registry)
+
+    deleted: list[tuple[str, Record]] = [
+        *((home.cloud, r) for r in rules),
+        *((entry.cloud, r) for r in resources),
+    ]
+    if keypair.action == "deleted":
+        deleted.append((entry.cloud, keypair))
+    if port.action == "updated":
+        deleted.append((home.cloud, port.model_copy(update={"action": "updated"})))
+    await _publish(site, deleted, block_deleted, key_block)
+    log.info("Site %s removed: %d resource(s) deleted or updated", site, len(deleted))
+    return RemoveResult(
+        site=site,
+        registered=True,
+        peer_removed=True,
+        deleted=deleted,
+        ssh_key_block_deleted=block_deleted,
+    )
+
+
+async def _nothing() -> list:
+    return []
+
+
+async def _home_group(cloud: str, home: str) -> str | None:
+    from hybridgrid.tasks import openstack as ops
+    from hybridgrid.tasks.clouds import connection
+
+    sg = await asyncio.to_thread(
+        ops.find_security_group, connection(cloud), home, naming.resource_name(home, naming.SG)
+    )
+    return sg.id if sg else None
+
+
+async def _publish(
+    site: str, deleted: list[tuple[str, Record]], block_deleted: bool, block: str
+) -> None:
+    from prefect.artifacts import acreate_table_artifact
+
+    rows = [
+        {"cloud": c, "kind": r.kind, "name": r.name, "id": r.id or "", "action": r.action}
+        for c, r in deleted
+    ]
+    if block_deleted:
+        rows.append(
+            {"cloud": "prefect", "kind": "block", "name": block, "id": "", "action": "deleted"}
+        )
+    await acreate_table_artifact(
+        key=f"hybridgrid-{site}-removal",
+        table=rows,
+        description=f"hybridgrid: what the removal of site {site} deleted or updated",
+    )
+
+
+__all__ = ["RemoveResult", "remove_remote_site"]
