@@ -13,6 +13,7 @@ of a finished site changes nothing.
 from __future__ import annotations
 
 import asyncio
+import time
 from ipaddress import IPv4Interface
 
 from prefect import flow, get_run_logger
@@ -54,6 +55,11 @@ class AddSiteResult(BaseModel):
     site: str
     verified: bool
     summary: SiteSummary
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds: total (the flow body), boot_wait (launch until the servers are "
+        "ACTIVE and the VPN node has its floating IP)",
+    )
 
 
 def _run_name() -> str:
@@ -73,6 +79,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         site: the remote site: name, cloud block, subnet (omit to allocate), flavors, workers
         options: registry, SSH key block, boot timeout, whether to verify
     """
+    started = time.monotonic()
     options = options or AddSiteOptions()
     log = get_run_logger()
     await common.tag_run("site", site.name)
@@ -173,11 +180,13 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
 
     worker_specs = [spec(naming.WORKER, i, site.worker_flavor) for i in range(1, site.workers + 1)]
     log.info("Launching %s and %d worker(s) on %s", f"hg-{site.name}-vpn", site.workers, site.cloud)
+    launched = time.monotonic()
     (vpn, vpn_fip), hub_pub, *workers = await asyncio.gather(
         vpn_chain(),
         nodes.ensure_node_key(master_target, home.ssh_key_block),
         *(st.ensure_server(site.cloud, s, timeout=options.boot_timeout) for s in worker_specs),
     )
+    boot_wait = time.monotonic() - launched
     log.info("VPN node %s is ACTIVE at %s (fixed %s)", vpn.name, vpn_fip.address, vpn.fixed_ip)
     common.checkpoint("servers-launched")
 
@@ -398,7 +407,16 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             f"site {site.name} is built but not verified: "
             + " | ".join(f"{x.layer}: {'; '.join(x.problems)}" for x in failed)
         )
-    return AddSiteResult(site=site.name, verified=summary.verified, summary=summary)
+    timings = {"total": round(time.monotonic() - started, 2), "boot_wait": round(boot_wait, 2)}
+    log.info(
+        "Done in %.1f s (servers booting: %.1f s, everything else: %.1f s)",
+        timings["total"],
+        timings["boot_wait"],
+        timings["total"] - timings["boot_wait"],
+    )
+    return AddSiteResult(
+        site=site.name, verified=summary.verified, summary=summary, timings=timings
+    )
 
 
 def _own(data: RegistryData, name: str) -> dict:

@@ -25,6 +25,7 @@ app = typer.Typer(
 site_app = typer.Typer(help="Add, remove and re-key remote sites.", no_args_is_help=True)
 home_app = typer.Typer(help="Bootstrap or adopt the home cluster.", no_args_is_help=True)
 cloud_app = typer.Typer(help="Clouds and their credentials blocks.", no_args_is_help=True)
+key_app = typer.Typer(help="SSH key blocks the flows log in with.", no_args_is_help=True)
 
 EXIT_INVALID = 2  # bad input, like a usage error
 
@@ -269,6 +270,12 @@ def site_add(
         f"tunnel MTU {s.tunnel_mtu}; mutating API calls: "
         + (", ".join(f"{c} {n}" for c, n in sorted(s.mutating_calls.items())) or "none")
     )
+    t = result.timings
+    if t:
+        typer.echo(
+            f"wall time {t['total']:.1f} s: servers booting {t['boot_wait']:.1f} s, "
+            f"everything else {t['total'] - t['boot_wait']:.1f} s"
+        )
     if link:
         typer.echo(f"flow run: {link}")
     if verify and not result.verified:
@@ -423,8 +430,63 @@ def cloud_import(
     )
 
 
+@key_app.command("create")
+def key_create(
+    block: Annotated[str, typer.Argument(help="SSHKey block name, e.g. hg-giessen-ssh")],
+    user: Annotated[str, typer.Option(help="login user on the servers")] = "ubuntu",
+    proxy_command: Annotated[
+        str | None,
+        typer.Option(help="OpenSSH ProxyCommand to reach floating IPs (%h %p), e.g. a bastion"),
+    ] = None,
+    jump_host: Annotated[str | None, typer.Option(help="[user@]host[:port] to jump via")] = None,
+) -> None:
+    """Make an ed25519 SSH key pair as an SSHKey block, unless the block exists (kept as is:
+    servers may already trust it). The private key is never printed."""
+    import asyncio
+
+    from hybridgrid.blocks.ssh import SSHKey
+
+    async def make() -> tuple[bool, str]:
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            return False, (await SSHKey.aload(block)).public_key
+        except (ValueError, ObjectNotFound) as exc:
+            if "Unable to find block document" not in str(exc) and not isinstance(
+                exc, ObjectNotFound
+            ):
+                raise
+        try:
+            key = SSHKey.generate(
+                user=user, comment=block, proxy_command=proxy_command, jump_host=jump_host
+            )
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_INVALID) from None
+        await key.asave(block, overwrite=False)
+        return True, key.public_key
+
+    try:
+        made, public = asyncio.run(make())
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        typer.echo(
+            f"error: cannot read or save block {block!r} ({exc.__class__.__name__}). "
+            "Fix: check PREFECT_API_URL and that the Prefect server is up",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    typer.echo(f"{'made' if made else 'kept existing'} SSH key block {block!r}: {public}")
+
+
 def _attach_groups() -> None:
-    for name, sub in (("site", site_app), ("home", home_app), ("cloud", cloud_app)):
+    for name, sub in (
+        ("site", site_app),
+        ("home", home_app),
+        ("cloud", cloud_app),
+        ("key", key_app),
+    ):
         if sub.registered_commands or sub.registered_groups:
             app.add_typer(sub, name=name)
 
