@@ -322,6 +322,41 @@ def _ping_in_background(clouds: Clouds, server_name: str, address: str, cloud: s
     )
 
 
+def test_rotation_without_handshake_rolls_back(day2):
+    """The VPN node's WireGuard traffic is dropped on the node: no fresh handshake with the
+    new key, so both ends go back to the old one; once the traffic flows, so does the link."""
+    from hybridgrid.flows.rotate_keys import rotate_keys
+
+    before = registry()
+    old = before.sites["tuebingen"].spoke_public_key
+    block = (
+        "nft add table inet hgtest && nft add chain inet hgtest out "
+        "'{ type filter hook output priority 0; policy accept; }' && "
+        "nft add rule inet hgtest out udp dport 51820 drop"
+    )
+    day2.ok("hg-tuebingen-vpn", block, SITE_CLOUD)
+    try:
+        state = asyncio.run(
+            rotate_keys("tuebingen", registry=REGISTRY, handshake_timeout=5, return_state=True)
+        )
+    finally:
+        day2.ok("hg-tuebingen-vpn", "nft delete table inet hgtest", SITE_CLOUD)
+    assert state.is_failed() and "back on the previous key" in state.message, state.message
+    assert day2.ok("hg-tuebingen-vpn", "wg show wg0 public-key", SITE_CLOUD).strip() == old
+    assert old in {f[0] for f in wg_dump(day2, MASTER, HOME_CLOUD)[1:]}
+    assert registry().sites["tuebingen"].spoke_public_key == old
+    day2.ok(
+        "hg-tuebingen-vpn",
+        "test ! -e /etc/wireguard/privatekey.prev && test ! -e /etc/wireguard/privatekey.next",
+        SITE_CLOUD,
+    )
+    for _ in range(30):  # bounded: the link comes back on the old key
+        day2.exec("hg-tuebingen-vpn", "ping -c 1 -W 1 10.0.0.1", SITE_CLOUD)
+        if fresh_handshake(day2, MASTER, HOME_CLOUD, old):
+            break
+    assert fresh_handshake(day2, MASTER, HOME_CLOUD, old)
+
+
 def test_rotate_spoke_keys_keeps_other_sessions(day2):
     from hybridgrid.flows.rotate_keys import rotate_keys
 
@@ -372,6 +407,37 @@ def test_rotate_hub_key_rekeys_every_site(day2):
     assert state.is_completed(), state.message
 
 
+# ---------------------------------------------------------------- CLI
+
+
+def cli(*args: str) -> Any:
+    import typer
+    from typer.testing import CliRunner
+
+    from hybridgrid.cli_day_two import register
+
+    app, site_app = typer.Typer(), typer.Typer()
+    register(app, site_app)
+    app.add_typer(site_app, name="site")
+    return CliRunner().invoke(app, [*args, "--registry", REGISTRY])
+
+
+def test_cli_drift_exit_codes(day2):
+    day2.ok("hg-marburg-worker-1", "ip route del 10.0.0.0/24", SITE_CLOUD)
+    res = cli("drift")
+    assert res.exit_code == 1, res.output
+    assert "marburg: drift in routes (hg-marburg-worker-1 has no route to 10.0.0.0/24)" in (
+        res.output
+    )
+    assert "DRIFT" in res.output and "tuebingen" in res.output
+    res = cli("drift", "--repair", "--site", "marburg")
+    assert res.exit_code == 0, res.output
+    assert "repaired marburg: add-site run completed" in res.output
+    assert "no drift in 1 site(s)" in res.output
+    res = cli("drift", "--site", "nowhere")
+    assert res.exit_code == 2 and "nowhere not registered" in res.output
+
+
 # ---------------------------------------------------------------- removal
 
 
@@ -416,4 +482,6 @@ def test_remove_site_leaves_others_and_untagged(day2):
 
     again = asyncio.run(remove_remote_site("tuebingen", registry=REGISTRY))
     assert not again.registered and again.deleted == []
+    res = cli("site", "remove", "tuebingen")
+    assert res.exit_code == 0 and "nothing to remove" in res.output, res.output
     assert site_conn.network.get_network(look_alike.id) is not None
