@@ -153,6 +153,26 @@ def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row
             "no-op rerun critical path:\n" + addsite.breakdown(again, 0, 0).split("\n", 1)[1]
         )
 
+        if not args.skip_proxy_experiment:
+            lean = asyncio.run(
+                addsite.use_lean_proxy(handle, ["hg-bielefeld-ssh", f"hg-{addsite.SITE_CLOUD}-ssh"])
+            )
+            _say(f"no-op rerun with a lean SSH proxy ({lean.split()[-3]} …)")
+            lean_run = asyncio.run(addsite.add_site(handle, site))
+            rows.append(
+                Row(
+                    figure="no-op rerun, lean SSH proxy (experiment)",
+                    value=lean_run.wall,
+                    bound=RERUN_BOUND,
+                    note=f"nsenter + nc instead of python -m localcloud.dataplane.cli proxy; "
+                    f"verified={lean_run.verified}",
+                )
+            )
+            notes.append(
+                "no-op rerun with the lean proxy, critical path:\n"
+                + addsite.breakdown(lean_run, 0, 0).split("\n", 1)[1]
+            )
+
         if not args.skip_tunnel:
             handle.set_faults({})
             rows += tunnel_rows(args, handle, first, notes)
@@ -246,6 +266,13 @@ def drift_rows(args, notes: list[str]) -> list[Row]:
             import importlib
 
             mod = importlib.import_module(name)
+            if name == "drift_at_scale":
+                return mod.bench_rows(
+                    quick=args.quick,
+                    notes=notes,
+                    pool_pairs=args.drift_pool_pairs,
+                    lean_proxy=not args.skip_proxy_experiment,
+                )
             if hasattr(mod, "bench_rows"):
                 return mod.bench_rows(quick=args.quick, notes=notes)
     notes.append("drift at scale: pending (check_drift benchmark not available yet)")
@@ -261,6 +288,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="boot delay 3 s, fewer repetitions")
     parser.add_argument("--skip-tunnel", action="store_true")
     parser.add_argument("--skip-drift", action="store_true")
+    parser.add_argument(
+        "--drift-pool-pairs",
+        action="store_true",
+        help="EXPERIMENT: the hub port gets the site pool as one pair (see drift_at_scale.py)",
+    )
+    parser.add_argument(
+        "--skip-proxy-experiment",
+        action="store_true",
+        help="skip the extra no-op rerun through a lean SSH proxy (nsenter + nc)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
     if os.geteuid() != 0:

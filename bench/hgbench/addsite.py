@@ -173,16 +173,37 @@ def site_spec(name: str = SITE_CLOUD, workers: int = 1):
 
 
 async def save_blocks(handle: server.Handle, ssh_blocks: list[str]) -> None:
+    """Credentials blocks from this localcloud's clouds.yaml, SSHKey blocks with its proxy; the
+    process-wide caches of connections and keys are dropped (an earlier part's clouds)."""
     from hybridgrid.blocks.openstack import OpenStackCredentials
     from hybridgrid.blocks.ssh import SSHKey
+    from hybridgrid.tasks import clouds, credentials
     from localcloud.dataplane.cli import proxy_command
 
+    clouds.forget()
+    credentials.forget_all()
     for cloud in handle.clouds:
         creds = OpenStackCredentials.from_clouds_yaml(cloud, handle.clouds_yaml)
         await creds.asave(cloud, overwrite=True)
     proxy = proxy_command(handle.state_dir)
     for block in ssh_blocks:
         await SSHKey.generate(comment=block, proxy_command=proxy).asave(block, overwrite=True)
+
+
+async def use_lean_proxy(handle: server.Handle, blocks: list[str]) -> str:
+    """EXPERIMENT: point the SSHKey blocks at `nsenter --net=<internet ns> nc %h %p` instead of
+    localcloud's Python proxy, to measure what the proxy's start-up costs each SSH connection."""
+    from hybridgrid.blocks.ssh import SSHKey
+    from hybridgrid.tasks.credentials import forget_all
+    from localcloud.dataplane.netns import NETNS_DIR, find_inet_ns
+
+    lean = f"nsenter --net={NETNS_DIR / find_inet_ns(handle.state_dir)} nc %h %p"
+    for name in blocks:
+        block = await SSHKey.aload(name)
+        block.proxy_command = lean
+        await block.asave(name, overwrite=True)
+    forget_all()
+    return lean
 
 
 async def bootstrap() -> Any:
