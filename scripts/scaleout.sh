@@ -17,6 +17,7 @@
 #   HG_WORKER_LIMIT flow runs one worker runs at a time (default 2)
 #   HG_POOL         work pool (default: the one prefect.yaml's deployments name, else hybridgrid)
 #   HG_DEPLOY       1 = also `prefect deploy --all` from the repo root (default 0)
+#   HG_PREFECT_FILE deployments file for HG_DEPLOY (default prefect.yaml)
 #
 # PostgreSQL listens on 127.0.0.1 only, password (scram-sha-256) from a random file; the
 # connection URL reaches the server through its environment, never its argv. The Prefect
@@ -171,8 +172,14 @@ start_server() {
 ensure_pool() {
     local pool=$1
     ( prefect_env
-      "$PREFECT" work-pool inspect "$pool" >/dev/null 2>&1 \
-        || "$PREFECT" work-pool create "$pool" --type process >/dev/null )
+      cd "$ROOT"
+      if "$PY" -c 'import hybridgrid.deployments.setup' 2>/dev/null; then
+          # the project's idempotent set-up: the pool and the concurrency limits
+          "$PY" -m hybridgrid.deployments.setup --pool "$pool" >/dev/null
+      else
+          "$PREFECT" work-pool inspect "$pool" >/dev/null 2>&1 \
+            || "$PREFECT" work-pool create "$pool" --type process >/dev/null
+      fi )
 }
 
 start_workers() {
@@ -203,7 +210,9 @@ cmd_up() {
     ensure_pool "$pool"
     if [[ ${HG_DEPLOY:-0} == 1 ]]; then
         say "prefect deploy --all"
-        ( prefect_env; cd "$ROOT"; "$PREFECT" --no-prompt deploy --all >"$STATE/logs/deploy.log" 2>&1 ) \
+        ( prefect_env; cd "$ROOT"
+          "$PREFECT" --no-prompt deploy --all --prefect-file "${HG_PREFECT_FILE:-$ROOT/prefect.yaml}" \
+            >"$STATE/logs/deploy.log" 2>&1 ) \
             || { tail -30 "$STATE/logs/deploy.log" >&2; die "deploy failed"; }
     fi
     start_workers "$pool"
