@@ -80,6 +80,9 @@ class CloudConfig(BaseModel):
     extensions_disabled: list[str] = Field(default_factory=list)
     quotas: Quotas = Field(default_factory=Quotas)
     token_ttl: int = 3600  # seconds
+    # When the seeded application credential stops working (epoch seconds; None = never), to
+    # test what clients say about an expired credential. Password auth is unaffected.
+    appcred_expires_at: float | None = None
 
     @field_validator("name")
     @classmethod

@@ -155,6 +155,13 @@ def authenticate(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
             str(a.get("secret", "")).encode(), appcred["secret"].encode()
         ):
             raise _unauthorized("The request you have made requires authentication.")
+        expires = cloud.config.appcred_expires_at
+        if expires is not None and time.time() >= expires:
+            # Keystone's ApplicationCredentialAuthError text (as with insecure_debug on).
+            raise _unauthorized(
+                "Error authenticating with application credential: Application credential "
+                f"{appcred['id']} has expired"
+            )
     elif "token" in methods:
         tok = (ident.get("token") or {}).get("id")
         old = read_token(cloud.runtime.token_key, tok, cloud.name)
