@@ -281,6 +281,12 @@ def friendly_error(
     status = _http_status(exc)
     detail = str(getattr(exc, "details", "") or "").strip() or str(exc)
     if isinstance(exc, ksa.Unauthorized) or status == 401:
+        if re.search(r"application credential.*expired", detail, re.IGNORECASE | re.DOTALL):
+            return (
+                f"the application credential in {block} has expired{where}: create a new one "
+                f"(openstack application credential create) and save its id and secret in "
+                f"{block}"
+            )
         return (
             f"authentication rejected{where}: check {block} (auth URL, user or application "
             f"credential id/secret, project and domain)"
