@@ -208,6 +208,17 @@ async def allocate_site(
                 "use the registered home values, or a different registry",
             )
         resolved = plan(topology, data.allocations(), network_mtu).site(site)
+        registered = data.sites.get(site)
+        if registered is not None and registered.cloud != resolved.cloud:
+            # Same name, other cloud: a different site. Converging "it" would build a second
+            # copy in the new cloud and lose track of the first.
+            raise TopologyError(
+                "site.name",
+                f"site {site!r} is registered on cloud {registered.cloud!r}, not "
+                f"{resolved.cloud!r}",
+                f"give the new site another name, or remove {site!r} first "
+                f"(remove-remote-site) to move it",
+            )
         if site not in data.sites:
             data.sites[site] = SiteEntry(
                 cloud=resolved.cloud, subnet=resolved.subnet, wg_address=resolved.wg_address
