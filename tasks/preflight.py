@@ -40,7 +40,8 @@ class PreflightRequest(BaseModel):
     flavors: list[str] = Field(default_factory=list)
     external_network: str | None = None
     network: str | None = None  # an existing network (e.g. the master's) whose MTU to read
-    # Servers to launch per flavor: adds instances, cores and RAM to `needs`.
+    # Servers to launch per flavor: adds cores and RAM to `needs`; instances = the larger of
+    # needs.instances and their count (the same servers, never counted twice).
     instances_by_flavor: dict[str, int] = Field(default_factory=dict)
     needs: Needs = Field(default_factory=Needs)
 
@@ -130,9 +131,11 @@ def preflight(conn: Connection, req: PreflightRequest) -> PreflightReport:
 def _quota_problems(conn: Connection, req: PreflightRequest, flavors: dict[str, Any]) -> list[str]:
     out: list[str] = []
     needs = req.needs.model_copy()
+    # Servers listed by flavor ARE instances: `needs.instances` may already count them (the
+    # add-site flow gives both), so the larger total counts, never the sum of the two.
+    needs.instances = max(needs.instances, sum(req.instances_by_flavor.values()))
     for name, count in req.instances_by_flavor.items():
         fl = flavors.get(name)
-        needs.instances += count
         if fl is not None:
             needs.cores += fl.vcpus * count
             needs.ram_mb += fl.ram * count
