@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from pydantic import ValidationError
+
 from hybridgrid.blocks.ssh import SSHKey
 
 _lock = threading.Lock()
@@ -31,10 +33,30 @@ def forget_all() -> None:
         _keys.clear()
 
 
+class SSHKeyBlockError(ValueError):
+    """An SSHKey block that exists but does not hold a usable key (e.g. edited by hand)."""
+
+
 async def ssh_key(name: str) -> SSHKey:
     with _lock:
         if name in _keys:
             return _keys[name]
-    key = await SSHKey.aload(name)
+    try:
+        key = await SSHKey.aload(name)
+    except RuntimeError as exc:
+        # Prefect: "Unable to load ... due to failed validation"; the cause is the
+        # ValidationError, whose text never quotes the rejected value (hide_input_in_errors).
+        cause = exc.__cause__
+        if not isinstance(cause, ValidationError):
+            raise
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'block'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in cause.errors(include_url=False, include_input=False)
+        )
+        raise SSHKeyBlockError(
+            f"SSHKey block {name!r} does not hold a usable key ({reasons}). Fix: save an "
+            f"unencrypted OpenSSH or PEM private key in it, or delete the block so that "
+            f"add-remote-site makes a new ed25519 pair"
+        ) from None
     with _lock:
         return _keys.setdefault(name, key)
