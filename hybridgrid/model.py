@@ -251,6 +251,15 @@ class Topology(_Model):
     )
     sites: list[RemoteSite] = Field(default_factory=list)
 
+    def __init__(self, **data: Any) -> None:
+        # Built in code (the flows, from the registry and a site): one TopologyError naming
+        # the field and the fix, not pydantic's wrapper around it. model_validate (specs,
+        # the CLI) keeps raising ValidationError for topology_error() to translate.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise topology_error(exc) from None
+
     @field_validator("site_pool")
     @classmethod
     def _pool(cls, v: IPv4Network) -> IPv4Network:
