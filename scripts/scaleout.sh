@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prefect server on PostgreSQL with several process workers on one work pool (DESIGN §7).
 #
-#   scripts/scaleout.sh up       PostgreSQL cluster + prefect server + N workers, then the pool
+#   scripts/scaleout.sh up       PostgreSQL cluster, prefect server, work pool, N workers
 #   scripts/scaleout.sh env      prints `export PREFECT_API_URL=…` for this shell
 #   scripts/scaleout.sh status   what runs (by PID file)
 #   scripts/scaleout.sh down     stops workers, server and PostgreSQL by PID; keeps the data
