@@ -388,7 +388,9 @@ def site_view(inv: dict[str, Counter], site: str) -> dict[str, Counter]:
     }
 
 
-def site_problems(rel: Any, site: str, cloud: str, workers: int) -> list[str]:
+def site_problems(
+    rel: Any, site: str, cloud: str, workers: int, registry: str = REGISTRY
+) -> list[str]:
     """Everything wrong with a converged site: cloud inventory by name, tag counts, server
     metadata, ERROR servers, home-side rules and pairs."""
     problems = inventory_problems(
@@ -416,7 +418,7 @@ def site_problems(rel: Any, site: str, cloud: str, workers: int) -> list[str]:
     problems += [f"server {s.name} is {s.status}" for s in servers if s.status != "ACTIVE"]
     roles = Counter((s.metadata or {}).get("hybridgrid-role") for s in servers)
     problems += [f"role {r} held by {n} servers" for r, n in roles.items() if n > 1]
-    problems += home_side_problems(rel, site)
+    problems += home_side_problems(rel, site, registry)
     return problems
 
 
@@ -430,12 +432,12 @@ def site_rules(conn: Any, site: str) -> list[tuple]:
     ]
 
 
-def home_side_problems(rel: Any, site: str) -> list[str]:
+def home_side_problems(rel: Any, site: str, registry: str = REGISTRY) -> list[str]:
     """On the home cloud: exactly the site's two rules (all from its subnet, UDP from its VPN
     node's floating IP) and its subnet once among the master's pairs."""
     from hybridgrid.blocks.registry import load_registry
 
-    data = asyncio.run(load_registry(REGISTRY))
+    data = asyncio.run(load_registry(registry))
     entry = data.sites[site]
     conn = rel.conn(HOME_CLOUD)
     home_sg = f"hg-{data.home.name}-sg"
