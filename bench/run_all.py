@@ -99,7 +99,8 @@ def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row
                 figure="add-site wall − injected boot",
                 value=overhead,
                 bound=ADD_SITE_BOUND,
-                note=f"wall {first.wall:.1f} s, boot {boot:.0f} s, verified={first.verified}",
+                note=f"wall {first.wall:.1f} s, boot {boot:.0f} s (of the rest, {console:.0f} s "
+                f"is the injected console delay), verified={first.verified}",
             )
         )
         for cloud in (addsite.HOME_CLOUD, addsite.SITE_CLOUD):
@@ -253,7 +254,8 @@ def tunnel_rows(args, handle, run, notes: list[str]) -> list[Row]:
             value=t.stalls,
             unit="count",
             bound=0,
-            note=f"longest gap {t.longest_gap_s:.1f} s, {t.retrans} retransmits",
+            note=f"longest gap {t.longest_gap_s:.1f} s; {t.retrans} TCP retransmits vs "
+            f"{t.udp_drops} UDP receive drops on the path (wireguard-go not keeping up)",
         ),
     ]
 
@@ -296,10 +298,13 @@ def main() -> int:
     parser.add_argument(
         "--skip-proxy-experiment",
         action="store_true",
-        help="skip the extra no-op rerun through a lean SSH proxy (nsenter + nc)",
+        help="skip the lean SSH proxy (nsenter + nc) reruns (default in --quick)",
     )
+    parser.add_argument("--proxy-experiment", action="store_true", help="run them in --quick")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
+    if args.quick and not args.proxy_experiment:
+        args.skip_proxy_experiment = True
     if os.geteuid() != 0:
         print("bench: run as root (localcloud's data plane uses network namespaces)")
         return 2

@@ -1,0 +1,68 @@
+"""The benchmark's pure parts: ratios and verdicts, the critical-path arithmetic, the phase
+mapping of the flows' task run names (a renamed task shows up here as "other")."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from hgbench.addsite import TaskSpan, _gaps, covered, phase_of, phases
+from hgbench.table import Row, render
+
+
+def test_ratio_and_verdict():
+    assert Row(figure="a", value=12, bound=15).met == "yes"
+    assert Row(figure="a", value=16, bound=15).ratio == pytest.approx(16 / 15)
+    assert Row(figure="a", value=16, bound=15).met == "NO"
+    assert Row(figure="zero", value=0, unit="calls", bound=0).met == "yes"
+    assert Row(figure="zero", value=1, unit="calls", bound=0).met == "NO"
+    assert Row(figure="x", value=None, bound=2).met == "pending"
+    assert Row(figure="info", value=3).met == "-"
+
+
+def test_render_has_one_line_per_row():
+    rows = [Row(figure="add-site", value=14.2, bound=15), Row(figure="calls", value=0, bound=0)]
+    text = render(rows)
+    lines = text.splitlines()
+    assert len(lines) == 4 and "0.95" in lines[2] and "yes" in lines[2]
+
+
+def _span(name: str, a: float, b: float) -> TaskSpan:
+    return TaskSpan(name=name, phase=phase_of(name), start=a, end=b)
+
+
+def test_union_phases_and_gaps():
+    spans = [
+        _span("pre-flight giessen", 0.0, 2.0),
+        _span("pre-flight bielefeld", 0.5, 1.0),
+        _span("server hg-giessen-vpn", 3.0, 8.0),
+        _span("server hg-giessen-worker-1", 3.5, 7.0),
+        _span("verify mtu", 8.5, 10.0),
+    ]
+    assert covered(spans) == pytest.approx(2.0 + 5.0 + 1.5)
+    ph = {p.phase: p for p in phases(spans)}
+    assert ph["pre-flight"].window == pytest.approx(2.0) and ph["pre-flight"].tasks == 2
+    assert ph["launch + boot wait"].busy == pytest.approx(8.5)
+    gaps = _gaps(spans, 10.5)
+    assert gaps[0] == (pytest.approx(1.0), "server hg-giessen-vpn")
+    assert [g[1] for g in gaps[1:]] == ["verify mtu", "(flow end)"]
+
+
+@pytest.mark.parametrize(
+    ("name", "phase"),
+    [
+        ("pre-flight giessen", "pre-flight"),
+        ("network, subnet and router of giessen", "network"),
+        ("wait for ssh on ubuntu@198.51.100.11:22", "SSH ready"),
+        ("configure wg0 on ubuntu@203.0.113.11:22", "WireGuard up"),
+        ("read host keys of hg-giessen-vpn from its console", "console host keys"),
+        ("verify wg0 and handshakes", "verify"),
+        ("something new", "other"),
+    ],
+)
+def test_phase_of_task_run_names(name, phase):
+    assert phase_of(name) == phase
