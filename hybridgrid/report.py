@@ -45,7 +45,7 @@ def artifact_key(site: str, what: str) -> str:
 
 
 def render_markdown(s: SiteSummary) -> str:
-    status = "verified ✅" if s.verified else "NOT verified ❌"
+    status = "verified" if s.verified else "NOT verified"
     lines = [
         f"# Site `{s.site}` ⇄ home `{s.home}`: {status}",
         "",
