@@ -1,4 +1,5 @@
-"""Benchmark: a drift check over N registered sites against one (issue 8: ≤ 2× for 10).
+"""Benchmark: a drift check over N registered sites against one (issue 8: ≤ 2× for 10;
+default N = 9, the most add-site can register today: see --sites).
 
 Starts a private localcloud with the data plane (home cloud `bhome`, all sites on `bsites`),
 a throw-away Prefect server, bootstraps a home with one worker and adds N sites with one
@@ -6,7 +7,7 @@ worker each (real WireGuard, real SSH), then times `check_drift` over one site a
 N, each several rounds, and prints the medians and their ratio. Not a test: nothing is
 asserted. Needs root (network namespaces).
 
-    .venv/bin/python bench/drift_scale.py [--sites 10] [--rounds 3]
+    .venv/bin/python bench/drift_scale.py [--sites 9] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ async def _time_check(sites: list[str] | None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sites", type=int, default=10)
+    # 9: the master's port takes one allowed-address pair per site plus the overlay, and
+    # Neutron (localcloud too) allows 10 pairs per port -- see the issue-8 report.
+    parser.add_argument("--sites", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -97,16 +100,8 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     many = args.sites
-    quotas = {
-        "instances": 2 * many + 4,
-        "cores": 8 * many,
-        "ram": 4096 * many + 8192,
-        "router": many + 2,
-        "floatingip": many + 4,
-        "security_group": many + 4,
-        "security_group_rule": 20 * many + 50,
-        "port": 10 * many + 20,
-    }
+    unlimited = ("instances", "cores", "ram", "router", "floatingip", "security_group")
+    quotas = {q: -1 for q in (*unlimited, "security_group_rule", "port", "network", "subnet")}
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
         state_dir = Path(tmp)
         server.start(
@@ -130,13 +125,37 @@ def main() -> None:
                         all_.append(await _time_check(None))
                     return one, all_
 
-                one, all_ = asyncio.run(rounds())
+                results = {"localcloud proxy": asyncio.run(rounds())}
+                asyncio.run(
+                    _light_proxy(state_dir, ["hg-bhome-ssh", *(f"hg-{s}-ssh" for s in names)])
+                )
+                results["nsenter + nc proxy"] = asyncio.run(rounds())
         finally:
             server.down(state_dir)
-    m1, mn = statistics.median(one), statistics.median(all_)
-    print(f"drift check, 1 site:   median {m1:.2f} s  ({', '.join(f'{x:.2f}' for x in one)})")
-    print(f"drift check, {many} sites: median {mn:.2f} s  ({', '.join(f'{x:.2f}' for x in all_)})")
-    print(f"ratio {many} sites / 1 site: {mn / m1:.2f} (target ≤ 2.0)")
+    for how, (one, all_) in results.items():
+        m1, mn = statistics.median(one), statistics.median(all_)
+        print(f"[{how}]")
+        print(f"  drift check, 1 site:  median {m1:.2f} s ({_list(one)})")
+        print(f"  drift check, {many} sites: median {mn:.2f} s ({_list(all_)})")
+        print(f"  ratio {many} sites / 1 site: {mn / m1:.2f} (target ≤ 2.0)")
+
+
+def _list(xs: list[float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in xs)
+
+
+async def _light_proxy(state_dir: Path, blocks: list[str]) -> None:
+    """Reach the simulated internet with nsenter + nc instead of a Python process per SSH
+    connection (localcloud's proxy costs ~0.2 s CPU each; a real cloud needs no proxy)."""
+    from hybridgrid.blocks.ssh import SSHKey
+    from hybridgrid.tasks.credentials import use_ssh_key
+    from localcloud.dataplane import names
+
+    inet = names.inet_ns(names.instance_tag(state_dir))
+    command = f"nsenter --net=/run/netns/{inet} nc -N %h %p"
+    for block in blocks:
+        key = await SSHKey.aload(block)
+        use_ssh_key(block, key.model_copy(update={"proxy_command": command}))
 
 
 if __name__ == "__main__":

@@ -126,7 +126,6 @@ def _home_probe(home: HomeEntry, data: RegistryData, names: list[str]) -> dt.Hom
             addresses=[str(fip)] if fip else [],
             host_keys=home.host_keys[home.master],
             key_block=home.ssh_key_block,
-            worker_user="ubuntu",
             pings=pings,
         ),
     )

@@ -57,7 +57,7 @@ class NodeProbe(BaseModel):
     addresses: list[str]  # floating IPs to try, best first
     host_keys: list[str]
     key_block: str
-    worker_user: str
+    worker_user: str | None = None  # default: the SSH key block's user
     workers: list[WorkerProbe] = Field(default_factory=list)
     pings: list[str] = Field(default_factory=list)  # every worker pings these
 
@@ -134,7 +134,7 @@ async def _read_at(
     async with connect(target, key.private_key) as hop:
 
         async def one(w: WorkerProbe) -> WorkerObs:
-            t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user)
+            t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user or key.user)
             try:
                 obs = await _worker(hop.conn, t, client_key, probe.pings)
             except Exception as exc:  # an unreachable worker is drift, not a crash
@@ -337,7 +337,7 @@ async def _run_behind(probe: NodeProbe, command: str, what: str) -> list[str]:
         for w in probe.workers:
             if not w.host_keys:
                 continue
-            t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user)
+            t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user or key.user)
             conn = await _open(t, client_key, hop.conn)
             try:
                 await RemoteHost(t, conn).run(command, name=what, timeout=30)

@@ -118,11 +118,14 @@ def day2(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Ite
                 key = SSHKey.generate(comment=block, proxy_command=proxy)
                 await key.asave(block, overwrite=True)
             await bootstrap_home(HOME, options=HomeOptions(registry=REGISTRY))
+            # a look-alike that is not ours: add must ignore it, removal must leave it
+            clouds.conn(SITE_CLOUD).network.create_network(name="hg-tuebingen-net")
             await add_remote_site(TUEBINGEN, AddSiteOptions(registry=REGISTRY))
             await add_remote_site(MARBURG, AddSiteOptions(registry=REGISTRY))
 
+        clouds = Clouds(handle)
         asyncio.run(setup())
-        yield Clouds(handle)
+        yield clouds
     finally:
         server.down(state_dir)
 
@@ -446,7 +449,9 @@ def test_remove_site_leaves_others_and_untagged(day2):
     from hybridgrid.flows.remove_remote_site import remove_remote_site
 
     site_conn, home_conn = day2.conn(SITE_CLOUD), day2.conn(HOME_CLOUD)
-    look_alike = site_conn.network.create_network(name="hg-tuebingen-net")  # no tags
+    (look_alike,) = [
+        n for n in site_conn.network.networks(name="hg-tuebingen-net") if not n.tags
+    ]  # made before the site was added, without tags
     reg = registry()
     t, m = reg.sites["tuebingen"], reg.sites["marburg"]
 
