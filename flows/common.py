@@ -73,12 +73,24 @@ BOOTSTRAP_STEPS = ("preflight", "servers-launched", "master-ready", "recorded")
 def checkpoint(step: str) -> None:
     """Mark a step boundary of a flow.
 
-    Test hook: with ``HYBRIDGRID_KILL_AFTER=<step>`` in the environment, the whole PROCESS
-    exits at once (``os._exit(137)``, like SIGKILL: no cleanup, no final state reported to
-    Prefect, locks left to expire) right after that step — what a crashed worker or a killed
-    laptop leaves behind. A rerun must converge from there. Unset in normal use.
+    Test hook: with ``HYBRIDGRID_KILL_AFTER=<step>`` (any flow) or ``<flow>:<step>`` (e.g.
+    ``add-remote-site:servers-launched``) in the environment, the whole PROCESS exits at once
+    (``os._exit(137)``, like SIGKILL: no cleanup, no final state reported to Prefect — the run
+    stays "Running" — and locks left to expire) right after that step: what a crashed worker
+    or a killed laptop leaves behind. A rerun must converge from there. Steps:
+    ``ADD_SITE_STEPS``, ``BOOTSTRAP_STEPS``. Unset in normal use.
     """
-    if os.environ.get(KILL_ENV) == step:
+    want = os.environ.get(KILL_ENV)
+    if not want:
+        return
+    if ":" in want:
+        from prefect.runtime import flow_run
+
+        want_flow, _, want_step = want.partition(":")
+        hit = want_step == step and flow_run.flow_name == want_flow
+    else:
+        hit = want == step
+    if hit:
         with contextlib.suppress(Exception):
             get_run_logger().warning("%s=%s: exiting the process now (test hook)", KILL_ENV, step)
         sys.stderr.write(f"hybridgrid: {KILL_ENV}={step}: killed after step {step!r}\n")

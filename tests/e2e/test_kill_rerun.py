@@ -56,7 +56,13 @@ def killed_and_rerun(seed_clouds, tmp_path_factory):
     boot = _cli(seed_clouds, "home", "bootstrap", str(spec))
     assert boot.returncode == 0, boot.stdout + boot.stderr
     killed = _cli(
-        seed_clouds, "site", "add", str(spec), "--site", SITE, kill_after="servers-launched"
+        seed_clouds,
+        "site",
+        "add",
+        str(spec),
+        "--site",
+        SITE,
+        kill_after="add-remote-site:servers-launched",
     )
     servers_after_kill = sorted(s.name for s in seed_clouds.conn("giessen").compute.servers())
     rerun = _cli(seed_clouds, "site", "add", str(spec), "--site", SITE)
