@@ -171,10 +171,8 @@ async def check_sites(
     home_keys = {w: home.host_keys.get(w, []) for w in home.workers}
 
     first_ip = await _home_worker_ip(home)  # what site workers ping (one quick lookup)
-    home_obs, *site_obs = await asyncio.gather(
-        dt.observe_home(home_probe, home_keys),
-        *(dt.observe_site(_site_probe(data, n, first_ip)) for n in names),
-    )
+    probes = [_site_probe(data, n, first_ip) for n in names]
+    home_obs, site_obs = await dt.observe(home_probe, home_keys, probes, len(probes))
     sites: list[SiteDrift] = []
     for name, (api, nodes) in zip(names, site_obs, strict=True):
         entry = data.sites[name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from typing import Any
 
@@ -202,7 +203,6 @@ def _worker_ips(conn: Any, names: list[str]) -> dict[str, str]:
     return out
 
 
-@task(task_run_name="observe the hub {probe.master}", **READ)
 async def observe_home(probe: HomeProbe, host_keys: dict[str, list[str]]) -> HomeObs:
     """The master's port, floating IP, pairs and home group; wg0 on the master; routes and
     pings on the home workers. Host keys by worker name (workers without pins are skipped)."""
@@ -256,17 +256,20 @@ def _site_network(conn: Any, site: str) -> dict[str, Any]:
 
 
 def _site_servers(conn: Any, probe: SiteProbe) -> dict[str, Any]:
-    servers: dict[str, ServerObs] = {}
-    vpn_port = None
-    for i, name in enumerate(probe.servers):
-        s = ops.find_server(conn, probe.site, name)
-        if s is None:
-            continue
-        servers[name] = ServerObs(name=name, id=s.id, status=s.status)
-        if i == 0:
-            with contextlib.suppress(LookupError):
-                vpn_port = ops.server_port(conn, s.id)
+    # one listing for the site's servers (Nova's name filter is a regex), not one per server
+    listed = conn.compute.servers(name=f"^hg-{re.escape(probe.site)}-")
+    ours = {
+        s.name: s
+        for s in listed
+        if s.name in probe.servers and naming.site_of_metadata(s.metadata) == probe.site
+    }
+    servers = {n: ServerObs(name=n, id=s.id, status=s.status) for n, s in ours.items()}
     out: dict[str, Any] = dict(servers=servers)
+    vpn = ours.get(probe.servers[0])
+    vpn_port = None
+    if vpn is not None:
+        with contextlib.suppress(LookupError):
+            vpn_port = ops.server_port(conn, vpn.id)
     if vpn_port is not None:
         out |= dict(
             vpn_port_id=vpn_port.id,
@@ -283,7 +286,6 @@ def _site_group(conn: Any, site: str) -> dict[str, Any]:
     return dict(site_sg_id=sg.id if sg else None, site_rules=_rules(conn, sg.id) if sg else [])
 
 
-@task(task_run_name="observe site {probe.site}", **READ)
 async def observe_site(probe: SiteProbe) -> tuple[SiteApiObs, SiteNodesObs]:
     """The site's cloud objects and its VPN node + workers, read concurrently. The VPN node
     is reached at the floating IP its port has now (a replaced one included)."""
@@ -314,6 +316,18 @@ async def observe_site(probe: SiteProbe) -> tuple[SiteApiObs, SiteNodesObs]:
     else:
         spoke, workers = nodes
     return api, SiteNodesObs(spoke=spoke, workers=workers)
+
+
+@task(task_run_name="observe the hub and {n_sites} site(s)", **READ)
+async def observe(
+    home: HomeProbe, host_keys: dict[str, list[str]], sites: list[SiteProbe], n_sites: int
+) -> tuple[HomeObs, list[tuple[SiteApiObs, SiteNodesObs]]]:
+    """The hub side and every site at once (one task run: the per-run overhead of Prefect
+    does not grow with the number of sites)."""
+    home_obs, *site_obs = await asyncio.gather(
+        observe_home(home, host_keys), *(observe_site(p) for p in sites)
+    )
+    return home_obs, list(site_obs)
 
 
 # ---------------------------------------------------------------- repair's extra step
