@@ -154,7 +154,7 @@ def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row
             "no-op rerun critical path:\n" + addsite.breakdown(again, 0, 0).split("\n", 1)[1]
         )
 
-        if not args.skip_proxy_experiment:
+        if not args.skip_experiments:
             lean = asyncio.run(
                 addsite.use_lean_proxy(handle, ["hg-bielefeld-ssh", f"hg-{addsite.SITE_CLOUD}-ssh"])
             )
@@ -273,7 +273,8 @@ def drift_rows(args, notes: list[str]) -> list[Row]:
                     quick=args.quick,
                     notes=notes,
                     pool_pairs=args.drift_pool_pairs,
-                    lean_proxy=not args.skip_proxy_experiment,
+                    lean_proxy=not args.skip_experiments,
+                    threads=None if args.skip_experiments else 32,
                 )
             if hasattr(mod, "bench_rows"):
                 return mod.bench_rows(quick=args.quick, notes=notes)
@@ -296,15 +297,15 @@ def main() -> int:
         help="EXPERIMENT: the hub port gets the site pool as one pair (see drift_at_scale.py)",
     )
     parser.add_argument(
-        "--skip-proxy-experiment",
+        "--skip-experiments",
         action="store_true",
-        help="skip the lean SSH proxy (nsenter + nc) reruns (default in --quick)",
+        help="skip the experiments: lean SSH proxy, wider thread pool (default in --quick)",
     )
-    parser.add_argument("--proxy-experiment", action="store_true", help="run them in --quick")
+    parser.add_argument("--experiments", action="store_true", help="run them in --quick")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
-    if args.quick and not args.proxy_experiment:
-        args.skip_proxy_experiment = True
+    if args.quick and not args.experiments:
+        args.skip_experiments = True
     if os.geteuid() != 0:
         print("bench: run as root (localcloud's data plane uses network namespaces)")
         return 2
