@@ -66,3 +66,19 @@ def test_union_phases_and_gaps():
 )
 def test_phase_of_task_run_names(name, phase):
     assert phase_of(name) == phase
+
+
+def test_critical_path_partitions_the_wall_time():
+    from hgbench.addsite import OUTSIDE, critical_path
+
+    spans = [
+        _span("pre-flight giessen", 0.0, 2.0),
+        _span("server hg-giessen-vpn", 3.0, 8.0),
+        _span("wireguard key on master", 3.0, 4.0),  # parallel, ends earlier: not critical
+        _span("verify mtu", 8.0, 9.0),
+    ]
+    path = dict(critical_path(spans, 10.0))
+    assert sum(path.values()) == pytest.approx(10.0, abs=0.05)
+    assert path["launch + boot wait"] == pytest.approx(5.0, abs=0.05)
+    assert "hub key (parallel to launch)" not in path
+    assert path[OUTSIDE] == pytest.approx(2.0, abs=0.05)  # 2→3 and 9→10

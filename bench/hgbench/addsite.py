@@ -105,6 +105,28 @@ def phases(spans: list[TaskSpan]) -> list[Phase]:
     return sorted(out.values(), key=lambda p: p.start)
 
 
+OUTSIDE = "flow code (outside tasks)"
+
+
+def critical_path(spans: list[TaskSpan], flow_wall: float, step: float = 0.01) -> list[tuple]:
+    """Split the flow's wall time into serial segments: each instant goes to the running task
+    that ends last (the one the flow's current await waits for), or to the flow's own code
+    when no task runs. Returns [(phase, seconds)] in order of first appearance; the seconds
+    add up to the flow's wall time."""
+    order: list[str] = []
+    total: dict[str, float] = {}
+    t = 0.0
+    while t < flow_wall:
+        running = [s for s in spans if s.start <= t < s.end]
+        phase = max(running, key=lambda s: s.end).phase if running else OUTSIDE
+        if phase not in total:
+            order.append(phase)
+            total[phase] = 0.0
+        total[phase] += step
+        t += step
+    return [(p, total[p]) for p in order]
+
+
 def covered(spans: list[TaskSpan]) -> float:
     """Length of the union of task intervals: flow time minus this is time outside tasks."""
     total, cur_s, cur_e = 0.0, None, None
@@ -252,6 +274,12 @@ def breakdown(run: AddSiteRun, boot_delay: float, console_delay: float) -> str:
             f" {p.tasks:5d} {p.busy:7.2f}"
         )
     inside = covered(run.spans)
+    path = critical_path(run.spans, run.flow_wall)
+    lines.append(
+        "  critical path (serial): "
+        + " → ".join(f"{p} {sec:.1f}" for p, sec in path if p != OUTSIDE and sec >= 0.05)
+        + f"; {OUTSIDE} {dict(path).get(OUTSIDE, 0.0):.1f} s"
+    )
     lines.append(
         f"  flow run {run.flow_wall:.2f} s (caller saw {run.wall:.2f} s); inside tasks "
         f"{inside:.2f} s; outside any task {run.flow_wall - inside:.2f} s "
