@@ -43,7 +43,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 @pytest.fixture(scope="package")
-def watch() -> Iterator[LeakWatch]:
+def watch(prefect_harness: None) -> Iterator[LeakWatch]:
+    # after the harness: Prefect's logging set-up (dictConfig) replaces the root's handlers
     w = LeakWatch()
     w.start()
     try:
@@ -87,6 +88,7 @@ def rel(
 
         asyncio.run(blocks())
         _forget_cached_clients()
+        watch.ensure()
         r.key_block(HOME_CLOUD)
         home = HomeSite(
             cloud=HOME_CLOUD, master=MasterSpec(create=True), subnet=HOME_SUBNET, workers=1
@@ -96,3 +98,10 @@ def rel(
     finally:
         _forget_cached_clients()
         server.down(state_dir)
+
+
+@pytest.fixture(autouse=True)
+def _capture_logs(request: pytest.FixtureRequest) -> None:
+    """Every test (and the module fixtures it set up) logs into the leak watch."""
+    if "watch" in request.fixturenames:
+        request.getfixturevalue("watch").ensure()

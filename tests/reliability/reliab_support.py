@@ -78,7 +78,7 @@ class Summary:
             out.append("Fault soak (add_remote_site, ~20% injected API errors on both clouds):")
             out.append(
                 "  run  site        seed  verified  injected(giessen/bielefeld)  "
-                "calls(g/b)  boots-replaced  wall-s  dupes/orphans"
+                "calls(g/b)  server-deletes  wall-s  dupes/orphans"
             )
             for f in self.faults:
                 out.append(
@@ -131,25 +131,36 @@ class LeakWatch:
         self.started = time.time()
 
     def start(self) -> None:
-        root = logging.getLogger()
-        self._old_level = root.level
-        root.addHandler(self.handler)
-        root.setLevel(logging.DEBUG)
+        self.ensure()
         self._thread = threading.Thread(target=self._sample, daemon=True, name="cmdline-sampler")
         self._thread.start()
+
+    def ensure(self) -> None:
+        """(Re)install the capture: Prefect's logging set-up (dictConfig) may replace the
+        root's handlers and level at any point; flows run only after this is called."""
+        root = logging.getLogger()
+        if self.handler not in root.handlers:
+            for h in root.handlers:  # others keep printing what they printed before
+                if h.level == logging.NOTSET:
+                    h.setLevel(max(root.level, logging.INFO))
+            root.addHandler(self.handler)
+        root.setLevel(logging.DEBUG)
+        # Prefect's loggers have their own level (tests/conftest.py: WARNING); run logs at
+        # INFO reach the API and this handler only with it lowered.
+        logging.getLogger("prefect").setLevel(logging.INFO)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
-        root = logging.getLogger()
-        root.removeHandler(self.handler)
-        root.setLevel(self._old_level)
+        logging.getLogger().removeHandler(self.handler)
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("prefect").setLevel(logging.WARNING)
 
     def _sample(self) -> None:
-        # Bounded: at most MAX_CMDLINES distinct argument lists, one sweep every 0.1 s.
+        # Bounded: at most MAX_CMDLINES distinct argument lists, one sweep every 0.2 s.
         me = os.getpid()
-        while not self._stop.wait(0.1):
+        while not self._stop.wait(0.2):
             self.samples += 1
             for entry in os.scandir("/proc"):
                 if not entry.name.isdigit() or int(entry.name) == me:
@@ -195,6 +206,7 @@ class Rel:
         self.handle = handle
         self.state_dir: Path = handle.state_dir
         self.watch = watch
+        self.ssh_private_keys: list[str] = []  # of every SSHKey block this suite made
 
     # --- clouds
     def conn(self, cloud: str) -> Any:
@@ -234,6 +246,7 @@ class Rel:
         env = dict(os.environ)
         env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
         env.pop(KILL_ENV, None)
+        env["PREFECT_LOGGING_LEVEL"] = "INFO"  # run logs reach the API (the leak scan reads them)
         return env
 
     def key_block(self, site: str) -> str:
@@ -246,6 +259,7 @@ class Rel:
 
         async def save() -> None:
             key = SSHKey.generate(comment=name, proxy_command=proxy_command(self.state_dir))
+            self.ssh_private_keys.append(key.private_key.get_secret_value())
             await key.asave(name, overwrite=True)
 
         asyncio.run(save())
@@ -259,6 +273,7 @@ class Rel:
         from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 
         opts = AddSiteOptions(registry=options.pop("registry", REGISTRY), **options)
+        self.watch.ensure()
 
         async def run() -> Any:
             return await asyncio.wait_for(add_remote_site(site, opts), timeout)

@@ -39,6 +39,7 @@ SITE_SSH_SOURCE = [ipaddress.IPv4Network("198.51.100.1/32")]
 
 @pytest.fixture(scope="module")
 def concurrent(rel):
+    rel.watch.ensure()
     rel.key_block(HOME2)
     for s in SITES:
         rel.key_block(s)
