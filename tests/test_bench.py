@@ -80,5 +80,5 @@ def test_critical_path_partitions_the_wall_time():
     path = dict(critical_path(spans, 10.0))
     assert sum(path.values()) == pytest.approx(10.0, abs=0.05)
     assert path["launch + boot wait"] == pytest.approx(5.0, abs=0.05)
-    assert "hub key (parallel to launch)" not in path
+    assert "WireGuard key" not in path
     assert path[OUTSIDE] == pytest.approx(2.0, abs=0.05)  # 2→3 and 9→10

@@ -73,7 +73,7 @@ PHASES = [
     ("key pair", "network"),
     ("look up", "network"),
     ("server ", "launch + boot wait"),
-    ("wireguard key on", "hub key (parallel to launch)"),
+    ("wireguard key on", "WireGuard key"),
     ("floating IP", "floating IP"),
     ("rules for", "rules + ports"),
     ("port ", "rules + ports"),
