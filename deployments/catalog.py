@@ -1,9 +1,8 @@
 """The deployments hybridgrid offers, in one list that `prefect.yaml` mirrors and `serve` uses.
 
 `prefect.yaml` (for `prefect deploy --all` + a process worker) and `serve.py` (one process, no
-worker) must offer the same deployments; tests/e2e/test_deployments.py checks that they agree.
-Day-two flows add their entries here and in prefect.yaml (check-drift every 15 minutes,
-remove-remote-site, rotate-keys).
+worker) must offer the same deployments (`all_deployments()`); tests/e2e/test_deployments.py
+checks that they agree. The day-two entries live in deployments/day_two.py.
 """
 
 from __future__ import annotations
@@ -55,13 +54,20 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         ),
         tags=[TAG, "home"],
     ),
-    # ---- day-two deployments go here (check-drift with cron "*/15 * * * *",
-    #      remove-remote-site, rotate-keys), mirrored in prefect.yaml.
 ]
 
 
+def all_deployments() -> list[DeploymentSpec]:
+    """The main job's deployments and the day-two ones (deployments/day_two.py: check-drift
+    every 15 minutes, remove-remote-site, rotate-keys), as prefect.yaml lists them."""
+    from hybridgrid.deployments.day_two import DAY_TWO
+
+    names = {d.name for d in DEPLOYMENTS}
+    return [*DEPLOYMENTS, *(d for d in DAY_TWO if d.name not in names)]
+
+
 def by_name(name: str) -> DeploymentSpec:
-    for d in DEPLOYMENTS:
+    for d in all_deployments():
         if d.name == name:
             return d
     raise KeyError(name)

@@ -3,20 +3,20 @@
 
     python -m hybridgrid.deployments.serve [--limit N]
 
-Same deployments as prefect.yaml (hybridgrid.deployments.catalog); scheduled ones keep their
-schedules while this process runs (Prefect pauses them when it stops).
+Same deployments as prefect.yaml (hybridgrid.deployments.catalog.all_deployments); scheduled
+ones keep their schedules while this process runs (Prefect pauses them when it stops).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from hybridgrid.deployments.catalog import DEPLOYMENTS
+from hybridgrid.deployments.catalog import all_deployments
 
 
 def runner_deployments() -> list:
     out = []
-    for d in DEPLOYMENTS:
+    for d in all_deployments():
         out.append(
             d.load_flow().to_deployment(
                 name=d.name,

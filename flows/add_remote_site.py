@@ -235,7 +235,11 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     )
     common.checkpoint("ssh-ready")
 
-    # 8. the spoke: wg0 on the VPN node with the hub as its only peer
+    # 8. the spoke's WireGuard key, made on the node; then everything that links the site, at
+    #    once: wg0 on the VPN node (the hub its only peer), the site's peer on the hub (live,
+    #    under the per-master lock), pairs on the VPN node's port, routes on both sides' workers
+    spoke_pub = await nodes.ensure_node_key(vpn_target, key_block)
+    common.checkpoint("spoke-key")
     spoke_allowed = common.spoke_allowed_ips(data, resolved)
     spoke_cfg = WgConfig(
         interface=WgInterface(
@@ -253,13 +257,8 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             )
         ],
     )
-    spoke = await nodes.apply_wireguard(vpn_target, key_block, spoke_cfg)
-    log.info("wg0 on %s: %s (public key %s)", vpn.name, spoke.action, spoke.public_key)
-    common.checkpoint("spoke")
-
-    # 9. the hub: the site's peer added live, under the per-master lock
     entry_update = dict(
-        spoke_public_key=spoke.public_key,
+        spoke_public_key=spoke_pub,
         hub_public_key=hub_pub,
         spec=site,
         listen_port=resolved.listen_port,
@@ -285,32 +284,51 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             **{f"worker-{i}": w.id for i, w in enumerate(workers, 1)},
         },
     )
-    async with common.hub_lock(home.name):
-        hub = await common.apply_hub(
-            options.registry, site.name, entry_update, master_target, home.ssh_key_block, mtu
-        )
-        master_port = await st.ensure_port(
-            home.cloud, master.port_id, [str(resolved.subnet), str(wg.cidr)], [home_sg.group.id]
-        )
-    log.info("Peer %s on the hub %s: %s", site.name, home.master, hub.action)
-    common.checkpoint("hub")
-
-    # 10. pairs on the VPN node's port; routes on workers, both sides
     home_targets = [
         behind(master_target, str(w.fixed_ip), home.host_keys.get(w.name, []), home_key.user)
         for w in home_workers
     ]
     home_routes = common.home_routes(data, resolved)
-    vpn_port, *_ = await asyncio.gather(
-        st.ensure_port(site.cloud, vpn.port_id, [str(n) for n in spoke_allowed], []),
-        *(nodes.ensure_routes(t, key_block, spoke_allowed, vpn.fixed_ip) for t in worker_targets),
-        *(
-            nodes.ensure_routes(t, home.ssh_key_block, home_routes, master.fixed_ip)
-            for t in home_targets
-            if t.host_keys
-        ),
-    )
-    common.checkpoint("routes")
+
+    async def the_spoke():
+        res = await nodes.apply_wireguard(vpn_target, key_block, spoke_cfg)
+        log.info("wg0 on %s: %s (public key %s)", vpn.name, res.action, res.public_key)
+        common.checkpoint("spoke")
+        return res
+
+    async def the_hub():
+        async with common.hub_lock(home.name):
+            res = await common.apply_hub(
+                options.registry, site.name, entry_update, master_target, home.ssh_key_block, mtu
+            )
+            port = await st.ensure_port(
+                home.cloud, master.port_id, [str(resolved.subnet), str(wg.cidr)], [home_sg.group.id]
+            )
+        log.info("Peer %s on the hub %s: %s", site.name, home.master, res.action)
+        common.checkpoint("hub")
+        return port
+
+    async def pairs_and_routes():
+        port, *_ = await asyncio.gather(
+            st.ensure_port(site.cloud, vpn.port_id, [str(n) for n in spoke_allowed], []),
+            *(
+                nodes.ensure_routes(t, key_block, spoke_allowed, vpn.fixed_ip)
+                for t in worker_targets
+            ),
+            *(
+                nodes.ensure_routes(t, home.ssh_key_block, home_routes, master.fixed_ip)
+                for t in home_targets
+                if t.host_keys
+            ),
+        )
+        common.checkpoint("routes")
+        return port
+
+    spoke, master_port, vpn_port = await asyncio.gather(the_spoke(), the_hub(), pairs_and_routes())
+    if spoke.public_key != spoke_pub:  # only if someone re-keyed the node meanwhile
+        raise RuntimeError(
+            f"the WireGuard key of {vpn.name} changed during the run: run add-remote-site again"
+        )
 
     # 11. verify, layer by layer
     summary = SiteSummary(
@@ -396,8 +414,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     def record(d: RegistryData) -> None:
         d.sites[site.name].last_verification = verdict
 
-    await update_registry(record, options.registry)
-    await publish(summary)
+    await asyncio.gather(update_registry(record, options.registry), publish(summary))
     common.checkpoint("recorded")
     for layer in summary.layers:
         log.info("verify %-12s %s %s", layer.layer, layer.mark, "; ".join(layer.problems))

@@ -61,7 +61,8 @@ ADD_SITE_STEPS = (
     "servers-launched",
     "rules",
     "ssh-ready",
-    "spoke",
+    "spoke-key",
+    "spoke",  # spoke, hub and routes run concurrently: killing after one may cut the others
     "hub",
     "routes",
     "verified",
@@ -295,7 +296,8 @@ async def apply_hub(
         assert d.home is not None
         d.home.public_key = res.public_key
 
-    await update_registry(record_home, registry)
+    if data.home is None or data.home.public_key != res.public_key:
+        await update_registry(record_home, registry)
     return res
 
 

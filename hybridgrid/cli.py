@@ -491,6 +491,14 @@ def _attach_groups() -> None:
             app.add_typer(sub, name=name)
 
 
+def _day_two() -> None:
+    """`hybridgrid drift`, `site remove`, `site rotate-keys` (hybridgrid/cli_day_two.py)."""
+    from hybridgrid import cli_day_two
+
+    cli_day_two.register(app, site_app)
+
+
 def main() -> None:
+    _day_two()
     _attach_groups()
     app(prog_name="hybridgrid")

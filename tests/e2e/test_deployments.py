@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridgrid.deployments.catalog import DEPLOYMENTS, POOL
+from hybridgrid.deployments.catalog import DEPLOYMENTS, POOL, all_deployments
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,15 +30,20 @@ BIN = Path(sys.executable).parent
 def test_prefect_yaml_matches_the_catalog():
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     listed = {d["name"]: d for d in spec["deployments"]}
-    assert set(listed) == {d.name for d in DEPLOYMENTS}
-    for d in DEPLOYMENTS:
+    catalog = all_deployments()
+    assert set(listed) == {d.name for d in catalog}
+    assert {"add-remote-site", "bootstrap-home"} <= set(listed)
+    for d in catalog:
         y = listed[d.name]
         assert y["entrypoint"] == d.entrypoint
         assert y["work_pool"]["name"] == POOL
         assert sorted(y["tags"]) == sorted(d.tags)
-        assert y.get("description", "").split() == d.description.split()
+        assert y.get("description") and d.description
+        assert [s["cron"] for s in y.get("schedules", [])] == ([d.cron] if d.cron else [])
         assert (ROOT / d.entrypoint.split(":")[0]).is_file()
         assert d.load_flow().name == d.name  # flow name = deployment name
+    for d in DEPLOYMENTS:  # the main job's: word for word
+        assert listed[d.name]["description"].split() == d.description.split()
     pull = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]
     assert pull["directory"] == "{{ project.stdout }}"
 
@@ -47,7 +52,7 @@ def test_serve_builds_every_deployment():
     from hybridgrid.deployments.serve import runner_deployments
 
     built = runner_deployments()
-    assert sorted(b.name for b in built) == sorted(d.name for d in DEPLOYMENTS)
+    assert sorted(b.name for b in built) == sorted(d.name for d in all_deployments())
     for b in built:
         props = b._parameter_openapi_schema.properties
         assert props, b.name
@@ -104,8 +109,8 @@ def prefect_server(tmp_path_factory) -> Server:
     home = tmp_path_factory.mktemp("prefect-home")
     server = Server(home, _free_port())
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed in finally
-    env = server.env()
-    env.pop("PREFECT_API_URL")
+    env = server.env(PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
+    env.pop("PREFECT_API_URL")  # no scheduler: check-drift's schedule must not start runs here
     argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
     argv += ["--port", str(server.port), "--analytics-off"]
     proc = subprocess.Popen(
@@ -206,6 +211,7 @@ def test_worker_runs_the_deployments(deployed):
     assert "work pool hybridgrid: created" in setup.stdout
     assert "add-remote-site/add-remote-site" in deploy.stdout
     assert "bootstrap-home/bootstrap-home" in deploy.stdout
+    assert "check-drift/check-drift" in deploy.stdout
 
     home = _run(
         server,
@@ -241,6 +247,7 @@ def test_worker_runs_the_deployments(deployed):
     assert fields["workers"]["default"] == 1 and fields["subnet"]["description"]
     assert schema["definitions"]["AddSiteOptions"]["properties"]["registry"]["default"]
     assert arts and arts[-1].flow_run_id == site.id
-    assert "verified ✅" in arts[-1].data and "192.168.77.0/24" in arts[-1].data
+    text = arts[-1].data
+    assert ": verified" in text and "NOT verified" not in text and "192.168.77.0/24" in text
     rc, out = clouds.exec("hg-bielefeld-master", "wg show wg0 peers", "bielefeld")
     assert rc == 0 and len(out.split()) == 1, out
