@@ -238,6 +238,19 @@ def scan(rel, watch):
     counts["files in servers' /etc/wireguard not 0600 root"] = len(wg_modes)
     where["wg modes"] = wg_modes
 
+    # positive controls: the same scanners find a secret where it is meant to be
+    controls = {
+        "log scanner": hits(f"x {min(wg_keys)} y") == 1,
+        "file scanner": any(p.name == "clouds.yaml" for p in holders),
+    }
+    vpn = next((r for r in servers if r.name.endswith("-vpn")), None)
+    if vpn is not None:
+        rc, out = _in_server(
+            vpn,
+            "grep -rlsF -D skip -f /dev/stdin /etc/wireguard; true",
+            stdin="\n".join(n for n in needles if "\n" not in n) + "\n",
+        )
+        controls["server scanner"] = "/etc/wireguard/privatekey" in out.split()
     SUMMARY.leaks = counts
     SUMMARY.leak_notes = [
         f"{len(needles)} needles: {cloud_secrets} cloud passwords/app-credential secrets, "
@@ -247,13 +260,14 @@ def scan(rel, watch):
         if not loose
         else f"loose: {loose}",
     ]
-    return counts, where, len(wg_keys), len(rel.ssh_private_keys)
+    return counts, where, len(wg_keys), len(rel.ssh_private_keys), controls
 
 
 def test_the_scan_had_something_to_find(scan, rel):
     """A scan without needles or haystack proves nothing."""
-    counts, _, wg_keys, ssh_keys = scan
+    counts, _, wg_keys, ssh_keys, controls = scan
     assert wg_keys >= 2 and ssh_keys >= 2
+    assert controls == dict.fromkeys(controls, True) and len(controls) == 3, controls
     assert any(
         k.startswith("Python log records") and int(k.split("(")[1][:-1]) > 100 for k in counts
     )
