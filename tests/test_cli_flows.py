@@ -117,3 +117,18 @@ def test_cloud_import_errors_name_the_fix(tmp_path, prefect_harness):
     assert out.returncode == 2 and "--clouds-yaml" in out.stderr
     out = run("cloud", "import", "testcloud", "--block", "Bad_Name", "--clouds-yaml", str(path))
     assert out.returncode == 2 and "--block" in out.stderr
+
+
+def test_key_create_makes_once_and_keeps(prefect_harness):
+    from hybridgrid.blocks.ssh import SSHKey
+
+    out = run("key", "create", "hg-cli-test-ssh", "--proxy-command", "nc %h %p", api=True)
+    assert out.returncode == 0, out.stderr
+    assert "made SSH key block 'hg-cli-test-ssh': ssh-ed25519 " in out.stdout
+    key = asyncio.run(SSHKey.aload("hg-cli-test-ssh"))
+    assert key.proxy_command == "nc %h %p" and key.public_key in out.stdout
+    secret = key.private_key.get_secret_value()
+    assert secret.strip().splitlines()[1] not in out.stdout + out.stderr
+    again = run("key", "create", "hg-cli-test-ssh", api=True)
+    assert again.returncode == 0 and "kept existing" in again.stdout
+    assert asyncio.run(SSHKey.aload("hg-cli-test-ssh")).public_key == key.public_key
