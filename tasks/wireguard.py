@@ -370,12 +370,21 @@ def remove_peer_live_command(public_key: str, iface: str = "wg0") -> str:
 
 
 def ip_forward_command(persist_file: str = "/etc/sysctl.d/90-hybridgrid.conf") -> str:
-    """Enable IPv4 forwarding now and, where the host has /etc/sysctl.d, after reboot."""
+    """Enable IPv4 forwarding now and, where the host has /etc/sysctl.d, after reboot.
+
+    ICMP redirects are switched off: while wg0 is down a forwarding hub would tell its workers
+    to use the cloud router instead, and they keep that cached route for minutes after the
+    tunnel is back."""
     f = shlex.quote(persist_file)
     return f"""set -e
 sysctl -qw net.ipv4.ip_forward=1
+# a redirect goes out when "all" OR the interface asks for it: clear every one
+for r in /proc/sys/net/ipv4/conf/*/send_redirects; do echo 0 > "$r"; done
 if [ -d "$(dirname {f})" ]; then
-  grep -qsx 'net.ipv4.ip_forward = 1' {f} || printf 'net.ipv4.ip_forward = 1\\n' > {f}
+  want='net.ipv4.ip_forward = 1
+net.ipv4.conf.all.send_redirects = 0
+net.ipv4.conf.default.send_redirects = 0'
+  [ "$(cat {f} 2>/dev/null)" = "$want" ] || printf '%s\\n' "$want" > {f}
 fi
 """
 
@@ -504,6 +513,7 @@ def routes_command(
     networkd_routes = "".join(f"[Route]\\nDestination={n}\\nGateway={gw}\\n\\n" for n in nets)
     return f"""set -e
 {replace}
+ip route flush cache
 dev=$(ip -o route get {gw} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p')
 if command -v netplan >/dev/null 2>&1 && [ -d /etc/netplan ]; then
   f=/etc/netplan/90-{name}.yaml

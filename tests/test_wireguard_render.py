@@ -376,7 +376,15 @@ def test_bring_up_syncconf_keeps_key_and_sessions(sandbox, tmp_path):
             await sh.run(wg.mss_clamp_command(), name="mss")
         fwd = await sh.run("sysctl -n net.ipv4.ip_forward", name="sysctl")
         assert fwd.stdout.strip() == "1"
-        assert persist.read_text() == "net.ipv4.ip_forward = 1\n"
+        assert persist.read_text().splitlines() == [
+            "net.ipv4.ip_forward = 1",
+            "net.ipv4.conf.all.send_redirects = 0",
+            "net.ipv4.conf.default.send_redirects = 0",
+        ]
+        redirects = await sh.run(
+            "cat /proc/sys/net/ipv4/conf/*/send_redirects | sort -u", name="redirects"
+        )
+        assert redirects.stdout.split() == ["0"]
         rules = await sh.run("nft list chain inet hybridgrid forward", name="nft list")
         assert rules.stdout.count("maxseg size set rt mtu") == 1
 
