@@ -246,7 +246,12 @@ cmd_status() {
 case ${1:-} in
     up) cmd_up ;;
     down) cmd_down ;;
-    purge) cmd_down; rm -rf "$STATE" ;;
+    purge)
+        # only a directory this script made (it has pids/ and api.port) is removed
+        if [[ -d $STATE && ! ( -d $STATE/pids && -f $STATE/api.port ) ]]; then
+            die "$STATE does not look like a scaleout state directory: left alone"
+        fi
+        cmd_down; rm -rf "$STATE" ;;
     status) cmd_status ;;
     env) echo "export PREFECT_API_URL=$(api_url)" ;;
     *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
