@@ -3,7 +3,7 @@
 deploys prefect.yaml. Three sites (erlangen, passau, ulm — all on the giessen cloud, home
 bielefeld, registry `scaleout`) are added by three deployment runs at once; both workers run
 some of them, every link is verified, the hub has all three peers, and the runs are rows in
-PostgreSQL. Everything the script started is ended by PID (`scaleout.sh purge`), even when
+PostgreSQL. Everything the script started is ended by PID (`scaleout.sh down`), even when
 the test fails.
 """
 
@@ -99,7 +99,7 @@ class ScaleOut:
 
 
 def _end_by_pid_files(state: Path) -> None:
-    """Last resort after `scaleout.sh purge` failed: end what the pid files name."""
+    """Last resort after `scaleout.sh down`: end whatever the pid files still name."""
     for pid_file in (state / "pids").glob("*.pid"):
         try:
             pid = int(pid_file.read_text().strip())
