@@ -49,9 +49,19 @@ if [[ "$(cat .venv/.hybridgrid-stamp 2>/dev/null)" != "$stamp_want" ]]; then
     log=.venv/pip-install.log
     if ! .venv/bin/python -m pip install -q -e '.[test]' >"$log" 2>&1; then
         grep -v "^WARNING: Location" "$log" | tail -30 >&2
-        echo "bootstrap: pip install failed (full log: $log)" >&2; exit 1
+        echo "bootstrap: pip install failed (full log: $log)" >&2
+        # localcloud's safety-net routes make the simulated public ranges unreachable from
+        # the root namespace; a package mirror inside them is then out of reach too
+        if ip route show type unreachable | grep -q .; then
+            echo "bootstrap: localcloud is up (ip route show type unreachable); stop it" \
+                 "(make demo-down / localcloud down) and run this again" >&2
+        fi
+        exit 1
     fi
     .venv/bin/python -c 'import hybridgrid, localcloud, prefect, openstack, asyncssh' \
         || { echo "bootstrap: install of the project failed" >&2; exit 1; }
     echo "$stamp_want" > .venv/.hybridgrid-stamp
 fi
+
+# The browser (Chromium) and scale-out (PostgreSQL) tests' extra Debian packages.
+scripts/ui_deps.sh
