@@ -97,3 +97,17 @@ def test_site_to_site_through_the_hub(two):
     rc, out = clouds.exec("hg-giessen-worker-1", f"ip -o route get {ip_h}", "giessen")
     vpn_ip = _fixed_ip(clouds.conn("giessen"), "hg-giessen-vpn")
     assert f"via {vpn_ip}" in out, out
+
+
+def test_adopting_the_existing_master(two):
+    """The seed's way in (master: {name: …}): adopt the hub by name into another registry —
+    it finds the same master, its worker and its WireGuard key, and creates no server."""
+    clouds, _, _ = two
+    servers_before = sorted(s.name for s in clouds.conn("bielefeld").compute.servers())
+    adopt = HOME.model_copy(update={"master": MasterSpec(name="hg-bielefeld-master"), "workers": 0})
+    result = asyncio.run(bootstrap_home(adopt, options=HomeOptions(registry="two-sites-adopted")))
+    data = asyncio.run(load_registry("two-sites-adopted"))
+    assert data.home.adopted and data.home.master == "hg-bielefeld-master"
+    assert data.home.workers == ["hg-bielefeld-worker-1"]
+    assert result.master_public_key == asyncio.run(load_registry(REGISTRY)).home.public_key
+    assert sorted(s.name for s in clouds.conn("bielefeld").compute.servers()) == servers_before
