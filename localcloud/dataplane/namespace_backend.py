@@ -549,7 +549,9 @@ class NamespaceBackend:
                     want.add(f"{f.ip_address}/{_prefixlen(sub.cidr)}")
             if name == gw_link:
                 want.update(f"{f.floating_ip}/32" for f in fips)
-            self._sync_addresses(ns, name, want)
+            removed = self._sync_addresses(ns, name, want)
+            if name == gw_link:
+                self._forget_nat(ns, [a.split("/")[0] for a in removed if a.endswith("/32")])
         # routes: default via the external gateway, plus extra routes
         want_routes: dict[str, str] = {}
         gw_ip = None
@@ -586,7 +588,15 @@ class NamespaceBackend:
         return False
 
     @staticmethod
-    def _sync_addresses(ns: str, dev: str, want: set[str]) -> None:
+    def _forget_nat(ns: str, floating_ips: list[str]) -> None:
+        """A floating IP left this router: drop its NAT state, as Neutron's L3 agent does, so
+        the instance's flows stop being translated to an address it no longer has."""
+        for fip in floating_ips:
+            for flag in ("--orig-dst", "--reply-dst"):
+                nsexec(ns, ["conntrack", "-D", flag, fip], check=False)
+
+    @staticmethod
+    def _sync_addresses(ns: str, dev: str, want: set[str]) -> set[str]:
         have = set()
         for entry in ip_json(ns, "addr", "show", "dev", dev):
             for a in entry.get("addr_info", []):
@@ -595,6 +605,7 @@ class NamespaceBackend:
         cmds = [f"addr del {a} dev {dev}" for a in sorted(have - want)]
         cmds += [f"addr add {a} dev {dev}" for a in sorted(want - have)]
         ip_batch(ns, cmds)
+        return have - want
 
     @staticmethod
     def _sync_routes(ns: str, want: dict[str, str]) -> None:
