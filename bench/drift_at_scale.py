@@ -189,6 +189,12 @@ def measure(
                 out["lean"] = {}
                 for n in (1, len(names)):
                     out["lean"][n] = min(asyncio.run(_check(names[:n]))[0] for _ in range(rounds))
+                if threads:  # both fixes together
+                    out["both"] = {}
+                    for n in (1, len(names)):
+                        out["both"][n] = min(
+                            asyncio.run(_check(names[:n], threads))[0] for _ in range(rounds)
+                        )
         finally:
             server.down(state_dir)
     return out
@@ -264,6 +270,18 @@ def bench_rows(
                 unit="×",
                 bound=BOUND if lt == 20 else None,
                 note=f"t(1)={lean[1]:.2f} s, t({lt})={lean[lt]:.2f} s; nsenter + nc proxy",
+            )
+        )
+    both = m.get("both")
+    if both:
+        bt = max(both)
+        rows.append(
+            Row(
+                figure=f"drift t({bt})/t(1), lean proxy + {threads} workers (experiment)",
+                value=both[bt] / both[1],
+                unit="×",
+                bound=BOUND if bt == 20 else None,
+                note=f"t(1)={both[1]:.2f} s, t({bt})={both[bt]:.2f} s",
             )
         )
     if not quick and top < 20:
