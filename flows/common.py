@@ -38,6 +38,7 @@ from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
 from hybridgrid.tasks import verify as vf
 from hybridgrid.tasks.credentials import ssh_key, use_ssh_key
+from hybridgrid.tasks.openstack import read
 from hybridgrid.tasks.remote import SSHTarget
 from hybridgrid.tasks.wgstate import ExpectedPeer
 from hybridgrid.tasks.wireguard import WgConfig, WgInterface, WgPeer
@@ -490,9 +491,9 @@ async def home_workers(cloud: str, master: st.NodeFacts) -> list[str]:
     def find(conn: Any) -> list[str]:
         ids = {
             p.device_id
-            for p in conn.network.ports(network_id=master.network_id)
+            for p in read(conn.network.ports, network_id=master.network_id)
             if (p.device_owner or "").startswith("compute:") and p.device_id != master.server_id
         }
-        return sorted(conn.compute.get_server(i).name for i in ids)
+        return sorted(read(conn.compute.get_server, i).name for i in ids)
 
     return await asyncio.to_thread(find, clouds.connection(cloud))

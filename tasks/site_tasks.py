@@ -131,7 +131,7 @@ async def ensure_port(
     if pairs:
         rec = await _run(ops.ensure_allowed_address_pairs, conn, port_id, pairs)
         updated |= rec.action == "updated"
-    port = await _run(conn.network.get_port, port_id)
+    port = await _run(ops.read, conn.network.get_port, port_id)
     return ops.port_record(conn, port, action="updated" if updated else "reused")
 
 
@@ -152,15 +152,15 @@ def node_facts(conn, name: str, site: str | None = None) -> NodeFacts:
     if site is not None:
         server = ops.find_server(conn, site, name)
     else:
-        server = conn.compute.find_server(name, ignore_missing=True)
+        server = ops.find_or_none(conn.compute.find_server, name)
         if server is not None:
-            server = conn.compute.get_server(server.id)
+            server = ops.read(conn.compute.get_server, server.id)
     if server is None:
         raise LookupError(
             f"server {name!r} not found: check the name (the master to adopt must exist)"
         )
     port = ops.server_port(conn, server.id)
-    net = conn.network.get_network(port.network_id)
+    net = ops.read(conn.network.get_network, port.network_id)
     fip = ops.floating_ip_of_port(conn, port.id)
     return NodeFacts(
         name=name,

@@ -19,6 +19,7 @@ from prefect import task
 from pydantic import BaseModel, Field
 
 from hybridgrid.tasks.node_tasks import session
+from hybridgrid.tasks.openstack import read
 from hybridgrid.tasks.remote import SSHTarget
 from hybridgrid.tasks.retry import TRANSIENT
 from hybridgrid.tasks.wgstate import ExpectedPeer, WgState, check_wg_state, read_wg_state
@@ -64,12 +65,12 @@ def _rule_admits(rule: dict, source: str, port: int) -> bool:
 def check_api(conn: Connection, exp: ApiExpectation) -> list[str]:
     """Problems with one port's security-group rules and allowed-address pairs."""
     problems: list[str] = []
-    port = conn.network.get_port(exp.port_id)
+    port = read(conn.network.get_port, exp.port_id)
     if exp.wg_source:
         rules = [
             dict(r)
             for g in port.security_group_ids or []
-            for r in conn.network.security_group_rules(security_group_id=g)
+            for r in read(conn.network.security_group_rules, security_group_id=g)
         ]
         if not any(_rule_admits(r, exp.wg_source, exp.wg_port) for r in rules):
             problems.append(
