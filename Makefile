@@ -24,4 +24,4 @@ lint: bootstrap
 	.venv/bin/ruff format --check .
 
 bench: bootstrap
-	@for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b; done
+	.venv/bin/python bench/run_all.py

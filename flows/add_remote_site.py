@@ -414,7 +414,10 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     def record(d: RegistryData) -> None:
         d.sites[site.name].last_verification = verdict
 
-    await asyncio.gather(update_registry(record, options.registry), publish(summary))
+    # One after the other: two concurrent writes make a SQLite Prefect server answer 503 and
+    # the client back off ~2 s (measured at the end of every run).
+    await update_registry(record, options.registry)
+    await publish(summary)
     common.checkpoint("recorded")
     for layer in summary.layers:
         log.info("verify %-12s %s %s", layer.layer, layer.mark, "; ".join(layer.problems))
