@@ -34,7 +34,11 @@ from hybridgrid.model import RemoteSite
 pytestmark = pytest.mark.dataplane
 
 HYBRIDGRID = shutil.which("hybridgrid", path=str(Path(sys.executable).parent))
-DEFAULT_STEPS = ("network", "spoke", "hub")
+# Not "spoke" or "routes" by default: spoke, hub and routes run concurrently, so a kill there
+# can cut the hub branch inside the hub and registry locks; the rerun then waits for their
+# leases, which the test harness (no lease reaper) never frees. HYBRIDGRID_KILL_STEPS=all
+# includes them.
+DEFAULT_STEPS = ("network", "spoke-key", "hub")
 
 
 def _steps() -> list[str]:
