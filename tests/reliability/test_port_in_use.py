@@ -34,7 +34,8 @@ echo $! > /run/portblock.pid; sleep 0.5
 ss -Hulpn 'sport = :51820'
 """
 UNBLOCK = """kill "$(cat /run/portblock.pid)" 2>/dev/null; rm -f /run/portblock.pid; sleep 0.3
-ip link show wg0 >/dev/null 2>&1 || wg-quick up wg0 >/dev/null 2>&1
+# the failed run may have left wg0 up on another port: restart it from its persisted config
+wg-quick down wg0 >/dev/null 2>&1; wg-quick up wg0 >/dev/null 2>&1
 wg show wg0 listen-port
 """
 
