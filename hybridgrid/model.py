@@ -112,8 +112,7 @@ class MasterSpec(_Model):
 class HomeSite(_Model):
     """The home cloud whose master is the WireGuard hub."""
 
-    # The empty default only keeps the UI form from demanding it: the validator below fills it.
-    name: str = Field("", description="DNS label; empty = the cloud block name")
+    name: str = Field(description="DNS label; defaults to the cloud block name")
     cloud: str = Field(description="name of the OpenStackCredentials block of the home cloud")
     master: MasterSpec
     subnet: IPv4Network = Field(description="the home cluster's subnet, e.g. 192.168.66.0/24")
@@ -130,7 +129,7 @@ class HomeSite(_Model):
     @model_validator(mode="before")
     @classmethod
     def _name_defaults_to_cloud(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("name") and data.get("cloud") is not None:
+        if isinstance(data, dict) and data.get("name") is None and data.get("cloud") is not None:
             data = {**data, "name": data["cloud"]}
         return data
 
@@ -149,8 +148,7 @@ class RemoteSite(_Model):
     """One remote site: a VPN node (the spoke) and workers in another cloud."""
 
     name: str = Field(description="DNS label, 1–20 chars; resources are named hg-<name>-<role>")
-    # The empty default only keeps the UI form from demanding it: the validator below fills it.
-    cloud: str = Field("", description="OpenStackCredentials block name; empty = the site name")
+    cloud: str = Field(description="OpenStackCredentials block name; default: the site name")
     subnet: IPv4Network | None = Field(None, description="default: a free /24 from site_pool")
     image: str = "ubuntu-22.04"
     vpn_flavor: str = Field("de.NBI tiny", description="the VPN node only relays: minimal flavor")
@@ -172,7 +170,7 @@ class RemoteSite(_Model):
     @model_validator(mode="before")
     @classmethod
     def _cloud_defaults_to_name(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("cloud") and data.get("name") is not None:
+        if isinstance(data, dict) and data.get("cloud") is None and data.get("name") is not None:
             data = {**data, "cloud": data["name"]}
         return data
 
