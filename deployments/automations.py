@@ -126,9 +126,18 @@ async def _ensure_webhook_block(spec: AlertSpec, url: str) -> None:
 
 def _same(existing, want) -> bool:
     fields = ("name", "description", "enabled", "trigger", "actions")
-    mine = want.model_dump(mode="json", include=set(fields))
-    theirs = existing.model_dump(mode="json", include=set(fields))
+    mine = _sorted_sets(want.model_dump(mode="json", include=set(fields)))
+    theirs = _sorted_sets(existing.model_dump(mode="json", include=set(fields)))
     return mine == theirs
+
+
+def _sorted_sets(doc: dict) -> dict:
+    """The trigger's event sets dump as lists in hash order (it differs per process)."""
+    trigger = doc.get("trigger") or {}
+    for key in ("expect", "after"):
+        if isinstance(trigger.get(key), list):
+            trigger[key] = sorted(trigger[key])
+    return doc
 
 
 async def ensure_automations(
