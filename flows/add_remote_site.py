@@ -19,7 +19,7 @@ from ipaddress import IPv4Interface
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from hybridgrid import naming
+from hybridgrid import drift, naming
 from hybridgrid.access import behind, front_door
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
@@ -134,24 +134,34 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     common.checkpoint("allocated")
 
     # 4. site network, group and key pair, and every home-side lookup, concurrently
-    site_rules = [
-        RuleSpec(protocol="tcp", port_min=22, port_max=22, remote_ip_prefix=str(p))
-        for p in site.ssh_source
-    ] + [
-        RuleSpec(remote_ip_prefix=str(resolved.subnet)),  # the spoke forwards its own site
-        RuleSpec(remote_ip_prefix=str(home.subnet)),
-        RuleSpec(remote_ip_prefix=str(wg.cidr)),
-        RuleSpec(remote_ip_prefix=str(data.site_pool)),
-    ]
-    home_rules = [RuleSpec(remote_ip_prefix=str(resolved.subnet))]
+    # The desired rules are defined once, in hybridgrid.drift (the drift check compares
+    # against the same lists); the UDP rules join once the floating IPs are known (step 6).
+    def site_rules(master_fip: str | None) -> list[RuleSpec]:
+        return drift.site_group_rules(
+            ssh_source=site.ssh_source,
+            subnet=resolved.subnet,
+            home_subnet=home.subnet,
+            wg_cidr=wg.cidr,
+            site_pool=data.site_pool,
+            listen_port=resolved.listen_port,
+            master_fip=master_fip,
+        )
+
+    def home_rules(vpn_fip: str | None) -> list[RuleSpec]:
+        return drift.home_group_rules(
+            subnet=resolved.subnet, home_listen_port=home.listen_port, vpn_fip=vpn_fip
+        )
+
     net, site_sg, keypair, master, home_sg, home_workers = await asyncio.gather(
         st.ensure_site_network(site.cloud, site.name, str(resolved.subnet), site.external_network),
-        st.ensure_group(site.cloud, site.name, site_sg_name, _dedupe(site_rules)),
+        st.ensure_group(site.cloud, site.name, site_sg_name, _dedupe(site_rules(None))),
         st.ensure_keypair(
             site.cloud, naming.resource_name(site.name, naming.KEY), site_key.public_key
         ),
         common.master_with_floating_ip(home),
-        st.ensure_group(home.cloud, home.name, home_sg_name, home_rules, rule_owner=site.name),
+        st.ensure_group(
+            home.cloud, home.name, home_sg_name, home_rules(None), rule_owner=site.name
+        ),
         asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers)),
     )
     mtu = tunnel_mtu(min(master.network_mtu, net.network.mtu))
@@ -192,21 +202,11 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
 
     # 6. UDP 51820 from each peer's /32; the home group on the master's and workers' ports;
     #    host keys from the console logs
-    udp = dict(protocol="udp", port_min=resolved.listen_port, port_max=resolved.listen_port)
-    hub_udp = dict(protocol="udp", port_min=home.listen_port, port_max=home.listen_port)
     _, _, vpn_keys, *worker_keys = await asyncio.gather(
         st.ensure_rules(
-            site.cloud,
-            site_sg.group.id,
-            site.name,
-            [RuleSpec(**udp, remote_ip_prefix=f"{master.floating_ip}/32")],
+            site.cloud, site_sg.group.id, site.name, _dedupe(site_rules(str(master.floating_ip)))
         ),
-        st.ensure_rules(
-            home.cloud,
-            home_sg.group.id,
-            site.name,
-            [RuleSpec(**hub_udp, remote_ip_prefix=f"{vpn_fip.address}/32")],
-        ),
+        st.ensure_rules(home.cloud, home_sg.group.id, site.name, home_rules(str(vpn_fip.address))),
         common.host_keys(data, site.name, site.cloud, vpn.id, vpn.name, "vpn"),
         *(
             common.host_keys(data, site.name, site.cloud, w.id, w.name, f"worker-{i}")
