@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from ipaddress import IPv4Interface
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
@@ -38,7 +37,6 @@ from hybridgrid.tasks import site_tasks as st
 from hybridgrid.tasks.credentials import ssh_key
 from hybridgrid.tasks.openstack import RuleSpec, ServerSpec
 from hybridgrid.tasks.preflight import Needs, PreflightRequest
-from hybridgrid.tasks.wireguard import WgConfig, WgInterface, WgPeer
 
 
 class AddSiteOptions(BaseModel):
@@ -241,21 +239,14 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     spoke_pub = await nodes.ensure_node_key(vpn_target, key_block)
     common.checkpoint("spoke-key")
     spoke_allowed = common.spoke_allowed_ips(data, resolved)
-    spoke_cfg = WgConfig(
-        interface=WgInterface(
-            address=IPv4Interface(f"{resolved.wg_address}/{wg.cidr.prefixlen}"),
-            listen_port=resolved.listen_port,
-            mtu=mtu,
-        ),
-        peers=[
-            WgPeer(
-                public_key=hub_pub,
-                endpoint=f"{master.floating_ip}:{home.listen_port}",
-                allowed_ips=spoke_allowed,
-                keepalive=wg.keepalive or None,
-                name=home.master,
-            )
-        ],
+    spoke_cfg = common.spoke_config(
+        data,
+        wg_address=resolved.wg_address,
+        listen_port=resolved.listen_port,
+        mtu=mtu,
+        hub_public_key=hub_pub,
+        master_fip=str(master.floating_ip),
+        allowed_ips=spoke_allowed,
     )
     entry_update = dict(
         spoke_public_key=spoke_pub,

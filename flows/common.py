@@ -258,6 +258,37 @@ def hub_config(data: RegistryData, mtu: int) -> WgConfig:
     )
 
 
+def spoke_config(
+    data: RegistryData,
+    *,
+    wg_address: Any,
+    listen_port: int,
+    mtu: int,
+    hub_public_key: str,
+    master_fip: str,
+    allowed_ips: list[IPv4Network],
+) -> WgConfig:
+    """A VPN node's wg0: its overlay address, and the hub as its only peer (pure)."""
+    home, wg = data.home, data.wireguard
+    assert home is not None
+    return WgConfig(
+        interface=WgInterface(
+            address=IPv4Interface(f"{wg_address}/{wg.cidr.prefixlen}"),
+            listen_port=listen_port,
+            mtu=mtu,
+        ),
+        peers=[
+            WgPeer(
+                public_key=hub_public_key,
+                endpoint=f"{master_fip}:{home.listen_port}",
+                allowed_ips=allowed_ips,
+                keepalive=wg.keepalive or None,
+                name=home.master,
+            )
+        ],
+    )
+
+
 def hub_mtu(data: RegistryData, tunnel_mtu: int) -> int:
     """The hub's wg0 MTU: the smallest any registered site's underlay allows."""
     from hybridgrid.model import tunnel_mtu as mtu_of

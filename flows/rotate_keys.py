@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from ipaddress import IPv4Interface
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -33,7 +32,7 @@ from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import rotation_tasks as rot
 from hybridgrid.tasks.credentials import ssh_key
 from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.wireguard import WgConfig, WgInterface, WgPeer
+from hybridgrid.tasks.wireguard import WgConfig
 
 
 class RotationFailed(RuntimeError):
@@ -65,22 +64,14 @@ def _spoke_config(data: RegistryData, site: str, hub_pub: str, master_fip: str) 
     home, entry = data.home, data.sites[site]
     assert home is not None and entry.spec is not None
     resolved = plan(common.topology_for(data, [entry.spec]), data.allocations()).site(site)
-    wg = data.wireguard
-    return WgConfig(
-        interface=WgInterface(
-            address=IPv4Interface(f"{entry.wg_address}/{wg.cidr.prefixlen}"),
-            listen_port=entry.listen_port,
-            mtu=tunnel_mtu(min(home.network_mtu, entry.network_mtu)),
-        ),
-        peers=[
-            WgPeer(
-                public_key=hub_pub,
-                endpoint=f"{master_fip}:{home.listen_port}",
-                allowed_ips=common.spoke_allowed_ips(data, resolved),
-                keepalive=wg.keepalive or None,
-                name=home.master,
-            )
-        ],
+    return common.spoke_config(
+        data,
+        wg_address=entry.wg_address,
+        listen_port=entry.listen_port,
+        mtu=tunnel_mtu(min(home.network_mtu, entry.network_mtu)),
+        hub_public_key=hub_pub,
+        master_fip=master_fip,
+        allowed_ips=common.spoke_allowed_ips(data, resolved),
     )
 
 
