@@ -16,12 +16,11 @@ from typing import ParamSpec, TypeVar
 import keystoneauth1.exceptions as ksa
 import openstack.exceptions as osx
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from hybridgrid.tasks import openstack as ops
 from hybridgrid.tasks.clouds import connection
 from hybridgrid.tasks.preflight import PreflightError, PreflightReport, PreflightRequest, preflight
-from hybridgrid.tasks.retry import PermanentError, friendly_error, is_transient, transient_options
+from hybridgrid.tasks.retry import TRANSIENT, PermanentError, friendly_error, is_transient
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -54,8 +53,7 @@ def _task(name: str):
         return task(
             name=fn.__name__,
             task_run_name=name,
-            cache_policy=NO_CACHE,
-            **transient_options(),
+            **TRANSIENT,
         )(_explained(fn))
 
     return deco
