@@ -30,13 +30,19 @@ from hybridgrid.blocks.registry import (
     update_registry,
 )
 from hybridgrid.flows import common
-from hybridgrid.model import RemoteSite, plan, tunnel_mtu
+from hybridgrid.model import MAX_ADDRESS_PAIRS, RemoteSite, plan, tunnel_mtu
 from hybridgrid.report import NodeLine, SiteSummary, publish
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
 from hybridgrid.tasks.credentials import ssh_key
 from hybridgrid.tasks.openstack import RuleSpec, ServerSpec
-from hybridgrid.tasks.preflight import Needs, PreflightRequest
+from hybridgrid.tasks.preflight import (
+    Needs,
+    PreflightError,
+    PreflightReport,
+    PreflightRequest,
+    pair_limit_problems,
+)
 
 
 class AddSiteOptions(BaseModel):
@@ -116,7 +122,23 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         else Needs(),
     )
     home_req = PreflightRequest(cloud=home.cloud, external_network=home.external_network)
-    await asyncio.gather(st.preflight_cloud(site_req), st.preflight_cloud(home_req))
+    assert home.master is not None
+    *_, master = await asyncio.gather(
+        st.preflight_cloud(site_req),
+        st.preflight_cloud(home_req),
+        st.lookup_node(home.cloud, home.master),
+    )
+    if master.port_security:
+        pairs = [str(n) for n in common.hub_pairs(data, draft)]
+        problems = pair_limit_problems(
+            f"master {home.master}",
+            master.port_id,
+            master.allowed_address_pairs,
+            pairs,
+            MAX_ADDRESS_PAIRS,
+        )
+        if problems:
+            raise PreflightError(PreflightReport(cloud=home.cloud, ok=False, problems=problems))
     log.info("Pre-flight passed on %s and %s", site.cloud, home.cloud)
     common.checkpoint("preflight")
 
@@ -156,7 +178,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         st.ensure_keypair(
             site.cloud, naming.resource_name(site.name, naming.KEY), site_key.public_key
         ),
-        common.master_with_floating_ip(home),
+        common.master_with_floating_ip(home, master),
         st.ensure_group(
             home.cloud, home.name, home_sg_name, home_rules(None), rule_owner=site.name
         ),
@@ -293,7 +315,10 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
                 options.registry, site.name, entry_update, master_target, home.ssh_key_block, mtu
             )
             port = await st.ensure_port(
-                home.cloud, master.port_id, [str(resolved.subnet), str(wg.cidr)], [home_sg.group.id]
+                home.cloud,
+                master.port_id,
+                [str(n) for n in common.hub_pairs(data, resolved)],
+                [home_sg.group.id],
             )
         log.info("Peer %s on the hub %s: %s", site.name, home.master, res.action)
         common.checkpoint("hub")

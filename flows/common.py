@@ -32,6 +32,7 @@ from hybridgrid.model import (
     TopologyError,
     WireGuardSettings,
     hub_allowed_ips,
+    master_pairs,
 )
 from hybridgrid.tasks import clouds
 from hybridgrid.tasks import node_tasks as nodes
@@ -192,11 +193,13 @@ async def ensure_ssh_key(block: str, user: str) -> SSHKey:
     return key
 
 
-async def master_with_floating_ip(home: HomeEntry) -> st.NodeFacts:
+async def master_with_floating_ip(
+    home: HomeEntry, master: st.NodeFacts | None = None
+) -> st.NodeFacts:
     """The master's port, fixed and floating IP and network MTU (a floating IP is allocated,
-    tagged as the home's, when the adopted master has none)."""
+    tagged as the home's, when the adopted master has none). `master`: facts already read."""
     assert home.master is not None
-    master = await st.lookup_node(home.cloud, home.master)
+    master = master or await st.lookup_node(home.cloud, home.master)
     if master.floating_ip is None:
         fip = await st.ensure_floating_ip(
             home.cloud, home.name, master.port_id, home.external_network
@@ -347,6 +350,12 @@ def spoke_allowed_ips(data: RegistryData, site: ResolvedSite) -> list[IPv4Networ
         if n not in out:
             out.append(n)
     return out
+
+
+def hub_pairs(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
+    """Allowed-address pairs on the master's port: the same few for every site in the pool."""
+    subnets = [e.subnet for _, e in sorted(data.sites.items())] + [site.subnet]
+    return master_pairs(data.wireguard.cidr, data.site_pool, subnets)
 
 
 def home_routes(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:

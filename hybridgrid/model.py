@@ -352,6 +352,23 @@ def hub_allowed_ips(wg_address: IPv4Address, subnet: IPv4Network) -> list[IPv4Ne
     return [IPv4Network(f"{wg_address}/32"), subnet]
 
 
+# Neutron's default `max_allowed_address_pair`; the API does not expose the configured value.
+MAX_ADDRESS_PAIRS = 10
+
+
+def master_pairs(
+    wireguard_cidr: IPv4Network, site_pool: IPv4Network, subnets: Iterable[IPv4Network]
+) -> list[IPv4Network]:
+    """Allowed-address pairs on the master's port: the overlay and the whole site pool (one
+    pair for every site in it, so a hub is not capped at Neutron's 10 pairs), plus any site
+    subnet outside the pool."""
+    out = [wireguard_cidr, site_pool]
+    for n in subnets:
+        if not n.subnet_of(site_pool) and n not in out:
+            out.append(n)
+    return out
+
+
 def spoke_allowed_ips(
     wireguard_cidr: IPv4Network, home_subnet: IPv4Network, other_subnets: Iterable[IPv4Network]
 ) -> list[IPv4Network]:

@@ -6,6 +6,7 @@ reported together (a user fixes them in one go, not one rerun each).
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 from keystoneauth1 import exceptions as ksexc
@@ -169,3 +170,20 @@ def _quota_problems(conn: Connection, req: PreflightRequest, flavors: dict[str, 
                 f"operator for a higher quota"
             )
     return out
+
+
+def pair_limit_problems(
+    node: str, port_id: str, have: list[str], want: list[str], limit: int
+) -> list[str]:
+    """Pure: would merging `want` into a port's allowed-address pairs exceed Neutron's limit?"""
+    have_n = {str(ip_network(p, strict=False)) for p in have}
+    missing = [w for w in want if str(ip_network(w, strict=False)) not in have_n]
+    total = len(have_n) + len(missing)
+    if not missing or total <= limit:
+        return []
+    return [
+        f"the port {port_id} of {node} would carry {total} allowed-address pairs, more than "
+        f"Neutron's default limit of {limit} (it holds {len(have_n)}, this site adds "
+        f"{', '.join(missing)}). Fix: give the site a subnet inside site_pool (one pair "
+        f"covers the whole pool), or remove pairs nobody needs from that port"
+    ]

@@ -146,6 +146,8 @@ class NodeFacts(BaseModel):
     floating_ip: IPv4Address | None = None
     network_mtu: int = 1450
     security_group_ids: list[str] = Field(default_factory=list)
+    allowed_address_pairs: list[str] = Field(default_factory=list)
+    port_security: bool = True
 
 
 def node_facts(conn, name: str, site: str | None = None) -> NodeFacts:
@@ -171,6 +173,8 @@ def node_facts(conn, name: str, site: str | None = None) -> NodeFacts:
         floating_ip=fip,
         network_mtu=net.mtu or 1450,
         security_group_ids=list(port.security_group_ids or []),
+        allowed_address_pairs=[p["ip_address"] for p in port.allowed_address_pairs or []],
+        port_security=port.is_port_security_enabled is not False,
     )
 
 

@@ -9,11 +9,13 @@ from pydantic import ValidationError
 
 from hybridgrid import naming
 from hybridgrid.model import (
+    MAX_ADDRESS_PAIRS,
     Allocation,
     Plan,
     Topology,
     TopologyError,
     hub_allowed_ips,
+    master_pairs,
     plan,
     spoke_allowed_ips,
     topology_error,
@@ -319,3 +321,18 @@ def test_names_and_tags():
         naming.resource_name("Bad_Site", naming.VPN)
     with pytest.raises(ValueError):
         naming.resource_name("a", naming.WORKER, 0)
+
+
+def test_master_pairs_stay_few_however_many_sites():
+    """One pair covers every site in the pool: 30 sites in it still make 2 pairs, each subnet
+    outside the pool adds one (Neutron's default limit is 10 per port)."""
+    pool, wg = IPv4Network("192.168.64.0/18"), IPv4Network("10.0.0.0/24")
+    inside = [IPv4Network(f"192.168.{64 + i}.0/24") for i in range(30)]
+    assert master_pairs(wg, pool, inside) == [wg, pool]
+    outside = [IPv4Network("172.16.5.0/24"), IPv4Network("172.16.5.0/24")]
+    assert [str(n) for n in master_pairs(wg, pool, inside + outside)] == [
+        "10.0.0.0/24",
+        "192.168.64.0/18",
+        "172.16.5.0/24",
+    ]
+    assert len(master_pairs(wg, pool, inside)) < MAX_ADDRESS_PAIRS

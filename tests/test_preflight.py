@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from hybridgrid.tasks import clouds
-from hybridgrid.tasks.preflight import Needs, PreflightError, PreflightRequest, preflight
+from hybridgrid.tasks.preflight import (
+    Needs,
+    PreflightError,
+    PreflightRequest,
+    pair_limit_problems,
+    preflight,
+)
 from hybridgrid.tasks.retry import transient_options
 from localcloud import server
 from localcloud.clientconf import connect
@@ -148,3 +154,16 @@ def test_the_task_fails_at_once_with_every_problem(
     assert str(exc).startswith("pre-flight on cloud 'plain' failed:")
     clouds.forget("plain")
     clouds.forget("giessen-ok")
+
+
+def test_pair_limit_counts_only_pairs_the_port_lacks() -> None:
+    have = [f"172.16.{i}.0/24" for i in range(8)] + ["10.0.0.0/24"]
+    # the overlay is there already (written without the prefix's canonical form elsewhere)
+    assert pair_limit_problems("master m", "p1", have, ["10.0.0.0/24"], 10) == []
+    assert pair_limit_problems("master m", "p1", have, ["192.168.64.0/18"], 10) == []
+    [problem] = pair_limit_problems(
+        "master m", "p1", have, ["192.168.64.0/18", "172.20.0.0/24"], 10
+    )
+    assert "port p1 of master m would carry 11 allowed-address pairs" in problem
+    assert "this site adds 192.168.64.0/18, 172.20.0.0/24" in problem
+    assert "Fix: give the site a subnet inside site_pool" in problem
