@@ -133,6 +133,12 @@ def forget(name: str | None = None) -> None:
             _connections.pop(name, None)
 
 
+def name_of(conn: Connection) -> str | None:
+    """The block name a cached connection was loaded from (for error messages)."""
+    with _lock:
+        return next((n for n, c in _connections.items() if c is conn), None)
+
+
 def connection(cloud: str) -> Connection:
     """The connection for credentials block `cloud`: loaded once per process, then cached."""
     with _lock:

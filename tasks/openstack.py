@@ -1,7 +1,7 @@
 """Idempotent OpenStack operations: find by name + ownership tags, then create, reuse or update.
 
 Every function here is plain (takes an `openstack.connection.Connection`) so it can be tested
-and composed; `tasks/openstack_tasks.py` wraps them as Prefect tasks with the retry policy.
+and composed; `tasks/site_tasks.py` runs them as step-sized Prefect tasks with the retry policy.
 Rules (DESIGN §3): none found → create; one → compare and update; several → a clear error,
 never a guess. Removal only ever deletes what carries our tags (or, for rules on a group we
 share, our description).

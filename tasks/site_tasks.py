@@ -18,21 +18,25 @@ from pydantic import BaseModel, Field
 
 from hybridgrid import naming
 from hybridgrid.tasks import openstack as ops
-from hybridgrid.tasks.clouds import connection
-from hybridgrid.tasks.openstack_tasks import CloudError
+from hybridgrid.tasks.clouds import connection, name_of
 from hybridgrid.tasks.preflight import PreflightError, PreflightReport, PreflightRequest, preflight
-from hybridgrid.tasks.retry import TRANSIENT, friendly_error, is_transient
+from hybridgrid.tasks.retry import TRANSIENT, PermanentError, friendly_error, is_transient
 
 
-async def _run(fn, *args, **kwargs):
-    """Run a blocking SDK step in a thread; a permanent API error becomes one sentence with
-    its fix (transient ones propagate unchanged, for the retry policy)."""
+class CloudError(PermanentError):
+    """A permanent OpenStack error (auth, quota, validation, ownership), said in one sentence
+    with its fix; the SDK's exception stays as `__cause__`. Not retried."""
+
+
+async def _run(fn, conn, *args, **kwargs):
+    """Run a blocking SDK step on `conn` in a thread; a permanent API error becomes one
+    sentence with its fix (transient ones propagate unchanged, for the retry policy)."""
     try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await asyncio.to_thread(fn, conn, *args, **kwargs)
     except (osx.SDKException, ksa.ClientException) as exc:
         if is_transient(exc):
             raise
-        raise CloudError(friendly_error(exc)) from exc
+        raise CloudError(friendly_error(exc, credentials_block=name_of(conn))) from exc
 
 
 @task(task_run_name="pre-flight {req.cloud}", **TRANSIENT)
@@ -131,7 +135,7 @@ async def ensure_port(
     if pairs:
         rec = await _run(ops.ensure_allowed_address_pairs, conn, port_id, pairs)
         updated |= rec.action == "updated"
-    port = await _run(ops.read, conn.network.get_port, port_id)
+    port = await _run(lambda c: ops.read(c.network.get_port, port_id), conn)
     return ops.port_record(conn, port, action="updated" if updated else "reused")
 
 
@@ -184,8 +188,8 @@ async def lookup_node(cloud: str, name: str, site: str | None = None) -> NodeFac
 
 
 @task(task_run_name="remove {site}'s resources from {cloud}", **TRANSIENT)
-async def remove_site_resources(cloud: str, site: str) -> list[ops.Record]:
-    return await _run(ops.remove_site_resources, connection(cloud), site)
+async def remove_site_resources(cloud: str, site: str, timeout: float = 300) -> list[ops.Record]:
+    return await _run(ops.remove_site_resources, connection(cloud), site, timeout=timeout)
 
 
 @task(task_run_name="remove {owner}'s rules from group {group_id}", **TRANSIENT)

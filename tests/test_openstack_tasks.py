@@ -6,6 +6,7 @@ by `tasks.clouds`' response hook; the two must agree.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -393,63 +394,49 @@ def calls(cloud: Cloud, name: str, service: str, method: str) -> int:
     return by_service.get(service, {}).get(method, 0)
 
 
+def run_task(task: Any, **kwargs: Any) -> Any:
+    """One step task of `tasks.site_tasks`, outside a flow, with fast retries."""
+    return asyncio.run(task.with_options(**FAST)(**kwargs))
+
+
 def test_with_20_percent_transient_errors_every_task_succeeds_without_duplicates(
     cloud: Cloud, faults: Any, prefect_harness: Any
 ) -> None:
-    from hybridgrid.tasks import openstack_tasks as t
+    from hybridgrid.tasks import site_tasks as st
 
     def run(task: Any, **kwargs: Any) -> Any:
-        return task.with_options(**FAST)(cloud=CLOUD, **kwargs)
+        return run_task(task, cloud=CLOUD, **kwargs)
 
     site = "flaky"
     cloud.reset()
     faults({CLOUD: {"seed": 20, "error_rate": 0.2, "error_codes": [500, 503, 409, "drop"]}})
-    net = run(t.ensure_network, site=site, name="hg-flaky-net")
-    sub = run(
-        t.ensure_subnet,
-        site=site,
-        name="hg-flaky-subnet",
-        network_id=net.id,
-        cidr="192.168.92.0/24",
-    )
-    router = run(
-        t.ensure_router,
-        site=site,
-        name="hg-flaky-router",
-        external_network_id=cloud.public.id,
-        subnet_id=sub.id,
-    )
-    route = ops.Route(destination="10.0.0.0/24", nexthop="192.168.92.3")
-    run(t.ensure_router_routes, router_id=router.id, routes=[route])
-    sg = run(t.ensure_security_group, site=site, name="hg-flaky-sg")
+    net = run(st.ensure_site_network, site=site, cidr="192.168.92.0/24", external_network="public")
     wanted = [
         ops.RuleSpec(protocol="udp", port_min=51820, remote_ip_prefix="203.0.113.9/32"),
         ops.RuleSpec(protocol="tcp", port_min=22),
     ]
-    run(t.ensure_rules, group_id=sg.id, owner_site=site, rules=wanted)
-    run(t.ensure_keypair, name="hg-flaky-key", public_key=PUBKEY)
+    sg = run(st.ensure_group, site=site, name="hg-flaky-sg", rules=wanted).group
+    run(st.ensure_keypair, name="hg-flaky-key", public_key=PUBKEY)
     spec = ops.ServerSpec(
         name="hg-flaky-vpn",
         site=site,
         role="vpn",
         image="ubuntu-22.04",
         flavor="de.NBI tiny",
-        network_id=net.id,
+        network_id=net.network.id,
         key_name="hg-flaky-key",
         security_groups=["hg-flaky-sg"],
     )
-    vm = run(t.ensure_server, spec=spec, poll=0.05)
-    fip = run(
-        t.ensure_floating_ip, site=site, port_id=vm.port_id, external_network_id=cloud.public.id
-    )
-    run(t.ensure_allowed_address_pairs, port_id=vm.port_id, cidrs=["10.0.0.0/24"])
-    info = run(t.lookup_server, name="hg-flaky-vpn")
+    vm = run(st.ensure_server, spec=spec, poll=0.05)
+    fip = run(st.ensure_floating_ip, site=site, port_id=vm.port_id, external_network="public")
+    run(st.ensure_port, port_id=vm.port_id, pairs=["10.0.0.0/24"], group_ids=[])
+    info = run(st.lookup_node, name="hg-flaky-vpn", site=site)
     injected = cloud.handle.stats()[CLOUD]["injected_errors"]
     faults(None)
 
     assert injected >= 5, "the faults did not bite: the test proves nothing"
     c = cloud.conn
-    assert info.floating_ip == fip.address and info.port_id == vm.port_id
+    assert str(info.floating_ip) == str(fip.address) and info.port_id == vm.port_id
     for items in (
         c.network.networks(name="hg-flaky-net"),
         c.network.subnets(name="hg-flaky-subnet"),
@@ -459,14 +446,13 @@ def test_with_20_percent_transient_errors_every_task_succeeds_without_duplicates
         assert len(owned(items, site)) == 1
     assert len(list(c.compute.servers(name="^hg-flaky-vpn$"))) == 1
     assert len(owned(c.network.ips(), site)) == 1
-    assert c.network.get_router(router.id).routes == [route.model_dump()]
     keys = [ops._rule_key(r) for r in c.network.security_group_rules(security_group_id=sg.id)]
     assert len(keys) == len(set(keys)) == 2 + 2  # ours + the two default egress rules
     pairs = c.network.get_port(vm.port_id).allowed_address_pairs
     assert [p["ip_address"] for p in pairs] == ["10.0.0.0/24"]
 
     faults({CLOUD: {"seed": 21, "error_rate": 0.2, "error_codes": [500, 503, 409, "drop"]}})
-    run(t.remove_site_resources, site=site, timeout=30)  # the record: the last attempt's
+    run(st.remove_site_resources, site=site, timeout=30)  # the record: the last attempt's
     faults(None)
     assert not list(c.compute.servers(name="^hg-flaky-vpn$"))
     for items in (c.network.networks(), c.network.routers(), c.network.security_groups()):
@@ -480,14 +466,18 @@ def test_wrong_credentials_fail_at_once_naming_the_cause(
     from pydantic import SecretStr
 
     from hybridgrid.blocks.openstack import OpenStackCredentials
-    from hybridgrid.tasks import openstack_tasks as t
+    from hybridgrid.tasks import site_tasks as st
 
     good = OpenStackCredentials.from_clouds_yaml(CLOUD, cloud.handle.clouds_yaml)
     bad = good.model_copy(update={"password": SecretStr("not-the-password")})
     clouds.use_connection("wrong-password", bad.connect())
     cloud.reset()
-    state = t.ensure_network.with_options(**FAST)(
-        cloud="wrong-password", site="x", name="hg-x-net", return_state=True
+    state = run_task(
+        st.ensure_keypair,
+        cloud="wrong-password",
+        name="hg-x-key",
+        public_key=PUBKEY,
+        return_state=True,
     )
     assert state.is_failed()
     assert calls(cloud, CLOUD, "identity", "POST") == 1  # one attempt: one token request
@@ -495,16 +485,22 @@ def test_wrong_credentials_fail_at_once_naming_the_cause(
     assert "authentication rejected" in message and "'wrong-password'" in message
     assert "not-the-password" not in message
     assert good.password.get_secret_value() not in message
+    clouds.forget("wrong-password")
 
 
 def test_exceeded_quota_fails_at_once_naming_the_quota(cloud: Cloud, prefect_harness: Any) -> None:
-    from hybridgrid.tasks import openstack_tasks as t
+    from hybridgrid.tasks import site_tasks as st
 
     tiny = clouds.use_connection("tiny", connect(cloud.handle.state_dir, "tiny"))
-    net = t.ensure_network.with_options(**FAST)(cloud="tiny", site="q", name="hg-q-net")
+    net = ops.ensure_network(tiny, "q", "hg-q-net")
     cloud.reset()
-    state = t.ensure_network.with_options(**FAST)(
-        cloud="tiny", site="q", name="hg-q-other-net", return_state=True
+    state = run_task(
+        st.ensure_site_network,
+        cloud="tiny",
+        site="q2",
+        cidr="192.168.93.0/24",
+        external_network="public",
+        return_state=True,
     )
     assert state.is_failed() and calls(cloud, "tiny", "network", "POST") == 1
     assert "quota for network exceeded" in str(state.result(raise_on_failure=False))
@@ -517,7 +513,7 @@ def test_exceeded_quota_fails_at_once_naming_the_quota(cloud: Cloud, prefect_har
         flavor="de.NBI tiny",
         network_id=net.id,
     )
-    state = t.ensure_server.with_options(**FAST)(cloud="tiny", spec=spec, return_state=True)
+    state = run_task(st.ensure_server, cloud="tiny", spec=spec, return_state=True)
     assert state.is_failed() and calls(cloud, "tiny", "compute", "POST") == 1
     message = str(state.result(raise_on_failure=False))
     assert "quota for instances exceeded (used 0 of 0, requested 1)" in message
@@ -525,14 +521,14 @@ def test_exceeded_quota_fails_at_once_naming_the_quota(cloud: Cloud, prefect_har
 
 
 def test_ownership_error_is_not_retried(cloud: Cloud, prefect_harness: Any) -> None:
-    from hybridgrid.tasks import openstack_tasks as t
+    from hybridgrid.tasks import site_tasks as st
 
     c = cloud.conn
     for _ in range(2):
-        c.network.create_network(name="hg-dup2-net", tags=naming.tags("dup2"))
+        c.network.create_security_group(name="hg-dup2-sg", tags=naming.tags("dup2"))
     cloud.reset()
-    state = t.ensure_network.with_options(**FAST)(
-        cloud=CLOUD, site="dup2", name="hg-dup2-net", return_state=True
+    state = run_task(
+        st.ensure_group, cloud=CLOUD, site="dup2", name="hg-dup2-sg", rules=[], return_state=True
     )
     assert state.is_failed() and calls(cloud, CLOUD, "network", "GET") == 1
     assert "will not guess" in str(state.result(raise_on_failure=False))
@@ -547,7 +543,7 @@ def test_block_connection_is_loaded_once_and_a_flow_run_counts_its_changes(
     from prefect import flow
 
     from hybridgrid.blocks.openstack import OpenStackCredentials
-    from hybridgrid.tasks import openstack_tasks as t
+    from hybridgrid.tasks import site_tasks as st
 
     creds = OpenStackCredentials.from_clouds_yaml(CLOUD, cloud.handle.clouds_yaml)
     creds.save("lc-giessen", overwrite=True)
@@ -559,18 +555,22 @@ def test_block_connection_is_loaded_once_and_a_flow_run_counts_its_changes(
         clouds.connection("nope")
 
     @flow
-    def make_site_basics(site: str) -> tuple[list[str], int]:
+    async def make_site_basics(site: str) -> tuple[list[str], int]:
         with clouds.track() as calls:  # this run's calls only, task threads included
-            futures: list[Any] = [
-                t.ensure_network.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-net"),
-                t.ensure_security_group.submit(cloud="lc-giessen", site=site, name=f"hg-{site}-sg"),
-                t.ensure_keypair.submit(
-                    cloud="lc-giessen", name=f"hg-{site}-key", public_key=PUBKEY
+            results = await asyncio.gather(
+                st.ensure_site_network(
+                    cloud="lc-giessen",
+                    site=site,
+                    cidr=f"192.168.{94 if site == 'flowa' else 95}.0/24",
+                    external_network="public",
                 ),
-            ]
-            results = [f.result() for f in futures]
+                st.ensure_group(cloud="lc-giessen", site=site, name=f"hg-{site}-sg", rules=[]),
+                st.ensure_keypair(cloud="lc-giessen", name=f"hg-{site}-key", public_key=PUBKEY),
+            )
         assert password not in repr(results)
-        return [r.action for r in results], calls.mutating("lc-giessen")
+        net, group, key = results
+        actions = [r.action for r in (*net.records, group.group, key)]
+        return actions, calls.mutating("lc-giessen")
 
     import io
     import logging
@@ -581,11 +581,14 @@ def test_block_connection_is_loaded_once_and_a_flow_run_counts_its_changes(
     ks_log.addHandler(handler)
     ks_log.setLevel(logging.DEBUG)  # every request, with headers and bodies
     try:
-        for expected, changes in (("created", 3), ("reused", 0)):
+        # network, subnet, router (+ its interface), group, key pair
+        for expected, changes in (("created", 6), ("reused", 0)):
             cloud.reset()
             with ThreadPoolExecutor(2) as pool:  # two flow runs at once, counted apart
-                runs = list(pool.map(make_site_basics, ["flowa", "flowb"]))
-            assert runs == [([expected] * 3, changes)] * 2
+                runs = list(
+                    pool.map(lambda s: asyncio.run(make_site_basics(s)), ["flowa", "flowb"])
+                )
+            assert runs == [([expected] * 5, changes)] * 2
             assert clouds.mutating_calls("lc-giessen") == 2 * changes
             assert cloud.handle.stats()[CLOUD]["mutating"] == 2 * changes
     finally:
@@ -597,8 +600,8 @@ def test_block_connection_is_loaded_once_and_a_flow_run_counts_its_changes(
 
     with get_client(sync_client=True) as client:
         names = {r.name for r in client.read_task_runs(limit=200)}
-    assert "ensure network hg-flowa-net on lc-giessen" in names  # run names say what they do
-    assert "ensure key pair hg-flowb-key on lc-giessen" in names
+    assert "network, subnet and router of flowa" in names  # run names say what they do
+    assert "key pair hg-flowb-key" in names
     for site in ("flowa", "flowb"):
         ops.remove_site_resources(cloud.conn, site, timeout=30)
         ops.remove_keypair(cloud.conn, f"hg-{site}-key", PUBKEY)

@@ -3,6 +3,7 @@ fix, and not one mutating API call."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -131,22 +132,22 @@ def test_the_task_fails_at_once_with_every_problem(
     lc: server.Handle, no_mutation: None, prefect_harness: Any
 ) -> None:
 
-    from hybridgrid.tasks.openstack_tasks import preflight_cloud
+    from hybridgrid.tasks.site_tasks import preflight_cloud
 
     clouds.use_connection("plain", connect(lc.state_dir, "plain"))
     fast = preflight_cloud.with_options(**transient_options(retries=3, backoff=0.01))
     clouds.use_connection("giessen-ok", connect(lc.state_dir, "giessen"))
-    report = fast(cloud="giessen-ok", request=GOOD)
+    report = asyncio.run(fast(req=GOOD.model_copy(update={"cloud": "giessen-ok"})))
     assert report.ok and report.cloud == "giessen-ok"
 
-    bad = GOOD.model_copy(update={"image": "nope"})
+    bad = GOOD.model_copy(update={"image": "nope", "cloud": "plain"})
     conn = clouds.connection("plain")
     preflight(conn, bad)  # warm: discovery and token, as for the task below
     lc.reset_stats()
     preflight(conn, bad)
     one_attempt = lc.stats()["plain"]["total"]
     lc.reset_stats()
-    state = fast(cloud="plain", request=bad, return_state=True)
+    state = asyncio.run(fast(req=bad, return_state=True))
     assert state.is_failed() and lc.stats()["plain"]["total"] == one_attempt  # no retry
     exc = state.result(raise_on_failure=False)
     assert isinstance(exc, PreflightError)
