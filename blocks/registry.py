@@ -129,19 +129,44 @@ def lock_name(registry: str) -> str:
 _creating: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )
+# Limits this process has created or seen, per Prefect API: a limit, once there, stays, so
+# later calls skip the upsert (one API write fewer per registry update: on SQLite every
+# write can cost a ~2 s 503 back-off under load). A limit deleted behind our back is
+# re-created by `update_registry` when acquiring says it is missing.
+_known_locks: set[tuple[str, str]] = set()
+
+
+def _api_key(name: str) -> tuple[str, str]:
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    return (settings.api.url or f"ephemeral:{settings.home}", name)
+
+
+def forget_locks() -> None:
+    """Forget which limits exist (the next `ensure_lock` asks the API again)."""
+    _known_locks.clear()
 
 
 async def ensure_lock(name: str) -> None:
-    """Create the limit-1 global concurrency limit if missing (idempotent)."""
+    """Create the limit-1 global concurrency limit if missing (idempotent; remembered per
+    Prefect API and process, so repeated calls cost no API call)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectAlreadyExists
 
+    key = _api_key(name)
+    if key in _known_locks:
+        return
     # Serialise creation within this process (the server logs every lost create race);
     # another process may still win the race: that is fine, the limit then exists.
     creating = _creating.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    async with creating, get_client() as client:
-        with suppress(ObjectAlreadyExists):
-            await client.upsert_global_concurrency_limit_by_name(name, limit=1)
+    async with creating:
+        if key in _known_locks:
+            return
+        async with get_client() as client:
+            with suppress(ObjectAlreadyExists):
+                await client.upsert_global_concurrency_limit_by_name(name, limit=1)
+        _known_locks.add(key)
 
 
 async def load_registry(name: str = DEFAULT_REGISTRY) -> RegistryData:
@@ -162,22 +187,34 @@ async def update_registry(
     """Lock, load the latest registry, apply ``mutate`` to it, save, unlock.
 
     ``mutate`` changes the data in place and may return a value, which is returned. If it
-    raises, nothing is saved.
+    raises, nothing is saved. When it changed nothing (a rerun), nothing is written either.
     """
-    from prefect.concurrency.asyncio import concurrency
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurrency
 
     lock = lock_name(name)
-    await ensure_lock(lock)
-    # strict: a missing limit must fail, not silently run unlocked.
-    # A short lease frees the lock soon after a crashed holder; live holders renew it.
-    async with concurrency(
-        lock, occupy=1, strict=True, timeout_seconds=timeout_seconds, lease_duration=60
-    ):
-        data = (await load_registry(name)).model_copy(deep=True)
-        result = mutate(data)
-        block = SiteRegistry(data=RegistryData.model_validate(data.model_dump()))
-        await block.asave(name, overwrite=True)
-        return result
+    for attempt in (1, 2):
+        await ensure_lock(lock)
+        entered = False
+        try:
+            # strict: a missing limit must fail, not silently run unlocked.
+            # A short lease frees the lock soon after a crashed holder; live holders renew it.
+            async with concurrency(
+                lock, occupy=1, strict=True, timeout_seconds=timeout_seconds, lease_duration=60
+            ):
+                entered = True
+                loaded = await load_registry(name)
+                data = loaded.model_copy(deep=True)
+                result = mutate(data)
+                new = RegistryData.model_validate(data.model_dump())
+                if new.model_dump(mode="json") != loaded.model_dump(mode="json"):
+                    await SiteRegistry(data=new).asave(name, overwrite=True)
+                return result
+        except ConcurrencySlotAcquisitionError:
+            # the limit we remembered is gone (deleted, or another database): create it again
+            if entered or attempt == 2:
+                raise
+            _known_locks.discard(_api_key(lock))
+    raise AssertionError("unreachable")
 
 
 async def allocate_site(
