@@ -112,7 +112,10 @@ class MasterSpec(_Model):
 class HomeSite(_Model):
     """The home cloud whose master is the WireGuard hub."""
 
-    name: str = Field(description="DNS label; defaults to the cloud block name")
+    # Not required in the UI form: a plain string with an empty default renders as a text box
+    # (`str | None` would render as a string/None toggle). The validator below fills it, so a
+    # validated HomeSite always has a name.
+    name: str = Field("", description="DNS label; empty = the cloud block name")
     cloud: str = Field(description="name of the OpenStackCredentials block of the home cloud")
     master: MasterSpec
     subnet: IPv4Network = Field(description="the home cluster's subnet, e.g. 192.168.66.0/24")
@@ -129,8 +132,11 @@ class HomeSite(_Model):
     @model_validator(mode="before")
     @classmethod
     def _name_defaults_to_cloud(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("name") is None and data.get("cloud") is not None:
-            data = {**data, "name": data["cloud"]}
+        # None (YAML `name:`) and "" (the form left empty) both mean "the default"
+        if isinstance(data, dict) and data.get("name") in (None, ""):
+            data = {k: v for k, v in data.items() if k != "name"}
+            if data.get("cloud") is not None:
+                data["name"] = data["cloud"]
         return data
 
     @field_validator("name")
@@ -148,7 +154,8 @@ class RemoteSite(_Model):
     """One remote site: a VPN node (the spoke) and workers in another cloud."""
 
     name: str = Field(description="DNS label, 1–20 chars; resources are named hg-<name>-<role>")
-    cloud: str = Field(description="OpenStackCredentials block name; default: the site name")
+    # Not required in the UI form, as HomeSite.name: the validator below fills it.
+    cloud: str = Field("", description="OpenStackCredentials block name; empty = the site name")
     subnet: IPv4Network | None = Field(None, description="default: a free /24 from site_pool")
     image: str = "ubuntu-22.04"
     vpn_flavor: str = Field("de.NBI tiny", description="the VPN node only relays: minimal flavor")
@@ -170,8 +177,11 @@ class RemoteSite(_Model):
     @model_validator(mode="before")
     @classmethod
     def _cloud_defaults_to_name(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("cloud") is None and data.get("name") is not None:
-            data = {**data, "cloud": data["name"]}
+        # None (YAML `cloud:`) and "" (the form left empty) both mean "the default"
+        if isinstance(data, dict) and data.get("cloud") in (None, ""):
+            data = {k: v for k, v in data.items() if k != "cloud"}
+            if data.get("name") is not None:
+                data["cloud"] = data["name"]
         return data
 
     @field_validator("name")

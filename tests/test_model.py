@@ -336,3 +336,41 @@ def test_master_pairs_stay_few_however_many_sites():
         "172.16.5.0/24",
     ]
     assert len(master_pairs(wg, pool, inside)) < MAX_ADDRESS_PAIRS
+
+
+# ---- defaults the UI form leaves empty -------------------------------------------------------
+
+
+def test_site_cloud_and_home_name_default_whether_omitted_null_or_empty():
+    from hybridgrid.model import HomeSite, RemoteSite
+
+    for given_cloud in ({}, {"cloud": None}, {"cloud": ""}):
+        site = RemoteSite.model_validate({"name": "x", **given_cloud})
+        assert site.cloud == "x" and isinstance(site.cloud, str), given_cloud
+    assert RemoteSite(name="x", cloud="giessen").cloud == "giessen"
+    for given_name in ({}, {"name": None}, {"name": ""}):
+        home = HomeSite.model_validate({**HOME, **given_name})
+        assert home.name == "bielefeld" and isinstance(home.name, str), given_name
+    assert HomeSite.model_validate({**HOME, "name": "home"}).name == "home"
+    # the name's own error comes first, not a confusing one about the copied cloud
+    err = error_of({"home": HOME, "sites": [{"name": "Bad Site", "cloud": ""}]})
+    assert err.field == "sites[0].name" and "not a valid site name" in str(err)
+
+
+def test_empty_cloud_without_a_name_reports_only_the_missing_name():
+    err = error_of({"home": HOME, "sites": [{"cloud": ""}]})
+    assert err.field == "sites[0].name", str(err)
+    err = error_of({"home": {**HOME, "name": "", "cloud": None}, "sites": []})
+    assert err.field == "home.cloud", str(err)
+
+
+def test_schema_does_not_require_site_cloud_or_home_name():
+    """The UI form marks what the JSON schema requires; these two are filled by validators."""
+    from hybridgrid.model import HomeSite, RemoteSite
+
+    site, home = RemoteSite.model_json_schema(), HomeSite.model_json_schema()
+    assert site["required"] == ["name"]
+    assert "name" not in home["required"] and "cloud" in home["required"]
+    # a plain string renders as a text box; `anyOf [string, null]` as a string/None toggle
+    assert site["properties"]["cloud"]["type"] == "string"
+    assert home["properties"]["name"]["type"] == "string"

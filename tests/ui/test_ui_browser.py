@@ -170,9 +170,10 @@ def test_add_remote_site_from_the_custom_run_form(ui: UI) -> None:
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Custom run").click()
     page.wait_for_url("**/run**")
-    # the typed form rendered from the pydantic parameters: site.name, site.cloud, site.workers
+    # the typed form rendered from the pydantic parameters: site.name, site.cloud, site.workers;
+    # cloud is optional (empty = the site name), name is the one required field
     page.get_by_label("Name", exact=True).fill(SITE)
-    page.get_by_label("Cloud", exact=True).fill(SITE_CLOUD)
+    page.get_by_label("Cloud (Optional)", exact=True).fill(SITE_CLOUD)
     page.get_by_label("Workers (Optional)", exact=True).fill("1")
     _choose_options(page, "AddSiteOptions")
     page.get_by_label("Registry (Optional)", exact=True).fill(REGISTRY)
@@ -202,6 +203,39 @@ def test_add_remote_site_from_the_custom_run_form(ui: UI) -> None:
     page.goto(ui.url(f"/runs/flow-run/{run['id']}"))
     page.get_by_text("Completed").first.wait_for()
     _shot(page, "add-remote-site-run")
+
+
+def test_site_form_accepts_an_empty_cloud(ui: UI) -> None:
+    """Only the site's name is required: with Cloud left empty the form submits, and the site
+    the flow will validate uses the site's name as its cloud. The pool is paused meanwhile so
+    the run is only created, never executed, and deleted afterwards."""
+    from hybridgrid.model import RemoteSite
+
+    pool = pool_of("add-remote-site")
+    dep = ui.stack.deployment("add-remote-site", "add-remote-site")
+    before = {r["id"] for r in ui.stack.flow_runs(dep["id"])}
+    made: list[dict[str, Any]] = []
+    with ui.stack.client() as api:
+        api.patch(f"/work_pools/{pool}", json={"is_paused": True}).raise_for_status()
+        try:
+            page = ui.page()
+            _open_deployment(page, ui, "add-remote-site")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Custom run").click()
+            page.wait_for_url("**/run**")
+            assert page.get_by_label("Cloud (Optional)", exact=True).input_value() == ""
+            page.get_by_label("Name", exact=True).fill("weimar")
+            _shot(page, "add-remote-site-form-empty-cloud")
+            page.get_by_role("button", name="Submit").click()
+            made = _new_runs(ui, dep["id"], before)
+            assert len(made) == 1, made  # the form did not stop at a required field
+            sent = made[0]["parameters"]["site"]
+            assert sent.get("cloud") in (None, ""), sent  # left empty in the form
+            assert RemoteSite.model_validate(sent).cloud == "weimar"
+        finally:
+            for run in made:
+                api.delete(f"/flow_runs/{run['id']}")
+            api.patch(f"/work_pools/{pool}", json={"is_paused": False}).raise_for_status()
 
 
 def _new_runs(ui: UI, deployment_id: str, before: set[str]) -> list[dict[str, Any]]:
