@@ -379,6 +379,18 @@ async def extraroutes(request: Request, router_id: str) -> JSONResponse:
     return _one(cloud, "routers", doc)
 
 
+def _external_network(cloud: Cloud, net_id: str | None, request: str, is_not: str) -> Doc:
+    """The external network a router gateway or floating IP asks for, with Neutron's errors."""
+    network = cloud.store.get("networks", net_id or "")
+    if network is None:
+        raise ApiError(404, f"Network {net_id} could not be found.", "NetworkNotFound")
+    if not network.get("router:external"):
+        raise bad_request(
+            f"Bad {request} request: Network {network['id']} is not {is_not}.", "BadRequest"
+        )
+    return network
+
+
 def _set_gateway(cloud: Cloud, router: Doc, info: dict[str, Any] | None) -> None:
     """Create, keep or remove the router's gateway port as `external_gateway_info` asks."""
     old_port_id = router.get("_gw_port_id")
@@ -395,16 +407,7 @@ def _set_gateway(cloud: Cloud, router: Doc, info: dict[str, Any] | None) -> None
         router["_gw_port_id"] = None
         return
     nm.check_fields(info, {"network_id", "enable_snat", "external_fixed_ips", "qos_policy_id"})
-    network = cloud.store.get("networks", info.get("network_id") or "")
-    if network is None:
-        raise ApiError(
-            404, f"Network {info.get('network_id')} could not be found.", "NetworkNotFound"
-        )
-    if not network.get("router:external"):
-        raise bad_request(
-            f"Bad router request: Network {network['id']} is not an external network.",
-            "BadRequest",
-        )
+    network = _external_network(cloud, info.get("network_id"), "router", "an external network")
     gw = router.get("external_gateway_info") or {}
     if old_port_id and gw.get("network_id") == network["id"] and "external_fixed_ips" not in info:
         port = nm.get(cloud, "ports", old_port_id)
@@ -838,16 +841,9 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
 
 def _create_fip(cloud: Cloud, body: dict[str, Any]) -> Doc:
     nm.check_fields(body, FIP_FIELDS)
-    network = cloud.store.get("networks", body.get("floating_network_id") or "")
-    if network is None:
-        raise ApiError(
-            404, f"Network {body.get('floating_network_id')} could not be found.", "NetworkNotFound"
-        )
-    if not network.get("router:external"):
-        raise bad_request(
-            f"Bad floatingip request: Network {network['id']} is not a valid external network.",
-            "BadRequest",
-        )
+    network = _external_network(
+        cloud, body.get("floating_network_id"), "floatingip", "a valid external network"
+    )
     nm.check_quota(cloud, "floatingips")
     subnets = [s for s in nm.network_subnets(cloud, network["id"]) if s["ip_version"] == 4]
     if body.get("subnet_id"):
