@@ -29,6 +29,7 @@ from hybridgrid.blocks.registry import (
     load_registry,
     update_registry,
 )
+from hybridgrid.blocks.ssh import SSHKey
 from hybridgrid.flows import common
 from hybridgrid.model import MAX_ADDRESS_PAIRS, RemoteSite, plan, tunnel_mtu
 from hybridgrid.report import NodeLine, SiteSummary, publish
@@ -41,6 +42,7 @@ from hybridgrid.tasks.preflight import (
     PreflightError,
     PreflightReport,
     PreflightRequest,
+    hub_port_problems,
     pair_limit_problems,
 )
 
@@ -122,32 +124,46 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         else Needs(),
     )
     home_req = PreflightRequest(cloud=home.cloud, external_network=home.external_network)
-    assert home.master is not None
-    *_, master = await asyncio.gather(
+    assert home.master is not None and home.ssh_key_block is not None
+    key_block = options.ssh_key_block or naming.resource_name(site.name, "ssh")
+
+    async def the_master() -> tuple[st.NodeFacts, SSHKey, list[str]]:
+        # The master's port facts, and who holds the hub's UDP port (read-only, one SSH call)
+        master, home_key = await asyncio.gather(
+            st.lookup_node(home.cloud, home.master), ssh_key(home.ssh_key_block)
+        )
+        problems: list[str] = []
+        if master.port_security:
+            pairs = [str(n) for n in common.hub_pairs(data, draft)]
+            problems += pair_limit_problems(
+                f"master {home.master}",
+                master.port_id,
+                master.allowed_address_pairs,
+                pairs,
+                MAX_ADDRESS_PAIRS,
+            )
+        if master.floating_ip is not None:  # none yet: step 4 allocates it, nothing to reach
+            target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+            port = await nodes.udp_port_state(target, home.ssh_key_block, home.listen_port)
+            problems += hub_port_problems(f"the master {home.master} ({target.label})", port)
+        return master, home_key, problems
+
+    # The key blocks are read here too (a block without a usable key fails before anything is
+    # reserved); a missing site block is made only after pre-flight and allocation passed.
+    _, _, (master, home_key, master_problems), found_key = await asyncio.gather(
         st.preflight_cloud(site_req),
         st.preflight_cloud(home_req),
-        st.lookup_node(home.cloud, home.master),
+        the_master(),
+        common.find_ssh_key(key_block),
     )
-    if master.port_security:
-        pairs = [str(n) for n in common.hub_pairs(data, draft)]
-        problems = pair_limit_problems(
-            f"master {home.master}",
-            master.port_id,
-            master.allowed_address_pairs,
-            pairs,
-            MAX_ADDRESS_PAIRS,
-        )
-        if problems:
-            raise PreflightError(PreflightReport(cloud=home.cloud, ok=False, problems=problems))
+    if master_problems:
+        raise PreflightError(PreflightReport(cloud=home.cloud, ok=False, problems=master_problems))
     log.info("Pre-flight passed on %s and %s", site.cloud, home.cloud)
     common.checkpoint("preflight")
 
     # 3. allocate under the registry lock (a concurrent run gets other addresses)
     resolved = await allocate_site(topo, site.name, options.registry)
-    key_block = options.ssh_key_block or naming.resource_name(site.name, "ssh")
-    site_key, home_key = await asyncio.gather(
-        common.ensure_ssh_key(key_block, site.ssh_user), ssh_key(home.ssh_key_block)
-    )
+    site_key = found_key or await common.make_ssh_key(key_block, site.ssh_user)
     wg = data.wireguard
     home_sg_name = naming.resource_name(home.name, naming.SG)
     site_sg_name = naming.resource_name(site.name, naming.SG)

@@ -70,6 +70,9 @@ ADD_SITE_STEPS = (
     "verified",
     "recorded",
 )
+# remove_remote_site: the peer off the hub (and its pair off the master's port), the home
+# rules/routes and the site's tagged resources, key pair + key block, the registry entry.
+REMOVE_SITE_STEPS = ("peer-removed", "resources-removed", "keys-removed", "released")
 BOOTSTRAP_STEPS = ("preflight", "servers-launched", "master-ready", "recorded")
 
 
@@ -81,7 +84,7 @@ def checkpoint(step: str) -> None:
     (``os._exit(137)``, like SIGKILL: no cleanup, no final state reported to Prefect — the run
     stays "Running" — and locks left to expire) right after that step: what a crashed worker
     or a killed laptop leaves behind. A rerun must converge from there. Steps:
-    ``ADD_SITE_STEPS``, ``BOOTSTRAP_STEPS``. Unset in normal use.
+    ``ADD_SITE_STEPS``, ``REMOVE_SITE_STEPS``, ``BOOTSTRAP_STEPS``. Unset in normal use.
     """
     want = os.environ.get(KILL_ENV)
     if not want:
@@ -179,18 +182,32 @@ def topology_for(data: RegistryData, sites: list[RemoteSite]) -> Topology:
     )
 
 
-async def ensure_ssh_key(block: str, user: str) -> SSHKey:
-    """The SSHKey block `block`; made (ed25519) and saved when it does not exist yet."""
+async def find_ssh_key(block: str) -> SSHKey | None:
+    """The SSHKey block `block`, or None when no such block exists. A block that exists but
+    holds no usable key raises `SSHKeyBlockError` (cause and fix): read-only, so a run can
+    check its key blocks before it reserves or creates anything."""
     try:
         return await ssh_key(block)
-    except (ValueError, ObjectNotFound) as exc:
-        if "Unable to find block document" not in str(exc) and not isinstance(exc, ObjectNotFound):
-            raise
+    except ObjectNotFound:
+        return None
+    except ValueError as exc:
+        if "Unable to find block document" in str(exc):
+            return None
+        raise
+
+
+async def make_ssh_key(block: str, user: str) -> SSHKey:
+    """A new ed25519 pair saved as SSHKey block `block` (never overwrites one)."""
     key = SSHKey.generate(user=user, comment=block)
     await key.asave(block, overwrite=False)
     use_ssh_key(block, key)
     get_run_logger().info("Made SSH key pair %s (ed25519) and saved it as a block", block)
     return key
+
+
+async def ensure_ssh_key(block: str, user: str) -> SSHKey:
+    """The SSHKey block `block`; made (ed25519) and saved when it does not exist yet."""
+    return await find_ssh_key(block) or await make_ssh_key(block, user)
 
 
 async def master_with_floating_ip(
@@ -227,10 +244,17 @@ async def hub_lock(home: str) -> AsyncIterator[None]:
     """One editor of the master's wg0 and port at a time, across processes and hosts."""
     from prefect.concurrency.asyncio import concurrency
 
-    name = f"hybridgrid-hub-{home}"
-    await ensure_lock(name)
-    async with concurrency(name, occupy=1, strict=True, timeout_seconds=600, lease_duration=120):
+    await ensure_lock(hub_lock_name(home))
+    # Lease 60 s (the server's minimum; the client renews at 75 %): a crashed holder blocks
+    # the next editor at most ~75 s on a server that reaps expired leases (its repossessor).
+    async with concurrency(
+        hub_lock_name(home), occupy=1, strict=True, timeout_seconds=600, lease_duration=60
+    ):
         yield
+
+
+def hub_lock_name(home: str) -> str:
+    return f"hybridgrid-hub-{home}"
 
 
 def hub_config(data: RegistryData, mtu: int) -> WgConfig:

@@ -19,6 +19,7 @@ from hybridgrid.tasks.clouds import connection
 from hybridgrid.tasks.credentials import ssh_key
 from hybridgrid.tasks.hostkeys import parse_console_host_keys
 from hybridgrid.tasks.openstack import console_output
+from hybridgrid.tasks.preflight import UdpPortState, hub_port_command, parse_hub_port
 from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect, wait_for_ssh
 from hybridgrid.tasks.retry import TRANSIENT, with_retries
 from hybridgrid.tasks.wgstate import WgState, read_wg_state
@@ -78,6 +79,14 @@ async def apply_wireguard(
         if forwarding:
             await wg.enable_forwarding(host, clamp_mss=True)
     return NodeSetup(public_key=public, tools=tools, action=res.action, changed=res.changed)
+
+
+@task(task_run_name="who holds UDP {port} on {target.label}", **TRANSIENT)
+async def udp_port_state(target: SSHTarget, key_block: str, port: int) -> UdpPortState:
+    """Read-only, one command: the sockets bound to UDP `port` and wg0's listen port."""
+    async with session(target, key_block) as host:
+        res = await host.run(hub_port_command(port), name=f"who holds UDP {port}", timeout=30)
+    return parse_hub_port(port, res.stdout)
 
 
 @task(task_run_name="routes on {target.label}", **TRANSIENT)

@@ -6,6 +6,7 @@ reported together (a user fixes them in one go, not one rerun each).
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_network
 from typing import Any
 
@@ -186,4 +187,64 @@ def pair_limit_problems(
         f"Neutron's default limit of {limit} (it holds {len(have_n)}, this site adds "
         f"{', '.join(missing)}). Fix: give the site a subnet inside site_pool (one pair "
         f"covers the whole pool), or remove pairs nobody needs from that port"
+    ]
+
+
+# ---------------------------------------------------------------- the hub's UDP port
+
+
+class UdpPortState(BaseModel):
+    """Who holds a UDP port on a host: read by `hub_port_command` (read-only, one call)."""
+
+    port: int
+    wg0_port: int | None = None  # wg0's listen port; None when wg0 is down (or wg is missing)
+    holders: list[str] = Field(default_factory=list)  # programs with a socket bound to `port`
+    bound: bool = False  # some socket is bound to `port` (a kernel socket has no program)
+    checked: bool = True  # False: the host has no `ss`, nothing could be read
+
+
+def hub_port_command(port: int) -> str:
+    """Shell (root) that prints every socket bound to UDP `port` and wg0's listen port.
+
+    `ss -p` names the owning program: wireguard-go for a userspace wg0, none for a kernel
+    socket. wg0 is read AFTER ss, so a wg0 that came up in between still counts as wg0's."""
+    return f"""if command -v ss >/dev/null 2>&1; then
+  ss -Hulpn 'sport = :{int(port)}' | sed 's/^/ss: /'
+else
+  echo 'no-ss'
+fi
+printf 'wg0: %s\\n' "$(wg show wg0 listen-port 2>/dev/null)"
+"""
+
+
+_PROGRAM = re.compile(r'\("([^"]+)",pid=(\d+)')
+
+
+def parse_hub_port(port: int, stdout: str) -> UdpPortState:
+    """Pure: `hub_port_command`'s output as a `UdpPortState`."""
+    state = UdpPortState(port=port)
+    for line in stdout.splitlines():
+        if line == "no-ss":
+            state.checked = False
+        elif line.startswith("ss: ") and line[4:].strip():
+            state.bound = True
+            for prog, pid in _PROGRAM.findall(line):
+                holder = f"{prog} (pid {pid})"
+                if holder not in state.holders:
+                    state.holders.append(holder)
+        elif line.startswith("wg0: ") and line[5:].strip().isdigit():
+            state.wg0_port = int(line[5:].strip())
+    return state
+
+
+def hub_port_problems(node: str, state: UdpPortState) -> list[str]:
+    """Pure: a problem when the hub's WireGuard port is bound by anything but wg0."""
+    if not state.checked or not state.bound or state.wg0_port == state.port:
+        return []
+    by = ", ".join(state.holders) or "a socket without a program (a kernel WireGuard interface?)"
+    wg0 = "wg0 is down" if state.wg0_port is None else f"wg0 listens on {state.wg0_port}"
+    return [
+        f"UDP {state.port} on {node} is in use by {by}, not by wg0 ({wg0}), so the hub's "
+        f"WireGuard cannot listen there. Fix: stop that program (or move it to another port) "
+        f"on the master, then run add-remote-site again (see: ss -ulpn 'sport = :{state.port}')"
     ]

@@ -107,9 +107,35 @@ def _tagged_everywhere(rel, name: str) -> int:
     return sum(rel.tagged(cloud, name) for cloud in CLOUDS)
 
 
+def _registered(name: str) -> bool:
+    from hybridgrid.blocks.registry import load_registry
+
+    return name in asyncio.run(load_registry(REGISTRY)).sites
+
+
+def _key_block_exists(name: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from hybridgrid.blocks.ssh import SSHKey
+
+    async def read() -> bool:
+        async with get_client() as client:
+            try:
+                await client.read_block_document_by_name(
+                    f"hg-{name}-ssh", SSHKey.get_block_type_slug(), include_secrets=False
+                )
+            except ObjectNotFound:
+                return False
+            return True
+
+    return asyncio.run(read())
+
+
 @pytest.fixture(scope="module")
 def bad_input(rel):
-    """Run every case once; (message, mutating calls, tagged resources) per case."""
+    """Run every case once; (message, mutating calls, tagged resources, newly registered,
+    new key block) per case."""
     from hybridgrid.tasks import credentials
 
     # marburg's floating-IP quota (1) is used up by an IP hybridgrid does not own
@@ -123,6 +149,7 @@ def bad_input(rel):
     try:
         for case, (spec, _) in CASES.items():
             before = _tagged_everywhere(rel, spec.name)  # the home / fulda-1 hold their own
+            was_registered, had_block = _registered(spec.name), _key_block_exists(spec.name)
             rel.handle.reset_stats()
             try:
                 rel.add_site(spec, timeout=120)
@@ -131,25 +158,40 @@ def bad_input(rel):
                 message = str(exc)
                 rel.watch.text(message)
             mutating = sum(rel.mutating().values())
-            out[case] = (message, mutating, _tagged_everywhere(rel, spec.name) - before)
+            out[case] = (
+                message,
+                mutating,
+                _tagged_everywhere(rel, spec.name) - before,
+                _registered(spec.name) and not was_registered,
+                _key_block_exists(spec.name) and not had_block,
+            )
     finally:
         marburg.network.delete_ip(fip)
-    for case, (message, mutating, tagged) in out.items():
+    for case, (message, mutating, tagged, *_) in out.items():
         SUMMARY.bad_input.append((case, " ".join(message.split()), mutating, tagged))
     return out
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_one_clear_error(bad_input, case):
-    message, _, _ = bad_input[case]
+    message, *_ = bad_input[case]
     for part in CASES[case][1]:
         assert part in message, (case, message)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_nothing_created(bad_input, case):
-    _, mutating, tagged = bad_input[case]
+    _, mutating, tagged, *_ = bad_input[case]
     assert (mutating, tagged) == (0, 0), (case, bad_input[case][0])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_nothing_reserved_and_no_key_block_made(bad_input, case):
+    """A failed run leaves no registry entry (no subnet or overlay address reserved) and makes
+    no SSH key block: the key blocks are read, and a missing one made, only after pre-flight."""
+    *_, newly_registered, new_block = bad_input[case]
+    assert not newly_registered, (case, bad_input[case][0])
+    assert not new_block, (case, bad_input[case][0])
 
 
 SPEC = f"""\

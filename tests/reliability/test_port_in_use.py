@@ -2,14 +2,14 @@
 program while wg0 is down, e.g. a second VPN daemon on the master or a wg0 stopped for
 maintenance with something else started meanwhile.
 
-Wanted (DESIGN §4: "a doomed run fails before it creates anything"): add-remote-site checks the
-port on the master during pre-flight and stops with one error naming the port, the program's
-host and the fix, with 0 resources created. Today the run builds the whole site and only
-`wg-quick up` on the master fails (late, resources left for a rerun): recorded as a defect
-(xfail strict) for the flow's owner, with the proposed fix in docs/bad-input.md.
+DESIGN §4: "a doomed run fails before it creates anything": add-remote-site's pre-flight reads,
+over one SSH command on the master, who holds the hub's port (`ss -ulpn`) and wg0's listen port
+(`wg show`), and stops with one error naming the port, the host, the program and the fix, with
+0 mutating API calls and nothing registered. A normal rerun (wg0 itself holds the port —
+through wireguard-go, a userspace process, on these hosts) is not refused.
 
-The hub is restored afterwards (listener stopped, wg0 up) and the half-built site removed with
-remove-remote-site, so the suite's later tests see a clean cloud.
+The hub is restored afterwards (listener stopped, wg0 up), and remove-remote-site (a no-op
+when nothing was registered) cleans up whatever a regression would have built.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ wg show wg0 listen-port
 """
 
 
+def _registered(name: str) -> bool:
+    from hybridgrid.blocks.registry import load_registry
+
+    return name in asyncio.run(load_registry(REGISTRY)).sites
+
+
 @pytest.fixture(scope="module")
 def port_in_use(rel):
     from hybridgrid.flows.remove_remote_site import remove_remote_site
@@ -56,28 +62,48 @@ def port_in_use(rel):
             message = str(exc)
             rel.watch.text(message)
         mutating = sum(rel.mutating().values())
+        registered = _registered(SITE)
     finally:
         rc, out = rel.exec(MASTER, UNBLOCK, HOME_CLOUD)
         assert rc == 0 and out.strip() == "51820", out
         removed = asyncio.run(remove_remote_site(SITE, registry=REGISTRY))
-    SUMMARY.bad_input.append(
-        ("hub UDP port in use [xfail: defect]", " ".join(message.split()), mutating, -1)
-    )
-    return message, mutating, removed
+    tagged = rel.tagged(SITE_CLOUD, SITE) + rel.tagged(HOME_CLOUD, SITE)
+    SUMMARY.bad_input.append(("hub UDP port in use", " ".join(message.split()), mutating, tagged))
+    return message, mutating, registered, removed
 
 
-def test_the_hub_was_restored_and_the_site_removed(rel, port_in_use):
-    _, _, removed = port_in_use
-    assert removed.registered and rel.tagged(SITE_CLOUD, SITE) == 0
+def test_port_in_use_is_one_early_error(port_in_use):
+    message, mutating, registered, removed = port_in_use
+    assert "pre-flight on cloud 'bielefeld' failed" in message, message
+    assert f"UDP 51820 on the master {MASTER}" in message, message
+    assert "is in use by python3 (pid " in message and "not by wg0 (wg0 is down)" in message
+    assert "Fix: stop that program" in message, message
+    assert mutating == 0
+    assert not registered and not removed.registered  # nothing reserved in the registry
+
+
+def test_nothing_tagged_after_the_error(rel, port_in_use):
+    assert rel.tagged(SITE_CLOUD, SITE) == 0
     assert rel.tagged(HOME_CLOUD, SITE) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (flows/add_remote_site.py, issue-7 owner): the hub's UDP port is not "
-    "checked in pre-flight; the run builds the site and fails at wg-quick up on the master",
-)
-def test_port_in_use_is_one_early_error(port_in_use):
-    message, mutating, _ = port_in_use
-    assert "51820" in message and "in use" in message and "Fix" in message, message
-    assert mutating == 0
+def test_wg0_holding_its_own_port_is_not_refused(rel, port_in_use):
+    """After the restore wg0 is up on 51820, its socket owned by wireguard-go: the same check
+    the pre-flight runs finds the port bound and reports no problem."""
+    from hybridgrid.access import front_door
+    from hybridgrid.blocks.registry import load_registry
+    from hybridgrid.tasks.credentials import ssh_key
+    from hybridgrid.tasks.node_tasks import udp_port_state
+    from hybridgrid.tasks.preflight import hub_port_problems
+
+    home = asyncio.run(load_registry(REGISTRY)).home
+    conn = rel.conn(HOME_CLOUD)
+    server = next(conn.compute.servers(name=MASTER))
+    port = next(conn.network.ports(device_id=server.id))
+    fip = next(conn.network.ips(port_id=port.id)).floating_ip_address
+    key = asyncio.run(ssh_key(home.ssh_key_block))
+    target = front_door(fip, home.host_keys[MASTER], key)
+    state = asyncio.run(udp_port_state(target, home.ssh_key_block, home.listen_port))
+    assert state.bound and state.wg0_port == 51820, state
+    assert any(h.startswith("wireguard-go (pid ") for h in state.holders), state
+    assert hub_port_problems(MASTER, state) == []
