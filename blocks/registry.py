@@ -179,6 +179,10 @@ async def load_registry(name: str = DEFAULT_REGISTRY) -> RegistryData:
         return RegistryData()
 
 
+def _same(a: RegistryData, b: RegistryData) -> bool:
+    return a.model_dump(mode="json") == b.model_dump(mode="json")
+
+
 async def update_registry(
     mutate: Callable[[RegistryData], T],
     name: str = DEFAULT_REGISTRY,
@@ -187,9 +191,22 @@ async def update_registry(
     """Lock, load the latest registry, apply ``mutate`` to it, save, unlock.
 
     ``mutate`` changes the data in place and may return a value, which is returned. If it
-    raises, nothing is saved. When it changed nothing (a rerun), nothing is written either.
+    raises, nothing is saved. It must have no other effect: it may run twice.
+
+    Read first, lock only to write: ``mutate`` is tried on an unlocked read, and when it
+    changes nothing (a rerun), its result is returned without taking the lock or saving —
+    each lock and save is a Prefect API write, and on SQLite a write that meets another
+    answers 503, which the client sleeps ~2 s on. Otherwise it runs again on the data read
+    under the lock, which is what is saved.
     """
     from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurrency
+
+    with suppress(Exception):  # anything unusual: decide under the lock
+        snapshot = await load_registry(name)
+        trial = snapshot.model_copy(deep=True)
+        result = mutate(trial)
+        if _same(RegistryData.model_validate(trial.model_dump()), snapshot):
+            return result
 
     lock = lock_name(name)
     for attempt in (1, 2):
@@ -206,7 +223,7 @@ async def update_registry(
                 data = loaded.model_copy(deep=True)
                 result = mutate(data)
                 new = RegistryData.model_validate(data.model_dump())
-                if new.model_dump(mode="json") != loaded.model_dump(mode="json"):
+                if not _same(new, loaded):
                     await SiteRegistry(data=new).asave(name, overwrite=True)
                 return result
         except ConcurrencySlotAcquisitionError:

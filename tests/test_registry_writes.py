@@ -1,5 +1,6 @@
-"""update_registry writes only what changed and recreates a lock deleted behind its back
-(fewer Prefect API writes per add-site: on SQLite each one can cost a 503 back-off)."""
+"""update_registry writes only what changed, takes the lock only to write, and recreates a
+lock deleted behind its back (fewer Prefect API writes per add-site: on SQLite each one can
+cost a 503 back-off)."""
 
 import asyncio
 
@@ -57,7 +58,10 @@ def test_a_deleted_lock_is_created_again(prefect_harness):
         return "added"
 
     async def scenario():
-        await update_registry(lambda d: None, registry)  # the lock now exists and is remembered
+        def first(data: RegistryData) -> None:
+            data.sites["c"] = SiteEntry(cloud="c", subnet="192.168.82.0/24", wg_address="10.0.0.10")
+
+        await update_registry(first, registry)  # the lock now exists and is remembered
         async with get_client() as client:
             await client.delete_global_concurrency_limit_by_name(lock_name(registry))
         result = await update_registry(add, registry)
@@ -68,3 +72,35 @@ def test_a_deleted_lock_is_created_again(prefect_harness):
     result, limit, data = asyncio.run(scenario())
     assert result == "added" and limit.limit == 1
     assert "b" in data.sites
+
+
+def test_a_change_waits_for_the_lock_a_no_op_does_not(prefect_harness):
+    from prefect.concurrency.asyncio import concurrency
+
+    registry = "lock-held-test"
+
+    def add(data: RegistryData) -> None:
+        data.sites["d"] = SiteEntry(cloud="d", subnet="192.168.83.0/24", wg_address="10.0.0.11")
+
+    def read(data: RegistryData) -> list[str]:
+        return sorted(data.sites)
+
+    def change(data: RegistryData) -> None:
+        data.sites["d"].listen_port = 51822
+
+    async def scenario():
+        await update_registry(add, registry)
+        async with concurrency(lock_name(registry), occupy=1, strict=True, lease_duration=60):
+            seen = await update_registry(read, registry, timeout_seconds=1)  # no lock needed
+            try:
+                await update_registry(change, registry, timeout_seconds=1)
+            except Exception as exc:  # the lock is held: the change cannot be made
+                blocked = exc
+            else:
+                blocked = None
+        return seen, blocked, await load_registry(registry)
+
+    seen, blocked, data = asyncio.run(scenario())
+    assert seen == ["d"]
+    assert blocked is not None and "timed out" in str(blocked)
+    assert data.sites["d"].listen_port == 51820  # the blocked change was not saved
