@@ -65,14 +65,16 @@ ADD_SITE_STEPS = (
     "ssh-ready",
     "spoke-key",
     "spoke",  # spoke, hub and routes run concurrently: killing after one may cut the others
+    "hub-applied",  # inside the hub lock (common.hub_lock), the peer and pairs applied
     "hub",
     "routes",
     "verified",
     "recorded",
 )
-# remove_remote_site: the peer off the hub (and its pair off the master's port), the home
-# rules/routes and the site's tagged resources, key pair + key block, the registry entry.
-REMOVE_SITE_STEPS = ("peer-removed", "resources-removed", "keys-removed", "released")
+# remove_remote_site: inside the hub lock with the peer off wg0 and its pair off the master's
+# port, then after the lock, the home rules/routes + the site's tagged resources, key pair +
+# key block, the registry entry. ("hub-applied" fires in every flow that takes the hub lock.)
+REMOVE_SITE_STEPS = ("hub-applied", "peer-removed", "resources-removed", "keys-removed", "released")
 BOOTSTRAP_STEPS = ("preflight", "servers-launched", "master-ready", "recorded")
 
 
@@ -251,6 +253,9 @@ async def hub_lock(home: str) -> AsyncIterator[None]:
         hub_lock_name(home), occupy=1, strict=True, timeout_seconds=600, lease_duration=60
     ):
         yield
+        # test hook: a kill with the hub's edit done and the lock still held (its lease left
+        # to expire), deterministically — the concurrent spoke/routes steps only sometimes
+        checkpoint("hub-applied")
 
 
 def hub_lock_name(home: str) -> str:

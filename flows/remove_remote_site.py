@@ -77,6 +77,7 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
         hub = await nodes.remove_wg_peer(master_target, home.ssh_key_block, cfg)
         port = await st.remove_pairs(home.cloud, master.port_id, [str(entry.subnet)])
     log.info("Peer %s off the hub %s (%s)", site, home.master, hub.action)
+    common.checkpoint("peer-removed")
 
     # 2. home rules and routes, and every tagged resource of the site, at once
     home_sg = home.resource_ids.get("sg") or await _home_group(home.cloud, home.name)
@@ -96,6 +97,7 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
         st.remove_site_resources(entry.cloud, site),
         *route_jobs,
     )
+    common.checkpoint("resources-removed")
 
     # 3. key pair (only with our key), the SSH key block hybridgrid made, the registry entry
     key_block = entry.ssh_key_block or naming.resource_name(site, "ssh")
@@ -105,7 +107,9 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
     block_deleted = False
     if key_block == naming.resource_name(site, "ssh") and key_block != home.ssh_key_block:
         block_deleted = await rt.delete_ssh_key_block(key_block)
+    common.checkpoint("keys-removed")
     await release_site(site, registry)
+    common.checkpoint("released")
 
     deleted: list[tuple[str, Record]] = [
         *((home.cloud, r) for r in rules),

@@ -88,11 +88,15 @@ class Summary:
                     f"{f['wall']:>6.1f}  {f['problems']}"
                 )
         if self.kills:
-            out.append("Kill at step boundaries (process exits 137 after the step, rerun):")
+            out.append(
+                "Kill at step boundaries (process exits 137 after the step; lock slots it left "
+                "held, freed as the server's repossessor would; rerun):"
+            )
             for k in self.kills:
                 out.append(
-                    f"  after {k['step']:<17} killed rc={k['killed_rc']}  rerun rc={k['rerun_rc']}"
-                    f"  verified={k['verified']}  dupes/orphans={k['problems']}"
+                    f"  {k.get('flow', 'add'):<6} after {k['step']:<17} killed rc={k['killed_rc']}"
+                    f"  locks held={k.get('held', '-')}  rerun rc={k['rerun_rc']}"
+                    f"  verified={k['verified']}  problems={k['problems']}"
                 )
         if self.bad_input:
             out.append("Bad input (one error each; mutating API calls / tagged resources after):")
@@ -490,6 +494,60 @@ def registered_spokes(registry: str) -> dict[str, str]:
 
     data = asyncio.run(load_registry(registry))
     return {n: e.spoke_public_key for n, e in data.sites.items() if e.spoke_public_key}
+
+
+# ---------------------------------------------------------------- locks a killed run left
+
+
+def lock_names(registry: str = REGISTRY, home: str = HOME_CLOUD) -> list[str]:
+    """The two Prefect global concurrency limits a site run takes: the hub lock (the master's
+    wg0 and port) and the registry lock."""
+    from hybridgrid.blocks.registry import lock_name
+    from hybridgrid.flows.common import hub_lock_name
+
+    return [hub_lock_name(home), lock_name(registry)]
+
+
+def held_slots(names: list[str]) -> dict[str, int]:
+    """Active slots of each limit, as the Prefect API reports them."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async def read() -> dict[str, int]:
+        async with get_client() as client:
+            out = {}
+            for name in names:
+                try:
+                    limit = await client.read_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:  # never taken yet
+                    out[name] = 0
+                else:
+                    out[name] = limit.active_slots
+            return out
+
+    return asyncio.run(read())
+
+
+def repossess(names: list[str]) -> None:
+    """Free the slots a killed holder left, as the Prefect server would.
+
+    A real server's repossessor service revokes leases that expired (scan every 15 s; the
+    hybridgrid locks' leases are 60 s, renewed by a live holder at 75 %) and gives their slots
+    back. The test harness runs an ephemeral server, where that service never runs
+    (prefect/server/services/repossessor.py: perpetual_service, run_in_ephemeral=False), so a
+    killed holder's slot stays taken forever and the rerun would wait out its lock timeout.
+    Setting the active slots to 0 is exactly what the revocation does for a limit-1 lock."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    async def reset() -> None:
+        async with get_client() as client:
+            for name in names:
+                await client.update_global_concurrency_limit(
+                    name, GlobalConcurrencyLimitUpdate(active_slots=0)
+                )
+
+    asyncio.run(reset())
 
 
 def _secret(value: str) -> Any:

@@ -4,8 +4,17 @@ that step: no cleanup, no final state sent to Prefect), then the site is added a
 must converge to a verified site with no duplicate and no orphan in either cloud, and the
 master must hold exactly the registered peers.
 
-Default (``make test``): 3 sampled boundaries. ``HYBRIDGRID_KILL_STEPS=all`` kills after every
-step of add_remote_site (``common.ADD_SITE_STEPS``), or give a comma list of step names.
+A kill inside the hub lock (``hub-applied``: the peer is on the master, the lock not yet
+given back) leaves the lock's slot taken: asserted through the Prefect API. On a real server
+the repossessor frees it once the 60 s lease expires; the harness has no repossessor, so the
+test does what it would (``reliab_support.repossess``) before the rerun. After every rerun no
+lock is held.
+
+Default (``make test``): 4 boundaries — ``network`` (site network only), ``spoke`` and
+``routes`` (spoke, hub and routes run concurrently: the kill can cut the hub branch anywhere,
+the hub or registry lock held or not) and ``hub-applied`` (inside the hub lock).
+``HYBRIDGRID_KILL_STEPS=all`` kills after every step of add_remote_site
+(``common.ADD_SITE_STEPS``), or give a comma list of step names.
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ from reliab_support import (
     REGISTRY,
     SITE_CLOUD,
     SUMMARY,
+    held_slots,
+    lock_names,
     master_peers,
     registered_spokes,
+    repossess,
     site_problems,
 )
 
@@ -34,11 +46,8 @@ from hybridgrid.model import RemoteSite
 pytestmark = pytest.mark.dataplane
 
 HYBRIDGRID = shutil.which("hybridgrid", path=str(Path(sys.executable).parent))
-# Not "spoke" or "routes" by default: spoke, hub and routes run concurrently, so a kill there
-# can cut the hub branch inside the hub and registry locks; the rerun then waits for their
-# leases, which the test harness (no lease reaper) never frees. HYBRIDGRID_KILL_STEPS=all
-# includes them.
-DEFAULT_STEPS = ("network", "spoke-key", "hub")
+DEFAULT_STEPS = ("network", "spoke", "hub-applied", "routes")
+LOCKS = lock_names()
 
 
 def _steps() -> list[str]:
@@ -86,13 +95,15 @@ def killed(rel, tmp_path_factory):
             check=False,
         )
         rel.watch.text(first.stdout, first.stderr)
+        held = held_slots(LOCKS)
+        repossess([name for name, n in held.items() if n])
         try:
             rerun, error = rel.add_site(RemoteSite(name=site, cloud=SITE_CLOUD, workers=1)), None
         except Exception as exc:
             rerun, error = None, exc
             rel.watch.text(exc)
         problems = site_problems(rel, site, SITE_CLOUD, workers=1) if rerun else ["rerun failed"]
-        out[step] = (first, rerun, error, problems)
+        out[step] = (first, rerun, error, problems, held, held_slots(LOCKS))
         SUMMARY.kills.append(
             {
                 "step": step,
@@ -100,6 +111,7 @@ def killed(rel, tmp_path_factory):
                 "rerun_rc": 0 if error is None else 1,
                 "verified": bool(rerun and rerun.verified),
                 "problems": len(problems),
+                "held": sum(held.values()),
             }
         )
     return out
@@ -114,15 +126,26 @@ def test_killed_right_after_the_step(killed, step):
 
 @pytest.mark.parametrize("step", STEPS)
 def test_rerun_converges_verified(killed, step):
-    _, rerun, error, _ = killed[step]
+    _, rerun, error, *_ = killed[step]
     assert error is None, repr(error)
     assert rerun.verified, rerun.summary.layers
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_no_duplicate_and_no_orphan(killed, step):
-    *_, problems = killed[step]
+    problems = killed[step][3]
     assert problems == []
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_locks_held_by_the_killed_run_and_free_after_the_rerun(killed, step):
+    *_, held, after = killed[step]
+    hub_lock = LOCKS[0]
+    if step == "hub-applied":
+        assert held[hub_lock] == 1, held  # killed inside the hub lock: its slot is taken
+    elif ADD_SITE_STEPS.index(step) < ADD_SITE_STEPS.index("spoke-key"):
+        assert held == dict.fromkeys(LOCKS, 0), held  # the hub was never touched
+    assert after == dict.fromkeys(LOCKS, 0), after
 
 
 def test_master_holds_exactly_the_registered_peers(rel, killed):
