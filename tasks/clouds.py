@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from openstack.connection import Connection
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# HTTP connections kept per host: requests' default is 10, fewer than the threads a drift
+# check over many sites reads one cloud with (more made do, then get dropped with a warning).
+HTTP_POOL_SIZE = 64
 
 _lock = threading.Lock()
 _connections: dict[str, Connection] = {}
@@ -110,10 +113,22 @@ def instrument(name: str, conn: Connection) -> Connection:
     A call is counted when an answer arrives, error answers included; a request whose
     connection dropped has no answer and is not counted.
     """
-    hooks = conn.session.session.hooks.setdefault("response", [])
+    session = conn.session.session
+    hooks = session.hooks.setdefault("response", [])
     hooks[:] = [h for h in hooks if getattr(h, "hybridgrid_cloud", None) is None]
     hooks.append(_count_hook(name))
+    _widen_pool(session)
     return conn
+
+
+def _widen_pool(session: Any, size: int = HTTP_POOL_SIZE) -> None:
+    """Keep up to `size` HTTP connections per host on every adapter of a requests session
+    (keystoneauth's keep-alive adapter included): pools made from now on get that size."""
+    for adapter in session.adapters.values():
+        manager = getattr(adapter, "poolmanager", None)
+        if manager is not None and manager.connection_pool_kw.get("maxsize", 1) < size:
+            manager.connection_pool_kw["maxsize"] = size
+            manager.clear()  # pools made before (an auth request) are made again on next use
 
 
 def use_connection(name: str, conn: Connection) -> Connection:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -36,13 +40,36 @@ from hybridgrid.drift import (
 from hybridgrid.tasks import openstack as ops
 from hybridgrid.tasks.clouds import connection
 from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.remote import RemoteHost, SSHTarget, _close, _open, connect
+from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect
 from hybridgrid.tasks.retry import TRANSIENT
 from hybridgrid.tasks.sshkeys import load_private_key
 from hybridgrid.tasks.wgstate import read_wg_state
 
 # Observations must be read afresh every time (a repair re-checks in the same flow run).
 READ = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+T = TypeVar("T")
+
+# The threads the blocking OpenStack reads of one `observe` run on. asyncio.to_thread's
+# default pool has min(32, cores + 4) threads (6 on two cores): with 20 sites × 3 reads at
+# once most of them queued and the check grew with the number of sites.
+_pool: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
+    "hybridgrid_drift_pool", default=None
+)
+MAX_THREADS = 64
+
+
+def pool_size(n_sites: int) -> int:
+    """Threads for a check of `n_sites`: each site reads 3 groups at once, the hub 2."""
+    return min(MAX_THREADS, 2 + 3 * max(n_sites, 1))
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread` on the check's own pool when one is set (context copied alike)."""
+    pool = _pool.get()
+    if pool is None:
+        return await asyncio.to_thread(fn, *args)
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 class WorkerProbe(BaseModel):
@@ -111,11 +138,9 @@ def _fips(conn: Any, port_id: str | None) -> list[str]:
 # ---------------------------------------------------------------- SSH
 
 
-async def _worker(tunnel: Any, target: SSHTarget, key: Any, pings: list[str]) -> WorkerObs:
+async def _worker(hop: RemoteHost, target: SSHTarget, key: Any, pings: list[str]) -> WorkerObs:
     obs = WorkerObs(name=target.host, fixed_ip=target.host)
-    conn = await _open(target, key, tunnel)
-    try:
-        host = RemoteHost(target, conn)
+    async with connect(target, key, via=hop) as host:
         routes = host.run("ip -4 -o route show", name="ip route show", timeout=30)
         if pings:
             pinged = host.run(ping_many_command(pings), name="ping", timeout=60, check=False)
@@ -124,8 +149,6 @@ async def _worker(tunnel: Any, target: SSHTarget, key: Any, pings: list[str]) ->
         else:
             r = await routes
         obs.routes = parse_routes(r.stdout)
-    finally:
-        await _close(conn)
     return obs
 
 
@@ -137,7 +160,7 @@ async def _read_at(
         async def one(w: WorkerProbe) -> WorkerObs:
             t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user or key.user)
             try:
-                obs = await _worker(hop.conn, t, client_key, probe.pings)
+                obs = await _worker(hop, t, client_key, probe.pings)
             except Exception as exc:  # an unreachable worker is drift, not a crash
                 obs = WorkerObs(name=w.name, fixed_ip=w.fixed_ip, error=_why(exc))
             return obs.model_copy(update={"name": w.name, "fixed_ip": w.fixed_ip})
@@ -207,8 +230,8 @@ async def observe_home(probe: HomeProbe, host_keys: dict[str, list[str]]) -> Hom
     """The master's port, floating IP, pairs and home group; wg0 on the master; routes and
     pings on the home workers. Host keys by worker name (workers without pins are skipped)."""
     conn = connection(probe.cloud)
-    api_job = asyncio.to_thread(_home_api, conn, probe)
-    ips_job = asyncio.to_thread(_worker_ips, conn, probe.workers)
+    api_job = _in_thread(_home_api, conn, probe)
+    ips_job = _in_thread(_worker_ips, conn, probe.workers)
     api_res, ips = await asyncio.gather(api_job, ips_job, return_exceptions=True)
     if isinstance(ips, BaseException):
         ips = {}
@@ -292,13 +315,13 @@ async def observe_site(probe: SiteProbe) -> tuple[SiteApiObs, SiteNodesObs]:
     conn = connection(probe.cloud)
     node = probe.node
     with contextlib.suppress(Exception):
-        now = await asyncio.to_thread(_fips, conn, probe.vpn_port_id)
+        now = await _in_thread(_fips, conn, probe.vpn_port_id)
         if now:
             node = node.model_copy(update={"addresses": _first(now[0], node.addresses)})
     parts = await asyncio.gather(
-        asyncio.to_thread(_site_network, conn, probe.site),
-        asyncio.to_thread(_site_servers, conn, probe),
-        asyncio.to_thread(_site_group, conn, probe.site),
+        _in_thread(_site_network, conn, probe.site),
+        _in_thread(_site_servers, conn, probe),
+        _in_thread(_site_group, conn, probe.site),
         read_node(node),
         return_exceptions=True,
     )
@@ -323,10 +346,16 @@ async def observe(
     home: HomeProbe, host_keys: dict[str, list[str]], sites: list[SiteProbe], n_sites: int
 ) -> tuple[HomeObs, list[tuple[SiteApiObs, SiteNodesObs]]]:
     """The hub side and every site at once (one task run: the per-run overhead of Prefect
-    does not grow with the number of sites)."""
-    home_obs, *site_obs = await asyncio.gather(
-        observe_home(home, host_keys), *(observe_site(p) for p in sites)
-    )
+    does not grow with the number of sites), on a thread pool sized to the sites."""
+    pool = ThreadPoolExecutor(pool_size(len(sites)), thread_name_prefix="hg-drift")
+    token = _pool.set(pool)
+    try:
+        home_obs, *site_obs = await asyncio.gather(
+            observe_home(home, host_keys), *(observe_site(p) for p in sites)
+        )
+    finally:
+        _pool.reset(token)
+        pool.shutdown(wait=False)
     return home_obs, list(site_obs)
 
 
@@ -352,12 +381,9 @@ async def _run_behind(probe: NodeProbe, command: str, what: str) -> list[str]:
             if not w.host_keys:
                 continue
             t = behind(target, w.fixed_ip, w.host_keys, probe.worker_user or key.user)
-            conn = await _open(t, client_key, hop.conn)
-            try:
-                await RemoteHost(t, conn).run(command, name=what, timeout=30)
+            async with connect(t, client_key, via=hop) as host:
+                await host.run(command, name=what, timeout=30)
                 done.append(w.name)
-            finally:
-                await _close(conn)
     return done
 
 

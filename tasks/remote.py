@@ -366,9 +366,13 @@ class RemoteHost:
         )
 
 
-async def _open(
-    target: SSHTarget, key: asyncssh.SSHKey, tunnel: asyncssh.SSHClientConnection | None
+async def open_connection(
+    target: SSHTarget,
+    key: asyncssh.SSHKey,
+    tunnel: asyncssh.SSHClientConnection | None = None,
 ) -> asyncssh.SSHClientConnection:
+    """One SSH connection to `target` (host key pinned), through `tunnel` when given (then
+    `target.jump` is not used). Close it with `close_connection`; `connect` does both."""
     pinned = [asyncssh.import_public_key(line) for line in target.host_keys]
     client = _PinnedClient(target.host_key_fingerprints)
     kwargs: dict = {}
@@ -412,23 +416,33 @@ async def _open(
 
 
 @contextlib.asynccontextmanager
-async def connect(target: SSHTarget, client_key: SecretStr | str) -> AsyncIterator[RemoteHost]:
-    """Open SSH to `target` (through `target.jump` first, if any) with the given private key."""
-    try:
-        key = load_private_key(client_key)
-    except SSHKeyError as exc:
-        raise SSHKeyError(f"client key for {target.label}: {exc}") from None
+async def connect(
+    target: SSHTarget,
+    client_key: SecretStr | str | asyncssh.SSHKey,
+    *,
+    via: RemoteHost | None = None,
+) -> AsyncIterator[RemoteHost]:
+    """Open SSH to `target` with the given private key: through `via` (an open connection to
+    the hop, reused: many workers behind one hub/spoke need one hop connection), else through
+    `target.jump` first, if any."""
+    if isinstance(client_key, asyncssh.SSHKey):
+        key = client_key
+    else:
+        try:
+            key = load_private_key(client_key)
+        except SSHKeyError as exc:
+            raise SSHKeyError(f"client key for {target.label}: {exc}") from None
     async with contextlib.AsyncExitStack() as stack:
-        tunnel = None
-        if target.jump is not None:
-            tunnel = await _open(target.jump, key, None)
-            stack.push_async_callback(_close, tunnel)
-        conn = await _open(target, key, tunnel)
-        stack.push_async_callback(_close, conn)
+        tunnel = via.conn if via is not None else None
+        if tunnel is None and target.jump is not None:
+            tunnel = await open_connection(target.jump, key, None)
+            stack.push_async_callback(close_connection, tunnel)
+        conn = await open_connection(target, key, tunnel)
+        stack.push_async_callback(close_connection, conn)
         yield RemoteHost(target, conn)
 
 
-async def _close(conn: asyncssh.SSHClientConnection) -> None:
+async def close_connection(conn: asyncssh.SSHClientConnection) -> None:
     conn.close()
     with contextlib.suppress(Exception):
         await conn.wait_closed()
