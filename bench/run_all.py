@@ -15,6 +15,7 @@ import asyncio
 import os
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +29,6 @@ from hgbench.table import Row, render
 
 ADD_SITE_BOUND = 15.0  # s of everything but the injected boot delay
 RERUN_BOUND = 10.0  # s for a no-op rerun
-DRIFT_RATIO_BOUND = 2.0  # t(20) / t(1)
 
 
 def _free_port() -> int:
@@ -154,25 +154,7 @@ def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row
             "no-op rerun critical path:\n" + addsite.breakdown(again, 0, 0).split("\n", 1)[1]
         )
 
-        if not args.skip_experiments:
-            lean = asyncio.run(
-                addsite.use_lean_proxy(handle, ["hg-bielefeld-ssh", f"hg-{addsite.SITE_CLOUD}-ssh"])
-            )
-            _say(f"no-op rerun with a lean SSH proxy ({lean.split()[-3]} …)")
-            lean_run = asyncio.run(addsite.add_site(handle, site))
-            rows.append(
-                Row(
-                    figure="no-op rerun, lean SSH proxy (experiment)",
-                    value=lean_run.wall,
-                    bound=RERUN_BOUND,
-                    note=f"nsenter + nc instead of python -m localcloud.dataplane.cli proxy; "
-                    f"verified={lean_run.verified}",
-                )
-            )
-            notes.append(
-                "no-op rerun with the lean proxy, critical path:\n"
-                + addsite.breakdown(lean_run, 0, 0).split("\n", 1)[1]
-            )
+        rows += ssh_rows(handle, first, notes)
 
         if not args.skip_tunnel:
             handle.set_faults({})
@@ -260,30 +242,54 @@ def tunnel_rows(args, handle, run, notes: list[str]) -> list[Row]:
     ]
 
 
-def drift_rows(args, notes: list[str]) -> list[Row]:
-    """t(20)/t(1) from bench/drift_scale.py (the day-two helper's) or bench/drift_at_scale.py."""
-    here = Path(__file__).resolve().parent
-    for name in ("drift_scale", "drift_at_scale"):
-        if (here / f"{name}.py").exists():
-            import importlib
+def ssh_rows(handle, run, notes: list[str]) -> list[Row]:
+    """What each SSH connection costs: localcloud's ProxyCommand alone (start, connect to the
+    VPN node's sshd, read its banner), a whole connection (proxy + key exchange + auth), and
+    a command on an open connection (medians)."""
+    from hgbench import addsite
 
-            mod = importlib.import_module(name)
-            if name == "drift_at_scale":
-                return mod.bench_rows(
-                    quick=args.quick,
-                    notes=notes,
-                    pool_pairs=args.drift_pool_pairs,
-                    lean_proxy=not args.skip_experiments,
-                    threads=None if args.skip_experiments else 32,
-                )
-            if hasattr(mod, "bench_rows"):
-                return mod.bench_rows(quick=args.quick, notes=notes)
-    notes.append("drift at scale: pending (check_drift benchmark not available yet)")
+    vpn = next((n for n in run.nodes if n["role"] == "VPN node (spoke)"), None)
+    if vpn is None:
+        notes.append("SSH costs: skipped (add-site returned no node lines)")
+        return []
+    proxy = addsite.proxy_startup(handle, vpn["floating_ip"], rounds=7)
+    opens, runs = asyncio.run(addsite.ssh_costs(vpn["floating_ip"], rounds=5))
+    notes.append(
+        "SSH costs (s): proxy "
+        + ", ".join(f"{x:.3f}" for x in proxy)
+        + "; open "
+        + ", ".join(f"{x:.3f}" for x in opens)
+        + "; command "
+        + ", ".join(f"{x:.3f}" for x in runs)
+    )
+    med = statistics.median
     return [
         Row(
-            figure="drift t(20)/t(1)", value=None, unit="×", bound=DRIFT_RATIO_BOUND, note="pending"
-        )
+            figure="localcloud SSH proxy: start + connect",
+            value=med(proxy) * 1000,
+            unit="ms",
+            note="python -m localcloud.dataplane.cli proxy → sshd banner",
+        ),
+        Row(
+            figure="SSH connection open (proxy + kex + auth)",
+            value=med(opens) * 1000,
+            unit="ms",
+            note="asyncssh, host key pinned",
+        ),
+        Row(
+            figure="SSH command on an open connection",
+            value=med(runs) * 1000,
+            unit="ms",
+            note="`true` as root (sh -c)",
+        ),
     ]
+
+
+def drift_rows(args, notes: list[str]) -> list[Row]:
+    """check_drift over 1, 5, 10, 20 sites on its own localcloud (bench/drift_at_scale.py)."""
+    import drift_at_scale
+
+    return drift_at_scale.bench_rows(quick=args.quick, notes=notes)
 
 
 def main() -> int:
@@ -291,21 +297,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="boot delay 3 s, fewer repetitions")
     parser.add_argument("--skip-tunnel", action="store_true")
     parser.add_argument("--skip-drift", action="store_true")
-    parser.add_argument(
-        "--drift-pool-pairs",
-        action="store_true",
-        help="EXPERIMENT: the hub port gets the site pool as one pair (see drift_at_scale.py)",
-    )
-    parser.add_argument(
-        "--skip-experiments",
-        action="store_true",
-        help="skip the experiments: lean SSH proxy, wider thread pool (default in --quick)",
-    )
-    parser.add_argument("--experiments", action="store_true", help="run them in --quick")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
-    if args.quick and not args.experiments:
-        args.skip_experiments = True
     if os.geteuid() != 0:
         print("bench: run as root (localcloud's data plane uses network namespaces)")
         return 2

@@ -59,6 +59,8 @@ class AddSiteRun(BaseModel):
     flow_run_id: str
     nodes: list[dict] = []  # the summary's node lines (addresses for the tunnel test)
     error: str = ""
+    api: str = ""  # the Prefect API requests the run made (hgbench.apitrace.summary)
+    slow_api: list[str] = []  # single requests ≥ 0.3 s: "offset s, method path, status"
 
     def calls(self, cloud: str) -> tuple[int, int]:
         c = self.stats.get(cloud, {})
@@ -212,20 +214,32 @@ async def save_blocks(handle: server.Handle, ssh_blocks: list[str]) -> None:
         await SSHKey.generate(comment=block, proxy_command=proxy).asave(block, overwrite=True)
 
 
-async def use_lean_proxy(handle: server.Handle, blocks: list[str]) -> str:
-    """EXPERIMENT: point the SSHKey blocks at `nsenter --net=<internet ns> nc %h %p` instead of
-    localcloud's Python proxy, to measure what the proxy's start-up costs each SSH connection."""
-    from hybridgrid.blocks.ssh import SSHKey
-    from hybridgrid.tasks.credentials import forget_all
-    from localcloud.dataplane.netns import NETNS_DIR, find_inet_ns
+def proxy_startup(handle: server.Handle, address: str, rounds: int = 7) -> list[float]:
+    """Seconds for localcloud's ProxyCommand to start, connect to `address`:22 inside the
+    internet namespace and pass on sshd's banner — what every SSH connection pays on top of
+    SSH itself. Runs the command exactly as the SSHKey blocks have it."""
+    import shlex
+    import subprocess
 
-    lean = f"nsenter --net={NETNS_DIR / find_inet_ns(handle.state_dir)} nc %h %p"
-    for name in blocks:
-        block = await SSHKey.aload(name)
-        block.proxy_command = lean
-        await block.asave(name, overwrite=True)
-    forget_all()
-    return lean
+    from localcloud.dataplane.cli import proxy_command
+
+    argv = [
+        a.replace("%h", address).replace("%p", "22")
+        for a in shlex.split(proxy_command(handle.state_dir))
+    ]
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            banner = proc.stdout.readline() if proc.stdout else b""  # "SSH-2.0-OpenSSH_…"
+            out.append(time.perf_counter() - t0)
+            if not banner.startswith(b"SSH-"):
+                raise RuntimeError(f"proxy to {address}:22 gave no SSH banner: {banner[:60]!r}")
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+    return out
 
 
 async def bootstrap() -> Any:
@@ -235,12 +249,21 @@ async def bootstrap() -> Any:
 
 
 async def add_site(handle: server.Handle, site) -> AddSiteRun:
+    from hgbench import apitrace
     from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 
     handle.reset_stats()
     t0 = time.perf_counter()
-    state = await add_remote_site(site, AddSiteOptions(registry=REGISTRY), return_state=True)
+    m0 = time.monotonic()
+    with apitrace.trace() as tr:
+        state = await add_remote_site(site, AddSiteOptions(registry=REGISTRY), return_state=True)
     wall = time.perf_counter() - t0
+    calls = tr.between(m0, time.monotonic())
+    slow = [
+        f"{c.start - m0:.1f} s {c.method} {c.path} {c.status} ({c.seconds:.2f} s)"
+        for c in calls
+        if c.seconds >= 0.3 or c.status == 503
+    ]
     stats = handle.stats()
     result = await state.result(raise_on_failure=False)
     verified = bool(getattr(result, "verified", False))
@@ -258,6 +281,8 @@ async def add_site(handle: server.Handle, site) -> AddSiteRun:
         flow_run_id=str(fr_id),
         nodes=nodes,
         error=error,
+        api=apitrace.summary(calls),
+        slow_api=slow,
     )
 
 
@@ -291,6 +316,10 @@ def breakdown(run: AddSiteRun, boot_delay: float, console_delay: float) -> str:
             "  largest gaps between tasks: "
             + ", ".join(f"{g:.2f} s before '{n}'" for g, n in gaps[:4])
         )
+    if run.api:
+        lines.append(f"  {run.api}")
+    if run.slow_api:
+        lines.append("  slow or 503 requests (offset from the call): " + "; ".join(run.slow_api))
     return "\n".join(lines)
 
 
@@ -303,3 +332,34 @@ def _gaps(spans: list[TaskSpan], flow_wall: float) -> list[tuple[float, str]]:
     if flow_wall > end + 0.05:
         out.append((flow_wall - end, "(flow end)"))
     return sorted(out, reverse=True)
+
+
+async def ssh_costs(address: str, rounds: int = 5) -> tuple[list[float], list[float]]:
+    """Seconds to open an SSH connection to the VPN node (ProxyCommand + key exchange + auth,
+    host key pinned from the registry) and to run `true` on an open one."""
+    from hybridgrid.access import front_door
+    from hybridgrid.blocks.registry import load_registry
+    from hybridgrid.tasks.credentials import ssh_key
+    from hybridgrid.tasks.remote import close_connection, open_connection
+    from hybridgrid.tasks.sshkeys import load_private_key
+
+    data = await load_registry(REGISTRY)
+    entry = data.sites[SITE_CLOUD]
+    key = await ssh_key(entry.ssh_key_block or f"hg-{SITE_CLOUD}-ssh")
+    client_key = load_private_key(key.private_key)
+    target = front_door(address, entry.host_keys[f"hg-{SITE_CLOUD}-vpn"], key)
+    opens, runs = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        conn = await open_connection(target, client_key)
+        opens.append(time.perf_counter() - t0)
+        try:
+            from hybridgrid.tasks.remote import RemoteHost
+
+            host = RemoteHost(target, conn)
+            t0 = time.perf_counter()
+            await host.run("true", name="true", timeout=30)
+            runs.append(time.perf_counter() - t0)
+        finally:
+            await close_connection(conn)
+    return opens, runs
