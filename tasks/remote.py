@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
+import inspect
 import re
 import shlex
 import socket
+import typing
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -415,6 +419,102 @@ async def open_connection(
         raise _connection_error(target.label, exc) from exc
 
 
+class SharedConnections:
+    """SSH connections kept open for the length of a `reuse_connections()` scope (one flow
+    run): every `connect` in the scope to the same target — same address, port, user, way in
+    and pinned host keys — with the same client key gets the connection the first one made.
+
+    The pins are part of the identity, so a re-pinned (rebuilt) server gets a new connection;
+    a connection that closed, or whose holder failed with a connection-level error, is
+    dropped and the next `connect` opens a new one. At most `PER_CONNECTION` holders share a
+    connection at a time (sshd allows 10 sessions per connection by default).
+    """
+
+    PER_CONNECTION = 4
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._conns: dict[tuple, asyncssh.SSHClientConnection] = {}
+        self._opening: dict[tuple, asyncio.Lock] = {}
+        self._slots: dict[tuple, asyncio.Semaphore] = {}
+        self.opened = 0  # connections made (diagnostics, tests)
+
+    @staticmethod
+    def identity(target: SSHTarget, key: asyncssh.SSHKey) -> tuple:
+        return (target.model_dump_json(exclude={"sock_factory"}), key.get_fingerprint())
+
+    def usable(self) -> bool:
+        return asyncio.get_running_loop() is self._loop
+
+    async def get(self, target: SSHTarget, key: asyncssh.SSHKey) -> asyncssh.SSHClientConnection:
+        ident = self.identity(target, key)
+        async with self._opening.setdefault(ident, asyncio.Lock()):
+            conn = self._conns.get(ident)
+            if conn is None or conn.is_closed():
+                tunnel = await self.get(target.jump, key) if target.jump is not None else None
+                try:
+                    conn = await open_connection(target, key, tunnel)
+                except (SSHUnreachable, SSHConnectError):
+                    if target.jump is not None:  # the hop's connection may be the dead part
+                        await self.drop(target.jump, key)
+                    raise
+                self._conns[ident] = conn
+                self.opened += 1
+            return conn
+
+    def slot(self, target: SSHTarget, key: asyncssh.SSHKey) -> asyncio.Semaphore:
+        return self._slots.setdefault(
+            self.identity(target, key), asyncio.Semaphore(self.PER_CONNECTION)
+        )
+
+    async def drop(self, target: SSHTarget, key: asyncssh.SSHKey) -> None:
+        conn = self._conns.pop(self.identity(target, key), None)
+        if conn is not None:
+            await close_connection(conn)
+
+    async def aclose(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in reversed(conns):  # workers before the hops they tunnel through
+            await close_connection(conn)
+
+
+_shared: contextvars.ContextVar[SharedConnections | None] = contextvars.ContextVar(
+    "hybridgrid_shared_ssh", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def reuse_connections() -> AsyncIterator[SharedConnections]:
+    """Within this block (and the tasks it runs: Prefect copies the context), `connect`
+    reuses SSH connections instead of opening one per task; all are closed at the end."""
+    pool = SharedConnections()
+    token = _shared.set(pool)
+    try:
+        yield pool
+    finally:
+        _shared.reset(token)
+        await pool.aclose()
+
+
+def sharing_connections(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: the async function (a flow) runs inside `reuse_connections()`. Put it
+    under `@flow`. The signature is resolved here, in the function's own module (Prefect
+    would otherwise evaluate string annotations in this module's namespace)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        async with reuse_connections():
+            return await fn(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = typing.get_type_hints(fn)
+    return wrapper
+
+
+# Errors after which a shared connection is not trusted again.
+_CONNECTION_LEVEL = (SSHUnreachable, SSHConnectError, asyncssh.Error, OSError)
+
+
 @contextlib.asynccontextmanager
 async def connect(
     target: SSHTarget,
@@ -424,7 +524,8 @@ async def connect(
 ) -> AsyncIterator[RemoteHost]:
     """Open SSH to `target` with the given private key: through `via` (an open connection to
     the hop, reused: many workers behind one hub/spoke need one hop connection), else through
-    `target.jump` first, if any."""
+    `target.jump` first, if any. Inside `reuse_connections()` the scope's connection to the
+    same target is used (and kept open) instead."""
     if isinstance(client_key, asyncssh.SSHKey):
         key = client_key
     else:
@@ -432,6 +533,16 @@ async def connect(
             key = load_private_key(client_key)
         except SSHKeyError as exc:
             raise SSHKeyError(f"client key for {target.label}: {exc}") from None
+    pool = _shared.get()
+    if pool is not None and pool.usable() and via is None and target.sock_factory is None:
+        async with pool.slot(target, key):
+            conn = await pool.get(target, key)
+            try:
+                yield RemoteHost(target, conn)
+            except _CONNECTION_LEVEL:
+                await pool.drop(target, key)
+                raise
+        return
     async with contextlib.AsyncExitStack() as stack:
         tunnel = via.conn if via is not None else None
         if tunnel is None and target.jump is not None:
