@@ -82,3 +82,69 @@ def test_critical_path_partitions_the_wall_time():
     assert path["launch + boot wait"] == pytest.approx(5.0, abs=0.05)
     assert "WireGuard key" not in path
     assert path[OUTSIDE] == pytest.approx(2.0, abs=0.05)  # 2→3 and 9→10
+
+
+def _drift(sizes: dict[int, float], built: int) -> dict:
+    return {"sizes": sizes, "built": built, "servers": 32, "failures": {}, "problems": []}
+
+
+def test_drift_rows_bound_10_and_20_sites():
+    from drift_at_scale import rows_from
+
+    rows = {r.figure: r for r in rows_from(_drift({1: 1.5, 5: 1.8, 10: 2.0, 20: 3.3}, 20), False)}
+    assert rows["drift t(10)/t(1)"].ratio == pytest.approx(2.0 / 1.5 / 2)
+    assert rows["drift t(10)/t(1)"].met == "yes"
+    assert rows["drift t(20)/t(1)"].value == pytest.approx(2.2)
+    assert rows["drift t(20)/t(1)"].met == "NO"  # 2.2 × > 2 ×
+    assert [f for f in rows if f.startswith("drift check")] == [
+        "drift check t(1)",
+        "drift check t(5)",
+        "drift check t(10)",
+        "drift check t(20)",
+    ]
+
+
+def test_drift_rows_pending_when_fewer_sites_were_built():
+    from drift_at_scale import rows_from
+
+    rows = {r.figure: r for r in rows_from(_drift({1: 1.5, 5: 1.8, 9: 2.0}, 9), False)}
+    assert rows["drift t(20)/t(1)"].met == "pending"
+    assert rows["drift t(10)/t(1)"].met == "pending"
+    assert rows["drift t(9)/t(1)"].bound is None  # shown, but no bound applies to 9
+
+
+def test_api_trace_records_each_request_and_503s():
+    """A real HTTP server on loopback: one 503, then 200 (each attempt is one record)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import httpx
+    from hgbench import apitrace
+
+    answers = [503, 200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(answers.pop(0) if answers else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/flow_runs/0b7e0a51-6c0e-4f3e-9d2e-5d1c7d1b2a3c"
+        with apitrace.trace() as tr, httpx.Client() as client:
+            codes = [client.get(url).status_code for _ in range(2)]
+        after = httpx.get(url).status_code  # the trace has ended: not recorded
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    assert codes == [503, 200] and after == 200
+    assert [(c.method, c.path, c.status) for c in tr.calls] == [
+        ("GET", "/api/flow_runs/{id}", 503),
+        ("GET", "/api/flow_runs/{id}", 200),
+    ]
+    assert "2 requests (0 POST/PUT/PATCH/DELETE, 1 answered 503)" in apitrace.summary(tr.calls)
