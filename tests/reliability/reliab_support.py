@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -332,7 +333,7 @@ class Rel:
             for s in conn.compute.servers(details=True)
             if (s.metadata or {}).get("hybridgrid-site") == site
         )
-        n += sum(1 for k in conn.compute.keypairs() if k.name.startswith(f"hg-{site}-"))
+        n += sum(1 for k in conn.compute.keypairs() if is_site_name(k.name, site))
         n += sum(
             1
             for g in conn.network.security_groups()
@@ -391,16 +392,21 @@ def merge(*invs: dict[str, Counter]) -> dict[str, Counter]:
 # ---------------------------------------------------------------- site checks
 
 
+def is_site_name(name: str, site: str) -> bool:
+    """A resource name hybridgrid gives `site` (exact: site k-hub's are not k-hub-applied's)."""
+    kinds = r"(vpn|worker-\d+|net|subnet|router|sg|key)"
+    return bool(re.fullmatch(rf"hg-{re.escape(site)}-{kinds}", name))
+
+
 def site_view(inv: dict[str, Counter], site: str) -> dict[str, Counter]:
     """The part of a cloud's inventory that belongs to `site` by name, plus every resource
     that belongs to nobody (an unattached floating IP, a port of a vanished server)."""
-    prefix = f"hg-{site}-"
     return {
         kind: Counter(
             {
                 n: c
                 for n, c in counts.items()
-                if n.startswith(prefix) or n == "unattached" or n.startswith("orphan:")
+                if is_site_name(n, site) or n == "unattached" or n.startswith("orphan:")
             }
         )
         for kind, counts in inv.items()
