@@ -134,7 +134,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         )
         problems: list[str] = []
         if master.port_security:
-            pairs = [str(n) for n in common.hub_pairs(data, draft)]
+            pairs = [str(n) for n in common.home_side(data, draft)]
             problems += pair_limit_problems(
                 f"master {home.master}",
                 master.port_id,
@@ -317,7 +317,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         behind(master_target, str(w.fixed_ip), home.host_keys.get(w.name, []), home_key.user)
         for w in home_workers
     ]
-    home_routes = common.home_routes(data, resolved)
+    home_routes = common.home_side(data, resolved)
 
     async def the_spoke():
         res = await nodes.apply_wireguard(vpn_target, key_block, spoke_cfg)
@@ -333,7 +333,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
             port = await st.ensure_port(
                 home.cloud,
                 master.port_id,
-                [str(n) for n in common.hub_pairs(data, resolved)],
+                [str(n) for n in common.home_side(data, resolved)],
                 [home_sg.group.id],
             )
         log.info("Peer %s on the hub %s: %s", site.name, home.master, res.action)

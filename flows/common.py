@@ -381,22 +381,25 @@ def spoke_allowed_ips(data: RegistryData, site: ResolvedSite) -> list[IPv4Networ
     return out
 
 
-def hub_pairs(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
-    """Allowed-address pairs on the master's port: the same few for every site in the pool."""
+def home_side(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
+    """What the home side sends to the sites through the master: the allowed-address pairs on
+    the master's port and the routes on home workers. The overlay, the site pool and any site
+    subnet outside the pool: the same list for every site in the pool, so concurrent runs
+    write the same and a later site needs no change at home (nor a pair of its own)."""
     subnets = [e.subnet for _, e in sorted(data.sites.items())] + [site.subnet]
     return master_pairs(data.wireguard.cidr, data.site_pool, subnets)
 
 
-def home_routes(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
-    """Routes on home workers via the master: the overlay, the site pool and any site subnet
-    outside the pool. The same list for every site in the pool, so concurrent runs write the
-    same persisted routes and a later site needs no change on the home workers."""
-    nets = [data.wireguard.cidr, data.site_pool]
-    subnets = [e.subnet for _, e in sorted(data.sites.items())] + [site.subnet]
-    for n in subnets:
-        if not n.subnet_of(data.site_pool) and n not in nets:
-            nets.append(n)
-    return nets
+def home_side_without(data: RegistryData, site: str) -> tuple[list[IPv4Network], list[IPv4Network]]:
+    """Removing `site` (pure): (released, kept). Released: its subnet (a pair or route of its
+    own, also as older versions made them inside the pool) and what no remaining site needs —
+    with the last site gone, the pool's and the overlay's too. Kept: the remaining sites'."""
+    entry = data.sites[site]
+    wg, pool = data.wireguard.cidr, data.site_pool
+    rest = [e.subnet for n, e in sorted(data.sites.items()) if n != site]
+    kept = master_pairs(wg, pool, rest) if rest else []
+    mine = [entry.subnet, *master_pairs(wg, pool, [entry.subnet])]
+    return [n for n in dict.fromkeys(mine) if n not in kept], kept
 
 
 # ---------------------------------------------------------------- verification

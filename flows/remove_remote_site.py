@@ -65,7 +65,8 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
     master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
 
     # 1. the hub: the site leaves the registry's hub config, then wg0 is synced without it
-    #    (syncconf: the other peers keep their sessions), and its pair leaves the master port
+    #    (syncconf: the other peers keep their sessions); pairs on the master's port that no
+    #    remaining site needs go (the pool's stays while a site in it remains)
     def leave(d: RegistryData) -> RegistryData:
         if site in d.sites:
             d.sites[site].spoke_public_key = None
@@ -75,7 +76,8 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
         data = await update_registry(leave, registry)
         cfg = common.hub_config(data, common.hub_mtu(data, tunnel_mtu(home.network_mtu)))
         hub = await nodes.remove_wg_peer(master_target, home.ssh_key_block, cfg)
-        port = await st.remove_pairs(home.cloud, master.port_id, [str(entry.subnet)])
+        released, kept = common.home_side_without(data, site)
+        port = await st.remove_pairs(home.cloud, master.port_id, [str(n) for n in released])
     log.info("Peer %s off the hub %s (%s)", site, home.master, hub.action)
     common.checkpoint("peer-removed")
 
@@ -86,8 +88,9 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
         rt.remove_routes(
             behind(master_target, str(w.fixed_ip), home.host_keys[w.name], home_key.user),
             home.ssh_key_block,
-            [entry.subnet],
+            released,
             master.fixed_ip,
+            kept,
         )
         for w in workers
         if home.host_keys.get(w.name)

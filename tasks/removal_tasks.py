@@ -18,24 +18,41 @@ from hybridgrid.tasks.credentials import forget_ssh_key
 from hybridgrid.tasks.node_tasks import session
 from hybridgrid.tasks.remote import SSHTarget
 from hybridgrid.tasks.retry import TRANSIENT
+from hybridgrid.tasks.wireguard import routes_command
 
 
-def route_del_command(routes: list[IPv4Network], via: IPv4Address) -> str:
-    """Delete exactly these routes via `via`; absent ones are fine. Prints how many went."""
+def route_del_command(
+    routes: list[IPv4Network],
+    via: IPv4Address,
+    keep: list[IPv4Network] | None = None,
+    *,
+    name: str = "hybridgrid",
+) -> str:
+    """Delete exactly these routes via `via` (absent ones are fine) and make the persisted
+    routes match: rewritten with `keep` (what other sites still need), or the drop-ins
+    `routes_command` wrote removed when nothing is left. Prints how many routes went."""
     gw = str(ipaddress.IPv4Address(via))
     lines = [
         f"if ip route del {IPv4Network(r)} via {gw} 2>/dev/null; then n=$((n+1)); fi"
         for r in routes
     ]
-    return "n=0\n" + "\n".join(lines) + '\necho "$n"\n'
+    if keep:
+        persist = f"( {routes_command(keep, via, name=name)} ) >/dev/null"
+    else:
+        persist = f"rm -f /etc/netplan/90-{name}.yaml /etc/systemd/network/*.d/90-{name}.conf"
+    return "n=0\n" + "\n".join(lines) + f"\n{persist}\n" + 'echo "$n"\n'
 
 
 @task(task_run_name="remove routes on {target.label}", **TRANSIENT)
 async def remove_routes(
-    target: SSHTarget, key_block: str, routes: list[IPv4Network], via: IPv4Address
+    target: SSHTarget,
+    key_block: str,
+    routes: list[IPv4Network],
+    via: IPv4Address,
+    keep: list[IPv4Network] | None = None,
 ) -> int:
     async with session(target, key_block) as host:
-        res = await host.run(route_del_command(routes, via), name="ip route del")
+        res = await host.run(route_del_command(routes, via, keep), name="ip route del")
         return int(res.stdout.strip().splitlines()[-1])
 
 

@@ -485,3 +485,20 @@ def test_remove_site_leaves_others_and_untagged(day2):
     res = cli("site", "remove", "tuebingen")
     assert res.exit_code == 0 and "nothing to remove" in res.output, res.output
     assert site_conn.network.get_network(look_alike.id) is not None
+
+
+def test_removing_the_last_site_leaves_the_home_as_bootstrapped(day2):
+    """With no site left, the master's port carries no pair hybridgrid added, home workers
+    no route via the master, and wg0 no peer."""
+    from hybridgrid.flows.remove_remote_site import remove_remote_site
+
+    home_conn = day2.conn(HOME_CLOUD)
+    before = {p["ip_address"] for p in _port_of(home_conn, MASTER).allowed_address_pairs}
+    assert {"10.0.0.0/24", "192.168.64.0/18"} <= before
+    result = asyncio.run(remove_remote_site("marburg", registry=REGISTRY))
+    assert result.registered and not registry().sites
+    after = {p["ip_address"] for p in _port_of(home_conn, MASTER).allowed_address_pairs}
+    assert after == before - {"10.0.0.0/24", "192.168.64.0/18"}
+    routes = day2.ok("hg-detmold-worker-1", "ip -4 route show", HOME_CLOUD)
+    assert "10.0.0.0/24" not in routes and "192.168.64.0/18" not in routes, routes
+    assert wg_dump(day2, MASTER, HOME_CLOUD)[1:] == []
