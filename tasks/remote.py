@@ -438,6 +438,7 @@ class SharedConnections:
         self._opening: dict[tuple, asyncio.Lock] = {}
         self._slots: dict[tuple, asyncio.Semaphore] = {}
         self.opened = 0  # connections made (diagnostics, tests)
+        self.closed = False
 
     @staticmethod
     def identity(target: SSHTarget, key: asyncssh.SSHKey) -> tuple:
@@ -447,8 +448,14 @@ class SharedConnections:
         return asyncio.get_running_loop() is self._loop
 
     async def get(self, target: SSHTarget, key: asyncssh.SSHKey) -> asyncssh.SSHClientConnection:
+        """The scope's connection to `target`, opened when there is none (or it closed).
+
+        After the scope ended (a task still running when its flow returned, e.g. a sibling
+        of a failed step) no connection is opened any more: it would outlive the scope."""
         ident = self.identity(target, key)
+        self._refuse_if_closed(target)
         async with self._opening.setdefault(ident, asyncio.Lock()):
+            self._refuse_if_closed(target)
             conn = self._conns.get(ident)
             if conn is None or conn.is_closed():
                 tunnel = await self.get(target.jump, key) if target.jump is not None else None
@@ -458,9 +465,18 @@ class SharedConnections:
                     if target.jump is not None:  # the hop's connection may be the dead part
                         await self.drop(target.jump, key)
                     raise
+                if self.closed:  # the scope ended while this one was connecting
+                    await close_connection(conn)
+                    self._refuse_if_closed(target)
                 self._conns[ident] = conn
                 self.opened += 1
             return conn
+
+    def _refuse_if_closed(self, target: SSHTarget) -> None:
+        if self.closed:
+            raise SSHConnectError(
+                target.label, RuntimeError("the flow run that shared its SSH connections ended")
+            )
 
     def slot(self, target: SSHTarget, key: asyncssh.SSHKey) -> asyncio.Semaphore:
         return self._slots.setdefault(
@@ -473,6 +489,7 @@ class SharedConnections:
             await close_connection(conn)
 
     async def aclose(self) -> None:
+        self.closed = True
         conns, self._conns = list(self._conns.values()), {}
         for conn in reversed(conns):  # workers before the hops they tunnel through
             await close_connection(conn)

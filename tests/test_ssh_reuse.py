@@ -143,3 +143,44 @@ def test_a_decorated_flow_keeps_its_parameters_and_shares(servers, client, prefe
     assert out == ["one", "two", "one", "two"]
     assert _logins(a) - before == 1
     assert set(decorated.parameters.properties) == {"words", "times"}
+
+
+def test_no_connection_outlives_its_scope(servers, client):  # noqa: F811
+    """A task still running when its flow returned (the sibling of a failed step) gets a
+    clear error instead of a connection nobody would close."""
+    from hybridgrid.tasks.remote import SSHConnectError
+
+    a = servers["a"]
+    before = _logins(a)
+
+    async def go():
+        async with reuse_connections() as pool, connect(target(a), client.private_key) as host:
+            await host.run("true", name="true")
+        try:
+            async with connect(target(a), client.private_key):  # the scope is still current
+                pass
+        except SSHConnectError as exc:
+            return pool, exc
+        return pool, None
+
+    async def orphaned():
+        holder: dict = {}
+
+        async def late():
+            await asyncio.sleep(0.2)  # starts after the scope ended
+            try:
+                async with connect(target(a), client.private_key):
+                    holder["connected"] = True
+            except SSHConnectError as exc:
+                holder["error"] = exc
+
+        async with reuse_connections():
+            task = asyncio.ensure_future(late())  # copies the context: sees the scope
+        await task
+        return holder
+
+    pool, err = asyncio.run(go())
+    holder = asyncio.run(orphaned())
+    assert err is None  # outside the scope (context reset): a normal connection
+    assert pool.closed and "ended" in str(holder["error"]) and "connected" not in holder
+    assert _logins(a) - before == 2  # the scope's one connection and the normal one
