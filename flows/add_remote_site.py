@@ -45,6 +45,7 @@ from hybridgrid.tasks.preflight import (
     hub_port_problems,
     pair_limit_problems,
 )
+from hybridgrid.tasks.remote import sharing_connections
 
 
 class AddSiteOptions(BaseModel):
@@ -78,6 +79,7 @@ def _run_name() -> str:
     description="Join a remote OpenStack site to the home cluster over WireGuard (verified).",
     log_prints=False,
 )
+@sharing_connections  # one SSH connection per node for the whole run, not one per task
 async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = None) -> AddSiteResult:
     """Add (or converge) one remote site; the run is named after it.
 

@@ -48,8 +48,10 @@ async def pin_host_keys(cloud: str, server_id: str, name: str, timeout: float = 
         text = await asyncio.to_thread(console_output, conn, server_id)
         return parse_console_host_keys(text, name).host_key_lines
 
+    # poll at least every ~1 s (one GET each): the keys appear seconds after ACTIVE, and the
+    # lag between their appearing and our reading them is on add-site's critical path
     return await with_retries(
-        read, attempts=10_000, base=0.5, max_delay=3.0, deadline=timeout, what=f"console {name}"
+        read, attempts=10_000, base=0.5, max_delay=1.0, deadline=timeout, what=f"console {name}"
     )
 
 
