@@ -54,41 +54,34 @@ def trace() -> Iterator[Trace]:
     t = Trace()
     orig_async, orig_sync = httpx.AsyncClient.send, httpx.Client.send
 
+    def record(request, t0: float, status: int) -> None:
+        t.add(
+            Call(
+                start=t0,
+                seconds=time.monotonic() - t0,
+                method=request.method,
+                path=_path(request.url),
+                status=status,
+            )
+        )
+
     async def send_async(self, request, *args, **kwargs):
-        t0 = time.monotonic()
-        status = 0
+        t0, status = time.monotonic(), 0
         try:
             response = await orig_async(self, request, *args, **kwargs)
             status = response.status_code
             return response
         finally:
-            t.add(
-                Call(
-                    start=t0,
-                    seconds=time.monotonic() - t0,
-                    method=request.method,
-                    path=_path(request.url),
-                    status=status,
-                )
-            )
+            record(request, t0, status)
 
     def send_sync(self, request, *args, **kwargs):
-        t0 = time.monotonic()
-        status = 0
+        t0, status = time.monotonic(), 0
         try:
             response = orig_sync(self, request, *args, **kwargs)
             status = response.status_code
             return response
         finally:
-            t.add(
-                Call(
-                    start=t0,
-                    seconds=time.monotonic() - t0,
-                    method=request.method,
-                    path=_path(request.url),
-                    status=status,
-                )
-            )
+            record(request, t0, status)
 
     httpx.AsyncClient.send, httpx.Client.send = send_async, send_sync
     try:

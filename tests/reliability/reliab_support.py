@@ -59,6 +59,18 @@ def soak_runs() -> int:
     return max(1, int(os.environ.get("HYBRIDGRID_SOAK_RUNS", "3")))
 
 
+def kill_steps(var: str, steps: tuple[str, ...], default: tuple[str, ...]) -> list[str]:
+    """The step boundaries a kill test covers: `var` = "all", a comma list, or unset (the
+    default). ``HYBRIDGRID_KILL_STEPS=all`` means every step of every flow's kill test."""
+    raw = os.environ.get(var, "")
+    if raw == "all" or (not raw and os.environ.get("HYBRIDGRID_KILL_STEPS") == "all"):
+        return list(steps)
+    chosen = [s.strip() for s in raw.split(",") if s.strip()] or list(default)
+    unknown = [s for s in chosen if s not in steps]
+    assert not unknown, f"{var}: {unknown} are not steps of {steps}"
+    return chosen
+
+
 # ---------------------------------------------------------------- the summary
 
 

@@ -19,7 +19,6 @@ the hub or registry lock held or not) and ``hub-applied`` (inside the hub lock).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from reliab_support import (
     SITE_CLOUD,
     SUMMARY,
     held_slots,
+    kill_steps,
     lock_names,
     master_peers,
     registered_spokes,
@@ -51,13 +51,7 @@ LOCKS = lock_names()
 
 
 def _steps() -> list[str]:
-    raw = os.environ.get("HYBRIDGRID_KILL_STEPS", "")
-    if raw == "all":
-        return list(ADD_SITE_STEPS)
-    steps = [s.strip() for s in raw.split(",") if s.strip()] or list(DEFAULT_STEPS)
-    unknown = [s for s in steps if s not in ADD_SITE_STEPS]
-    assert not unknown, f"HYBRIDGRID_KILL_STEPS: {unknown} are not steps of {ADD_SITE_STEPS}"
-    return steps
+    return kill_steps("HYBRIDGRID_KILL_STEPS", ADD_SITE_STEPS, DEFAULT_STEPS)
 
 
 STEPS = _steps()

@@ -18,7 +18,6 @@ gone, key pair, key block and registry entry still there). ``HYBRIDGRID_KILL_STE
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from reliab_support import (
     SITE_CLOUD,
     SUMMARY,
     held_slots,
+    kill_steps,
     lock_names,
     master_peers,
     registered_spokes,
@@ -49,13 +49,7 @@ LOCKS = lock_names()
 
 
 def _steps() -> list[str]:
-    raw = os.environ.get("HYBRIDGRID_KILL_REMOVE_STEPS", "")
-    if raw == "all" or (not raw and os.environ.get("HYBRIDGRID_KILL_STEPS") == "all"):
-        return list(REMOVE_SITE_STEPS)
-    steps = [s.strip() for s in raw.split(",") if s.strip()] or list(DEFAULT_STEPS)
-    unknown = [s for s in steps if s not in REMOVE_SITE_STEPS]
-    assert not unknown, f"HYBRIDGRID_KILL_REMOVE_STEPS: {unknown} not in {REMOVE_SITE_STEPS}"
-    return steps
+    return kill_steps("HYBRIDGRID_KILL_REMOVE_STEPS", REMOVE_SITE_STEPS, DEFAULT_STEPS)
 
 
 STEPS = _steps()

@@ -68,40 +68,26 @@ def _in_server(rec, cmd: str, stdin: str = "") -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+async def _every(read, page: int = 200) -> list:
+    """Every item of a paged Prefect client read (`read(limit=, offset=)`)."""
+    items: list = []
+    while True:
+        got = await read(limit=page, offset=len(items))
+        items += got
+        if len(got) < page:
+            return items
+
+
 def _prefect_texts() -> dict[str, list[str]]:
     from prefect.client.orchestration import get_client
 
     async def collect() -> dict[str, list[str]]:
         out: dict[str, list[str]] = {"logs": [], "runs": [], "artifacts": [], "blocks": []}
         async with get_client() as client:
-            offset = 0
-            while True:
-                logs = await client.read_logs(limit=200, offset=offset)
-                out["logs"] += [log.message for log in logs]
-                offset += len(logs)
-                if len(logs) < 200:
-                    break
-            offset = 0
-            while True:
-                runs = await client.read_flow_runs(limit=200, offset=offset)
-                out["runs"] += [r.model_dump_json() for r in runs]
-                offset += len(runs)
-                if len(runs) < 200:
-                    break
-            offset = 0
-            while True:
-                tasks = await client.read_task_runs(limit=200, offset=offset)
-                out["runs"] += [t.model_dump_json() for t in tasks]
-                offset += len(tasks)
-                if len(tasks) < 200:
-                    break
-            offset = 0
-            while True:
-                arts = await client.read_artifacts(limit=200, offset=offset)
-                out["artifacts"] += [a.model_dump_json() for a in arts]
-                offset += len(arts)
-                if len(arts) < 200:
-                    break
+            out["logs"] += [log.message for log in await _every(client.read_logs)]
+            for read in (client.read_flow_runs, client.read_task_runs):
+                out["runs"] += [r.model_dump_json() for r in await _every(read)]
+            out["artifacts"] += [a.model_dump_json() for a in await _every(client.read_artifacts)]
             docs = await client.read_block_documents(include_secrets=False)
             out["blocks"] += [d.model_dump_json() for d in docs]
         return out
