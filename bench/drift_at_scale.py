@@ -69,7 +69,7 @@ async def _build(
     from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
     from hybridgrid.model import HomeSite, MasterSpec, RemoteSite
 
-    await save_blocks(handle, [f"hg-{HOME_CLOUD}-ssh", *(f"hg-{n}-ssh" for n in names)])
+    await save_blocks(handle)
     home = HomeSite(
         cloud=HOME_CLOUD,
         master=MasterSpec(create=True),

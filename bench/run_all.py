@@ -79,9 +79,7 @@ def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row
         faults={},
     )
     try:
-        asyncio.run(
-            addsite.save_blocks(handle, ["hg-bielefeld-ssh", f"hg-{addsite.SITE_CLOUD}-ssh"])
-        )
+        asyncio.run(addsite.save_blocks(handle))
         _say("bootstrap_home (no faults: not measured)")
         asyncio.run(addsite.bootstrap())
         handle.set_faults(addsite.realistic_faults(boot, console))

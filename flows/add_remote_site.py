@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from hybridgrid import drift, naming
-from hybridgrid.access import behind, front_door
+from hybridgrid.access import behind
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     RegistryData,
@@ -145,7 +145,9 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
                 MAX_ADDRESS_PAIRS,
             )
         if master.floating_ip is not None:  # none yet: step 4 allocates it, nothing to reach
-            target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+            target = common.door(
+                home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
+            )
             port = await nodes.udp_port_state(target, home.ssh_key_block, home.listen_port)
             problems += hub_port_problems(f"the master {home.master} ({target.label})", port)
         return master, home_key, problems
@@ -203,7 +205,9 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers)),
     )
     mtu = tunnel_mtu(min(master.network_mtu, net.network.mtu))
-    master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+    master_target = common.door(
+        home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
+    )
     common.checkpoint("network")
 
     # 5. VPN node and workers launched together; the VPN node gets its floating IP
@@ -260,7 +264,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     common.checkpoint("rules")
 
     # 7. SSH: the VPN node at its floating IP, workers through it
-    vpn_target = front_door(str(vpn_fip.address), vpn_keys, site_key)
+    vpn_target = common.door(site.cloud, str(vpn_fip.address), vpn_keys, site_key)
     worker_targets = [
         behind(vpn_target, str(w.fixed_ip), keys, site.ssh_user)
         for w, keys in zip(workers, worker_keys, strict=True)

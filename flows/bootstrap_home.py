@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.access import behind, front_door
+from hybridgrid.access import behind
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     HomeEntry,
@@ -177,7 +177,7 @@ async def bootstrap_home(
     else:
         master_keys = await nodes.pin_host_keys(home.cloud, master.server_id, master_name)
     worker_keys = await asyncio.gather(*(_console_keys_or_none(home.cloud, w) for w in workers))
-    master_target = front_door(str(fip.address), master_keys, key)
+    master_target = common.door(home.cloud, str(fip.address), master_keys, key)
     await nodes.ssh_ready(master_target, key_block, timeout=options.boot_timeout)
     hub_pub = await nodes.ensure_node_key(master_target, key_block)
     common.checkpoint("master-ready")

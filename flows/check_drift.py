@@ -122,6 +122,7 @@ def _home_probe(home: HomeEntry, data: RegistryData, names: list[str]) -> dt.Hom
         master_port_id=home.resource_ids.get("master-port"),
         workers=list(home.workers),
         node=dt.NodeProbe(
+            cloud=home.cloud,
             name=home.master,
             addresses=[str(fip)] if fip else [],
             host_keys=home.host_keys[home.master],
@@ -144,6 +145,7 @@ def _site_probe(data: RegistryData, name: str, home_ping: str | None) -> dt.Site
         servers=[vpn, *workers],
         vpn_port_id=entry.resource_ids.get("vpn-port"),
         node=dt.NodeProbe(
+            cloud=entry.cloud,
             name=vpn,
             addresses=[str(fip)] if fip else [],
             host_keys=entry.host_keys.get(vpn, []),

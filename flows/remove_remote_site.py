@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.access import behind, front_door
+from hybridgrid.access import behind
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     RegistryData,
@@ -62,7 +62,9 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
     assert home.master is not None and home.ssh_key_block is not None
     home_key = await ssh_key(home.ssh_key_block)
     master = await common.master_with_floating_ip(home)
-    master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+    master_target = common.door(
+        home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
+    )
 
     # 1. the hub: the site leaves the registry's hub config, then wg0 is synced without it
     #    (syncconf: the other peers keep their sessions); pairs on the master's port that no

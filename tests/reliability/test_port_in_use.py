@@ -120,8 +120,8 @@ def test_nothing_tagged_after_the_error(rel, port_in_use):
 def test_wg0_holding_its_own_port_is_not_refused(rel, port_in_use):
     """With wg0 up on 51820 (after the restore; its socket owned by wireguard-go) the same
     check the pre-flight runs finds the port bound and reports no problem."""
-    from hybridgrid.access import front_door
     from hybridgrid.blocks.registry import load_registry
+    from hybridgrid.flows.common import door
     from hybridgrid.tasks.credentials import ssh_key
     from hybridgrid.tasks.node_tasks import udp_port_state
     from hybridgrid.tasks.preflight import hub_port_problems
@@ -137,7 +137,7 @@ def test_wg0_holding_its_own_port_is_not_refused(rel, port_in_use):
     port = next(conn.network.ports(device_id=server.id))
     fip = next(conn.network.ips(port_id=port.id)).floating_ip_address
     key = asyncio.run(ssh_key(home.ssh_key_block))
-    target = front_door(fip, home.host_keys[MASTER], key)
+    target = door(home.cloud, fip, home.host_keys[MASTER], key)
     state = asyncio.run(udp_port_state(target, home.ssh_key_block, home.listen_port))
     assert state.bound and state.wg0_port == 51820, state
     assert any(h.startswith("wireguard-go (pid ") for h in state.holders), state

@@ -4,7 +4,7 @@ runs through the REST API, and a localcloud with the data plane whose blocks liv
 server. Every process is started in its own session and ended by its process-group id.
 
 Run as a script it saves blocks into the server named by PREFECT_API_URL (so the test process
-never switches its own Prefect settings): ``python hg_stack.py blocks STATE_DIR CLOUD… --ssh B…``.
+never switches its own Prefect settings): ``python hg_stack.py blocks STATE_DIR CLOUD…``.
 """
 
 from __future__ import annotations
@@ -301,15 +301,16 @@ def yaml_deployment(deployment_name: str) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------- localcloud
-def start_clouds(state_dir: Path, clouds: list[str], stack: PrefectStack, ssh_blocks: list[str]):
-    """localcloud with the data plane; its credentials blocks (named as the clouds) and SSHKey
-    blocks that reach servers through localcloud's proxy, saved on `stack`'s server."""
+def start_clouds(state_dir: Path, clouds: list[str], stack: PrefectStack):
+    """localcloud with the data plane and its credentials blocks (named as the clouds, access:
+    localcloud's proxy, as `hybridgrid cloud import --proxy-command` saves them), saved on
+    `stack`'s server. No SSH key block: the flows make those, as for a new user."""
     from localcloud import server
 
     handle = server.start(state_dir, clouds=clouds, port=free_port(), dataplane=True)
     try:
         here = str(Path(__file__).resolve())
-        stack.python(here, "blocks", str(state_dir), *clouds, "--ssh", *ssh_blocks)
+        stack.python(here, "blocks", str(state_dir), *clouds)
     except BaseException:
         server.down(state_dir)
         raise
@@ -319,21 +320,17 @@ def start_clouds(state_dir: Path, clouds: list[str], stack: PrefectStack, ssh_bl
 def _save_blocks(argv: list[str]) -> None:
     import asyncio
 
+    from hybridgrid.access import CloudAccess
     from hybridgrid.blocks.openstack import OpenStackCredentials
-    from hybridgrid.blocks.ssh import SSHKey
     from localcloud.dataplane.cli import proxy_command
 
     state_dir = Path(argv[0])
-    split = argv.index("--ssh") if "--ssh" in argv else len(argv)
-    clouds, ssh = argv[1:split], argv[split + 1 :]
+    access = CloudAccess(proxy_command=proxy_command(state_dir))
 
     async def save() -> None:
-        for cloud in clouds:
-            creds = OpenStackCredentials.from_clouds_yaml(cloud, state_dir / "clouds.yaml")
+        for cloud in argv[1:]:
+            creds = OpenStackCredentials.from_clouds_yaml(cloud, state_dir / "clouds.yaml", access)
             await creds.asave(cloud, overwrite=True)
-        proxy = proxy_command(state_dir)
-        for name in ssh:
-            await SSHKey.generate(comment=name, proxy_command=proxy).asave(name, overwrite=True)
 
     asyncio.run(save())
 

@@ -122,12 +122,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     pw = browser = None
     try:
         stack.start_server()
-        clouds = start_clouds(
-            clouds_dir,
-            ["bielefeld", SITE_CLOUD],
-            stack,
-            ssh_blocks=["hg-bielefeld-ssh", f"hg-{SITE}-ssh"],
-        )
+        clouds = start_clouds(clouds_dir, ["bielefeld", SITE_CLOUD], stack)
         _deploy(stack)
         stack.start_worker(pool_of("add-remote-site"), "ui-worker")
         home = stack.run_deployment("bootstrap-home", "bootstrap-home", HOME)
