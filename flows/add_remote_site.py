@@ -154,11 +154,12 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
 
     # The key blocks are read here too (a block without a usable key fails before anything is
     # reserved); a missing site block is made only after pre-flight and allocation passed.
-    _, _, (master, home_key, master_problems), found_key = await asyncio.gather(
+    _, _, (master, home_key, master_problems), found_key, _ = await asyncio.gather(
         st.preflight_cloud(site_req),
         st.preflight_cloud(home_req),
         the_master(),
         common.find_ssh_key(key_block),
+        nodes.check_access(site.cloud),  # a bastion that refuses us fails here, not later
     )
     if master_problems:
         raise PreflightError(PreflightReport(cloud=home.cloud, ok=False, problems=master_problems))

@@ -100,7 +100,7 @@ async def bootstrap_home(
         if create
         else Needs(),
     )
-    await st.preflight_cloud(req)
+    await asyncio.gather(st.preflight_cloud(req), nodes.check_access(home.cloud))
     common.checkpoint("preflight")
     key = await common.ensure_ssh_key(key_block, home.ssh_user)
     sg_name = naming.resource_name(home.name, naming.SG)

@@ -154,23 +154,33 @@ def front_door(
             f"(hybridgrid cloud import {cloud or 'CLOUD'} --bastion USER@HOST --bastion-host-key "
             f"'ssh-ed25519 …' --bastion-key-block BLOCK) and clear jump_host"
         )
-    if access.bastion is not None:
-        b = access.bastion
-        hop = SSHTarget(
-            host=b.host,
-            port=b.port,
-            user=b.user,
-            host_keys=b.host_keys,
-            proxy_command=access.proxy_command,
-            key_block=b.key_block,
-            hint=hint,
-        )
+    hop = bastion_hop(access, cloud)
+    if hop is not None:
         return SSHTarget(host=address, user=key.user, host_keys=host_keys, jump=hop, hint=hint)
     proxy = access.proxy_command or getattr(key, "proxy_command", None)
     if proxy and not access.proxy_command:
         hint = f"the SSH key block's proxy_command {proxy!r} (better: the cloud's access)"
     return SSHTarget(
         host=address, user=key.user, host_keys=host_keys, proxy_command=proxy, hint=hint
+    )
+
+
+def bastion_hop(access: CloudAccess, cloud: str) -> SSHTarget | None:
+    """The bastion as an SSH hop (its own key block, reached through the ProxyCommand when
+    one is set), or None when the cloud has no bastion."""
+    from hybridgrid.tasks.remote import SSHTarget
+
+    b = access.bastion
+    if b is None:
+        return None
+    return SSHTarget(
+        host=b.host,
+        port=b.port,
+        user=b.user,
+        host_keys=b.host_keys,
+        proxy_command=access.proxy_command,
+        key_block=b.key_block,
+        hint=access.describe(cloud or "?"),
     )
 
 

@@ -39,6 +39,34 @@ class NodeSetup(BaseModel):
     changed: bool
 
 
+@task(task_run_name="the way in to {cloud}")
+async def check_access(cloud: str, timeout: float = 45) -> str:
+    """Pre-flight of a cloud's access setting, read-only: with a bastion, log in to it (its
+    host key pinned, its key block's key) and leave — a refused or unpinned bastion fails
+    the run before anything is made. Returns the access mode."""
+    from hybridgrid.access import bastion_hop
+    from hybridgrid.tasks.clouds import access
+    from hybridgrid.tasks.remote import SSHAccessError, SSHUnreachable, hop_key
+
+    way = access(cloud)
+    bastion = bastion_hop(way, cloud)
+    if bastion is None:
+        return way.mode
+
+    async def attempt() -> None:
+        async with connect(bastion, await hop_key(bastion, None)):  # type: ignore[arg-type]
+            pass
+
+    try:
+        await with_retries(
+            attempt, attempts=100, deadline=timeout, what=f"bastion {bastion.label}",
+            progress_every=15.0,
+        )  # fmt: skip
+    except SSHUnreachable as exc:
+        raise SSHAccessError(bastion.label, exc.path or str(exc), exc.hint) from exc
+    return way.mode
+
+
 @task(task_run_name="read host keys of {name} from its console", **TRANSIENT)
 async def pin_host_keys(cloud: str, server_id: str, name: str, timeout: float = 300) -> list[str]:
     """The host keys cloud-init printed on the console (waits until they appear)."""
@@ -51,7 +79,13 @@ async def pin_host_keys(cloud: str, server_id: str, name: str, timeout: float = 
     # poll at least every ~1 s (one GET each): the keys appear seconds after ACTIVE, and the
     # lag between their appearing and our reading them is on add-site's critical path
     return await with_retries(
-        read, attempts=10_000, base=0.5, max_delay=1.0, deadline=timeout, what=f"console {name}"
+        read,
+        attempts=10_000,
+        base=0.5,
+        max_delay=1.0,
+        deadline=timeout,
+        what=f"the host keys of {name} on its console",
+        progress_every=15.0,
     )
 
 

@@ -28,7 +28,7 @@ from openstack.connection import Connection
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.tasks.retry import PermanentError, is_transient
+from hybridgrid.tasks.retry import PermanentError, is_transient, progress_logger
 
 Action = Literal["created", "reused", "updated", "deleted", "absent"]
 
@@ -542,17 +542,33 @@ class ServerSpec(BaseModel):
     user_data: str | None = None  # plain text (cloud-config); encoded for Nova here
 
 
+# Seconds between progress lines while a server boots.
+PROGRESS_EVERY = 15.0
+
 # States a server does not leave by itself: waiting for ACTIVE would only time out.
 _PARKED = {"SUSPENDED", "PAUSED", "SHELVED", "SHELVED_OFFLOADED", "RESCUE", "SOFT_DELETED"}
 
 
 def _wait_active(conn: Connection, server: Any, timeout: float, poll: float) -> Any:
-    """Poll until ACTIVE, ERROR or SHUTOFF (returned), or a parked state (a clear error)."""
-    deadline = time.monotonic() + timeout
+    """Poll until ACTIVE, ERROR or SHUTOFF (returned), or a parked state (a clear error);
+    a progress line goes to the run's log every ~15 s."""
+    started = time.monotonic()
+    deadline = started + timeout
+    reported = started
     while True:
         server = read(conn.compute.get_server, server.id)
         if server.status in ("ACTIVE", "ERROR", "SHUTOFF"):
             return server
+        now = time.monotonic()
+        if now - reported >= PROGRESS_EVERY:
+            reported = now
+            progress_logger().info(
+                "still waiting for server %s to be ACTIVE: %s (%.0f s so far, %.0f s left)",
+                server.name,
+                server.status,
+                now - started,
+                max(0.0, deadline - now),
+            )
         if server.status in _PARKED:
             raise ServerStuck(
                 f"server {server.name} ({server.id}) is {server.status}: hybridgrid will not "

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from hybridgrid.tasks.retry import is_transient, with_retries
+from hybridgrid.tasks.retry import PermanentError, is_transient, with_retries
 from hybridgrid.tasks.sshkeys import SSHKeyError, load_private_key
 
 STDERR_TAIL = 2000
@@ -114,7 +114,7 @@ class SSHConnectError(RemoteError):
         super().__init__(f"SSH to {label} failed: {type(cause).__name__}: {reason}")
 
 
-class SSHAccessError(RemoteError):
+class SSHAccessError(RemoteError, PermanentError):
     """The way in to a cloud's servers cannot work: no route from where the flow runs, a
     ProxyCommand that exits, a bastion that cannot be reached, refuses us or shows an unpinned
     host key. Permanent: the message names the cloud's access setting to fix."""
