@@ -1,0 +1,330 @@
+"""A bastion host in localcloud's internet: real namespaces, real sshd, real SSH clients.
+
+Two clouds (hand-built snapshots, no API): bielefeld's master (FIP 203.0.113.10) and giessen's
+vpn (FIP 198.51.100.10), both with SSH open to the world. The bastion (198.19.255.2) is
+reached from the root namespace only through localcloud's proxy, with its host key pinned;
+servers are reached through it (direct-tcpip), as hybridgrid does for a bastion-only cloud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncssh
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from dataplane_fixtures import CloudBuilder, tcp_rule
+
+from localcloud import server as lc_server
+from localcloud.config import external_cidr
+from localcloud.dataplane import bastion, make_backend, names
+from localcloud.dataplane.netns import (
+    DataplaneError,
+    ip_json,
+    is_alive,
+    list_namespaces,
+    ns_exists,
+    nsexec,
+)
+
+pytestmark = [
+    pytest.mark.dataplane,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("nft") or not os.path.exists("/usr/sbin/sshd"),
+        reason="needs root, nftables and sshd",
+    ),
+]
+
+MASTER_FIP, VPN_FIP = "203.0.113.10", "198.51.100.10"
+CONNECT_TIMEOUT = 20
+
+
+def _keypair(directory: Path, name: str) -> tuple[Path, str]:
+    """An ed25519 key written 0600 (path) and its public line."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    (directory / f"{name}.pub").write_text(f"{public} {name}@test\n")
+    return path, f"{public} {name}@test"
+
+
+class World:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.state_dir = base / "state"
+        self.key_path, self.pubkey = _keypair(base, "id_user")
+        self.backend = make_backend(self.state_dir)
+        self.b = CloudBuilder("bielefeld", 0, "192.168.66.0/24")
+        self.g = CloudBuilder("giessen", 1, "192.168.77.0/24")
+        self.master = self.b.add_server("master", "192.168.66.10", [self.pubkey])
+        self.vpn = self.g.add_server("vpn", "192.168.77.10", [self.pubkey])
+        self.b.add_floating_ip(self.master, MASTER_FIP)
+        self.g.add_floating_ip(self.vpn, VPN_FIP)
+        for builder, srv in ((self.b, self.master), (self.g, self.vpn)):
+            ssh = builder.add_group("ssh", [tcp_rule(22)])
+            builder.port_of(srv).security_group_ids.append(ssh.id)
+        self.bastion: bastion.BastionInfo | None = None
+
+    def apply(self) -> None:
+        self.backend.apply(self.b.snapshot())
+        self.backend.apply(self.g.snapshot())
+
+    def server_known_hosts(self, srv, address: str) -> str:
+        rec = self.backend.state.servers[srv.id]
+        return "".join(f"{address} {k.public}\n" for k in rec.host_keys)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = World(tmp_path_factory.mktemp("dataplane-bastion"))
+    try:
+        w.apply()
+        w.bastion = bastion.up(w.state_dir, w.pubkey)
+        yield w
+    finally:
+        w.backend.destroy()
+
+
+async def _jump(w: World, known_hosts: str, **kw) -> asyncssh.SSHClientConnection:
+    """An SSH connection to the bastion from the root namespace, through localcloud's proxy."""
+    b = w.bastion
+    assert b is not None
+    return await asyncssh.connect(
+        b.address,
+        port=b.port,
+        username=kw.pop("username", b.user),
+        client_keys=[str(kw.pop("key", w.key_path))],
+        known_hosts=asyncssh.import_known_hosts(known_hosts),
+        proxy_command=b.proxy_command.replace("%h", b.address).replace("%p", str(b.port)),
+        connect_timeout=CONNECT_TIMEOUT,
+        **kw,
+    )
+
+
+async def _through(w: World, jump, srv, address: str, command: str) -> str:
+    async with asyncssh.connect(
+        address,
+        username="ubuntu",
+        client_keys=[str(w.key_path)],
+        known_hosts=asyncssh.import_known_hosts(w.server_known_hosts(srv, address)),
+        tunnel=jump,
+        connect_timeout=CONNECT_TIMEOUT,
+    ) as conn:
+        res = await conn.run(command, check=True, timeout=CONNECT_TIMEOUT)
+        return str(res.stdout)
+
+
+def test_bastion_address_plan_and_safety_route(world):
+    b = world.bastion
+    addr = ipaddress.ip_address(b.address)
+    assert addr in ipaddress.ip_network("198.18.0.0/15")
+    # no cloud localcloud can make (indexes 0..512) takes the bastion's network
+    for index in range(513):
+        assert addr not in external_cidr(index), index
+    routes = subprocess.run(
+        ["ip", "-j", "route", "show", "type", "unreachable"], capture_output=True, text=True
+    ).stdout
+    assert "198.19.255.0/24" in {r["dst"] for r in json.loads(routes or "[]")}
+    root_addrs = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True).stdout
+    assert "198.19.255." not in root_addrs
+    assert b.host_key.startswith("ssh-ed25519 ") and b.user == "jump" and b.port == 22
+    assert b.known_hosts_line == f"{b.address} {b.host_key}"
+    assert b.namespace == names.bastion_ns(names.instance_tag(world.state_dir))
+    # the bastion's only route out leads into localcloud's internet
+    tag = names.instance_tag(world.state_dir)
+    assert [r["dst"] for r in ip_json(b.namespace, "route", "show")] == [
+        "default",
+        "198.19.255.0/24",
+    ]
+    assert names.BASTION_INET_LINK in {
+        link["ifname"] for link in ip_json(names.inet_ns(tag), "link", "show")
+    }
+
+
+def test_asyncssh_through_pinned_bastion_reaches_both_clouds(world):
+    async def main():
+        async with await _jump(world, world.bastion.known_hosts_line + "\n") as jump:
+            who = await jump.run("id -un; hostname", check=True, timeout=CONNECT_TIMEOUT)
+            master = await _through(
+                world, jump, world.master, MASTER_FIP, "hostname; echo $SSH_CLIENT"
+            )
+            vpn = await _through(world, jump, world.vpn, VPN_FIP, "hostname")
+        return str(who.stdout).split(), master.split(), vpn.split()
+
+    who, master, vpn = asyncio.run(main())
+    assert who == ["jump", "bastion"]
+    assert master[0] == "master" and vpn == ["vpn"]
+    assert master[1] == world.bastion.address  # the server sees the bastion as its client
+
+
+def test_openssh_proxyjump_with_pinned_bastion(world, tmp_path):
+    b = world.bastion
+    known = tmp_path / "known_hosts"
+    known.write_text(b.known_hosts_line + "\n" + world.server_known_hosts(world.master, MASTER_FIP))
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host lc-bastion\n  HostName {b.address}\n  Port {b.port}\n  User {b.user}\n"
+        f"  ProxyCommand {b.proxy_command}\n"
+        f"Host {MASTER_FIP}\n  User ubuntu\n  ProxyJump lc-bastion\n"
+        f"Host *\n  IdentityFile {world.key_path}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n"
+        "  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 20\n"
+    )
+    proc = subprocess.run(
+        ["ssh", "-F", str(config), MASTER_FIP, "hostname"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "master"
+
+
+def test_wrong_bastion_host_key_is_refused(world, tmp_path):
+    other = ed25519.Ed25519PrivateKey.generate().public_key()
+    wrong = other.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+
+    async def main():
+        async with await _jump(world, f"{world.bastion.address} {wrong}\n"):
+            pass
+
+    with pytest.raises(asyncssh.HostKeyNotVerifiable):
+        asyncio.run(main())
+    # OpenSSH, strict checking, the same wrong pin
+    b = world.bastion
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{b.address} {wrong}\n")
+    proc = subprocess.run(
+        [
+            "ssh", "-F", "/dev/null", "-o", f"ProxyCommand={b.proxy_command}",
+            "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=20", "-i", str(world.key_path),
+            f"{b.user}@{b.address}", "true",
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 255
+    assert "Host key verification failed" in proc.stderr
+
+
+def test_only_jump_with_its_key_may_log_in(world, tmp_path):
+    _, stranger_pub = _keypair(tmp_path, "id_stranger")
+
+    async def attempt(**kw) -> None:
+        async with await _jump(world, world.bastion.known_hosts_line + "\n", **kw):
+            pass
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        asyncio.run(attempt(username="root"))
+    with pytest.raises(asyncssh.PermissionDenied):
+        asyncio.run(attempt(key=tmp_path / "id_stranger"))
+    assert stranger_pub  # the stranger's key was made but never authorized
+
+
+def test_second_up_is_the_same_host_and_sets_the_keys(world, tmp_path):
+    first = world.bastion
+    again = bastion.up(world.state_dir, world.pubkey)
+    assert (again.host_key, again.pid, again.address) == (first.host_key, first.pid, first.address)
+    new_path, new_pub = _keypair(tmp_path, "id_new")
+    try:
+        swapped = world.backend.bastion([new_pub])  # the backend's entry point
+        assert swapped.host_key == first.host_key
+
+        async def attempt(key) -> str:
+            async with await _jump(world, first.known_hosts_line + "\n", key=key) as conn:
+                return str((await conn.run("id -un", check=True)).stdout).strip()
+
+        assert asyncio.run(attempt(new_path)) == "jump"
+        with pytest.raises(asyncssh.PermissionDenied):
+            asyncio.run(attempt(world.key_path))
+    finally:
+        bastion.up(world.state_dir, world.pubkey)
+
+
+def test_up_refuses_bad_keys_and_a_missing_data_plane(world, tmp_path):
+    with pytest.raises(bastion.BastionError, match=r"line 1.*not a valid OpenSSH public key"):
+        bastion.up(world.state_dir, "ssh-ed25519 notbase64 x")
+    with pytest.raises(DataplaneError, match=r"no localcloud data plane.*localcloud up"):
+        bastion.up(tmp_path / "nowhere", world.pubkey)
+    assert not ns_exists(names.bastion_ns(names.instance_tag(tmp_path / "nowhere")))
+
+
+def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "localcloud.cli", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, f"localcloud {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return proc
+
+
+def _running(pid: int) -> bool:
+    """Still running (a zombie waiting for init to reap it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
+    """`localcloud up` (API + data plane), `bastion up --json`, `status --json`, `down`."""
+    state_dir = tmp_path / "lc"
+    _, pub = _keypair(tmp_path, "id_cli")
+    lc_server.start(state_dir, clouds=["bielefeld"], port=_free_port(), dataplane=True)
+    tag = names.instance_tag(state_dir)
+    try:
+        out = json.loads(
+            _cli("bastion", "up", "--authorized-key", str(tmp_path / "id_cli.pub"),
+                 "--state-dir", str(state_dir), "--json").stdout
+        )  # fmt: skip
+        assert out["address"] == "198.19.255.2" and out["user"] == "jump"
+        assert out["host_key"].startswith("ssh-ed25519 ") and out["running"]
+        again = json.loads(
+            _cli("bastion", "up", "--authorized-key", pub, "--state-dir", str(state_dir),
+                 "--json").stdout
+        )  # fmt: skip
+        assert again["host_key"] == out["host_key"] and again["pid"] == out["pid"]
+        status = json.loads(_cli("status", "--state-dir", str(state_dir), "--json").stdout)
+        assert status["bastion"]["host_key"] == out["host_key"]
+        bad = _cli("bastion", "up", "--authorized-key", str(tmp_path / "missing.pub"),
+                   "--state-dir", str(state_dir), check=False)  # fmt: skip
+        assert bad.returncode == 2 and "--authorized-key" in bad.stderr
+        assert is_alive(out["pid"], out["namespace"])
+        sshd = nsexec(out["namespace"], ["ss", "-Hltnp", "sport = :22"]).stdout
+        assert "sshd" in sshd
+    finally:
+        _cli("down", "--state-dir", str(state_dir))
+    assert not [ns for ns in list_namespaces() if ns.startswith(names.prefix(tag))]
+    assert not _running(out["pid"])
+    assert not state_dir.exists()
