@@ -30,6 +30,7 @@ import ipaddress
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -74,6 +75,7 @@ BASTION_UID = 1001
 BASTION_MTU = 1450  # as the clouds' external networks
 BASTION_HOSTNAME = "bastion"
 RECORD_FILE = "bastion.json"
+OVERLAY_ROOTS = ("/etc", "/var", "/opt", "/srv", "/usr/local")  # as server.HOLDER_SCRIPT
 
 GUEST_SOURCE = Path(__file__).with_name("bastion_guest.py").read_text()
 
@@ -315,6 +317,9 @@ def _configure(rec: BastionRecord, keys: list[str]) -> None:
         "uid": BASTION_UID,
         "authorized_keys": keys,
         "sshd_config": SSHD_CONFIG,
+        # The holder's overlay roots take the creating process's umask (0700 under the CLI's
+        # 077): give them the host's modes, so that `jump` can read /etc/passwd.
+        "dir_modes": {d: stat.S_IMODE(os.stat(d).st_mode) for d in OVERLAY_ROOTS},
     }
     proc = server.exec_in(
         rec.pid,

@@ -49,6 +49,8 @@ def sshd_running():
 def main():
     d = json.loads(sys.stdin.read())
     guest = load_guest(d["guest_source"])
+    for path, mode in d["dir_modes"].items():
+        os.chmod(path, mode)
     user, uid = d["user"], d["uid"]
     home = add_user(guest, user, uid)
     keys = "".join(k.strip() + "\n" for k in d["authorized_keys"])

@@ -321,6 +321,21 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
                    "--state-dir", str(state_dir), check=False)  # fmt: skip
         assert bad.returncode == 2 and "--authorized-key" in bad.stderr
         assert is_alive(out["pid"], out["namespace"])
+        # a login with the pinned key through the printed ProxyCommand (made under the
+        # CLI's umask 077: the user must still resolve, /etc stays readable)
+        known = tmp_path / "known_hosts"
+        known.write_text(out["known_hosts_line"] + "\n")
+        login = subprocess.run(
+            [
+                "ssh", "-F", "/dev/null", "-o", f"ProxyCommand={out['proxy_command']}",
+                "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+                "-i", str(tmp_path / "id_cli"), f"jump@{out['address']}", "id -un; hostname",
+            ],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert login.returncode == 0, login.stderr
+        assert login.stdout.split() == ["jump", "bastion"]
         sshd = nsexec(out["namespace"], ["ss", "-Hltnp", "sport = :22"]).stdout
         assert "sshd" in sshd
     finally:
