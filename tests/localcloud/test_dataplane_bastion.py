@@ -200,10 +200,7 @@ def test_openssh_proxyjump_with_pinned_bastion(world, tmp_path):
 
 
 def test_wrong_bastion_host_key_is_refused(world, tmp_path):
-    other = ed25519.Ed25519PrivateKey.generate().public_key()
-    wrong = other.public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    wrong = _public_line(ed25519.Ed25519PrivateKey.generate())
 
     async def main():
         async with await _jump(world, f"{world.bastion.address} {wrong}\n"):
@@ -343,3 +340,37 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
     assert not [ns for ns in list_namespaces() if ns.startswith(names.prefix(tag))]
     assert not _running(out["pid"])
     assert not state_dir.exists()
+
+
+def test_hybridgrids_ssh_path_jumps_through_the_bastion(world):
+    """tasks.remote (the product's SSH path): a target whose `jump` is the bastion, reached
+    through localcloud's proxy, both host keys pinned; a changed bastion key is refused."""
+    from tasks.remote import HostKeyMismatch, SSHTarget, connect
+
+    b = world.bastion
+    master_keys = [k.public for k in world.backend.state.servers[world.master.id].host_keys]
+    key = world.key_path.read_text()
+
+    def target(bastion_key: str) -> SSHTarget:
+        hop = SSHTarget(
+            host=b.address, port=b.port, user=b.user, host_keys=[bastion_key],
+            proxy_command=b.proxy_command,
+        )  # fmt: skip
+        return SSHTarget(host=MASTER_FIP, user="ubuntu", host_keys=master_keys, jump=hop)
+
+    async def hostname(t: SSHTarget) -> str:
+        async with connect(t, key) as host:
+            return (await host.run("hostname", name="hostname", timeout=20)).stdout.strip()
+
+    assert asyncio.run(hostname(target(b.host_key))) == "master"
+    wrong = _public_line(ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(HostKeyMismatch, match=b.address):
+        asyncio.run(hostname(target(wrong)))
+
+
+def _public_line(key) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
