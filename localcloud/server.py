@@ -85,13 +85,14 @@ class Handle(BaseModel):
     def set_faults(self, faults: dict[str, Any] | None) -> None:
         set_faults(self.state_dir, faults)
 
-    def bastion(self, authorized_key: str | list[str]) -> Any:
+    def bastion(self, authorized_key: str | list[str], bastion_only: list[str] | None = None) -> Any:
         """A bastion host in this localcloud's internet (idempotent): a ``BastionInfo`` with
-        address, port, user, host key line and the ProxyCommand that reaches it
-        (see ``localcloud.dataplane.bastion``; needs the data plane)."""
+        address, port, user, host key line and the ProxyCommand that reaches it; clouds in
+        `bastion_only` are then reachable only through it (see
+        ``localcloud.dataplane.bastion``; needs the data plane)."""
         from localcloud.dataplane import bastion
 
-        return bastion.up(self.state_dir, authorized_key)
+        return bastion.up(self.state_dir, authorized_key, bastion_only or [])
 
     def env(self) -> dict[str, str]:
         """Environment for `openstack` / `openstack.connect(cloud=…)` to find clouds.yaml."""

@@ -15,6 +15,11 @@ data plane's ``state.json``, because the API process rewrites that file from mem
 ``localcloud bastion up`` runs in another process. ``NamespaceBackend.destroy`` (``localcloud
 down``) calls ``down`` and so removes the bastion with everything else.
 
+``bastion_only=[cloud, …]`` makes those clouds reachable only through the bastion: in the
+internet namespace, a rule ``iif lo lookup 1000`` sends the namespace's own packets (those of
+``localcloud proxy``) to a table of ``unreachable`` routes for their external networks
+("No route to host"); forwarded traffic (the bastion's, servers') is routed as before.
+
 A second ``up`` returns the same host and host key (its authorized keys are set to the given
 ones). If the holder died (e.g. after a reboot), ``up`` makes a new bastion with a new host
 key: the private key is never stored outside the bastion's own tmpfs.
@@ -75,6 +80,7 @@ BASTION_UID = 1001
 BASTION_MTU = 1450  # as the clouds' external networks
 BASTION_HOSTNAME = "bastion"
 RECORD_FILE = "bastion.json"
+DIRECT_PATHS_TABLE = 1000  # routing table (and rule priority) of the bastion-only clouds
 OVERLAY_ROOTS = ("/etc", "/var", "/opt", "/srv", "/usr/local")  # as server.HOLDER_SCRIPT
 
 GUEST_SOURCE = Path(__file__).with_name("bastion_guest.py").read_text()
@@ -106,7 +112,12 @@ MaxStartups 100:30:200
 
 
 class BastionError(ValueError):
-    """Bad input for the bastion (the message names the field and the fix)."""
+    """Bad input for the bastion: `field` is the parameter ("authorized_keys" or
+    "bastion_only"), the message says what is wrong and the fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
 
 
 class BastionRecord(BaseModel):
@@ -119,6 +130,7 @@ class BastionRecord(BaseModel):
     user: str
     host_key: str  # "ssh-ed25519 AAAA…" (no comment)
     authorized_keys: list[str]
+    bastion_only: dict[str, str] = {}  # cloud -> external CIDR the proxy may not reach
 
 
 class BastionInfo(BaseModel):
@@ -134,9 +146,12 @@ class BastionInfo(BaseModel):
     namespace: str
     pid: int
     running: bool
+    # clouds whose public addresses only the bastion reaches (localcloud's proxy is refused)
+    bastion_only: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------- authorized keys
+KEYS_FIELD = "authorized_keys"
 _SK_TYPES = ("sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 
 
@@ -155,20 +170,23 @@ def parse_authorized_keys(keys: str | Iterable[str]) -> list[str]:
         out.append(_check_key_line(line, n))
     if not out:
         raise BastionError(
-            "authorized key: none given; pass a public key line or a .pub file "
-            "(e.g. --authorized-key ~/.ssh/id_ed25519.pub)"
+            KEYS_FIELD,
+            "none given; pass a public key line or a .pub file "
+            "(e.g. --authorized-key ~/.ssh/id_ed25519.pub)",
         )
     return out
 
 
 def _check_key_line(line: str, n: int) -> str:
-    where = f"authorized key line {n}"
+    where = f"line {n}"
     if "PRIVATE KEY" in line:
-        raise BastionError(f"{where} is part of a private key: give the public key (.pub file)")
+        raise BastionError(
+            KEYS_FIELD, f"{where} is part of a private key: give the public key (.pub file)"
+        )
     parts = line.split()
     if len(parts) < 2:
         raise BastionError(
-            f"{where} is not an OpenSSH public key line ('ssh-ed25519 AAAA… comment')"
+            KEYS_FIELD, f"{where} is not an OpenSSH public key line ('ssh-ed25519 AAAA… comment')"
         )
     kind, blob = parts[0], parts[1]
     try:
@@ -180,22 +198,34 @@ def _check_key_line(line: str, n: int) -> str:
             serialization.load_ssh_public_key(f"{kind} {blob}".encode())
     except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
         raise BastionError(
+            KEYS_FIELD,
             f"{where} ({kind[:40]!r}) is not a valid OpenSSH public key: {exc}; key options "
-            "(from=…, command=…) are not supported"
+            "(from=…, command=…) are not supported",
         ) from None
     comment = " ".join(parts[2:])
     if any(not c.isprintable() for c in comment):
-        raise BastionError(f"{where}: the comment has control characters")
+        raise BastionError(KEYS_FIELD, f"{where}: the comment has control characters")
     return f"{kind} {blob}" + (f" {comment}" if comment else "")
 
 
 # ---------------------------------------------------------------- public API
-def up(state_dir: Path, authorized_keys: str | Iterable[str]) -> BastionInfo:
-    """Make the bastion (or find it) and set its authorized keys; returns how to reach it."""
+def up(
+    state_dir: Path,
+    authorized_keys: str | Iterable[str],
+    bastion_only: Iterable[str] = (),
+) -> BastionInfo:
+    """Make the bastion (or find it) and set its authorized keys; returns how to reach it.
+
+    `bastion_only`: clouds whose public addresses are then reachable only through the
+    bastion: ``localcloud proxy`` (anything started in the internet namespace) gets
+    "No route to host" for them; servers and the bastion still reach them. Each call sets
+    the list (an empty one opens every cloud again).
+    """
     state_dir = Path(state_dir).resolve()
     keys = parse_authorized_keys(authorized_keys)
     tag = names.instance_tag(state_dir)
     _check_instance(state_dir, tag)
+    closed = _cloud_cidrs(state_dir, tag, bastion_only)
     with _locked(state_dir):
         rec = _load(state_dir)
         if rec is not None and not _healthy(rec, tag):
@@ -205,7 +235,8 @@ def up(state_dir: Path, authorized_keys: str | Iterable[str]) -> BastionInfo:
         if rec is None:
             rec = _create(state_dir, tag, keys)
         _configure(rec, keys)
-        rec.authorized_keys = keys
+        _close_direct_paths(names.inet_ns(tag), closed)
+        rec.authorized_keys, rec.bastion_only = keys, closed
         _save(state_dir, rec)
     return _info(state_dir, rec)
 
@@ -243,11 +274,7 @@ def _check_instance(state_dir: Path, tag: str) -> None:
             f"no localcloud data plane for {state_dir} (namespace {inet} is missing): start it "
             f"first with `localcloud up --state-dir {state_dir}` (as root, data plane on)"
         )
-    config = load_config(state_dir)
-    clouds = {c.name: [str(c.external_cidr)] for c in config.clouds} if config else {}
-    for rec in load_state(state_dir, tag).clouds.values():
-        clouds.setdefault(rec.name, []).extend(rec.external_cidrs)
-    for name, cidrs in clouds.items():
+    for name, cidrs in _external_cidrs(state_dir, tag).items():
         for cidr in cidrs:
             if ipaddress.ip_network(cidr).overlaps(BASTION_NETWORK):
                 raise DataplaneError(
@@ -255,6 +282,44 @@ def _check_instance(state_dir: Path, tag: str) -> None:
                     f"{BASTION_NETWORK}: remove that cloud or run the bastion in another "
                     "localcloud"
                 )
+
+
+def _external_cidrs(state_dir: Path, tag: str) -> dict[str, list[str]]:
+    """Every cloud's external CIDRs: configured (localcloud.yaml) and applied (state.json)."""
+    config = load_config(state_dir)
+    clouds = {c.name: [str(c.external_cidr)] for c in config.clouds} if config else {}
+    for rec in load_state(state_dir, tag).clouds.values():
+        cidrs = clouds.setdefault(rec.name, [])
+        cidrs.extend(c for c in rec.external_cidrs if c not in cidrs)
+    return clouds
+
+
+def _cloud_cidrs(state_dir: Path, tag: str, clouds: Iterable[str]) -> dict[str, str]:
+    known = _external_cidrs(state_dir, tag)
+    out = {}
+    for name in clouds:
+        if name not in known or not known[name]:
+            raise BastionError(
+                "bastion_only",
+                f"no cloud {name!r} in {state_dir} (clouds: {', '.join(sorted(known)) or 'none'})",
+            )
+        out[name] = known[name][0]
+    return out
+
+
+def _close_direct_paths(inet: str, closed: dict[str, str]) -> None:
+    """Policy routing in the internet namespace: its own packets (``iif lo``: localcloud
+    proxy) to a bastion-only cloud find an ``unreachable`` route ("No route to host", as in
+    the root namespace); forwarded ones (the bastion's, servers') use the main table."""
+    table, pref = str(DIRECT_PATHS_TABLE), str(DIRECT_PATHS_TABLE)
+    rule = any(r.get("table") == table for r in ip_json(inet, "rule", "show"))
+    ip(inet, "route", "flush", "table", table, check=False)  # fails only when already empty
+    cmds = [f"route add unreachable {cidr} table {table}" for cidr in sorted(set(closed.values()))]
+    if closed and not rule:
+        cmds.append(f"rule add pref {pref} iif lo lookup {table}")
+    elif rule and not closed:
+        cmds.append(f"rule del pref {pref}")
+    ip_batch(inet, cmds)
 
 
 def _healthy(rec: BastionRecord, tag: str) -> bool:
@@ -338,6 +403,7 @@ def _teardown(state_dir: Path, ns: str, pid: int | None, tag: str) -> None:
     delete_namespace(ns)  # the veth's inet end goes with its peer
     if ns_exists(names.inet_ns(tag)):
         ip(names.inet_ns(tag), "link", "del", names.BASTION_INET_LINK, check=False)
+        _close_direct_paths(names.inet_ns(tag), {})  # no bastion: every cloud open again
     _record_path(state_dir).unlink(missing_ok=True)
     server.reap()
     _drop_safety_route_after_last_bastion()
@@ -363,6 +429,7 @@ def _info(state_dir: Path, rec: BastionRecord) -> BastionInfo:
         namespace=rec.ns,
         pid=rec.pid,
         running=is_alive(rec.pid, rec.ns),
+        bastion_only=rec.bastion_only,
     )
 
 

@@ -90,6 +90,8 @@ def _echo_bastion(info, as_json: bool) -> None:
     typer.echo(f"  host key     {info.host_key}")
     typer.echo(f"  fingerprint  {info.fingerprint}")
     typer.echo(f"  known_hosts  {info.known_hosts_line}")
+    for cloud, cidr in info.bastion_only.items():
+        typer.echo(f"  only via the bastion: {cloud} ({cidr})")
     typer.echo(f"  reach it     ssh -o ProxyCommand='{info.proxy_command}' "
                f"{info.user}@{info.address}")  # fmt: skip
 
@@ -100,6 +102,13 @@ def bastion_up(
         list[str],
         typer.Option(help="public key line or .pub file allowed to log in as `jump` (repeat)"),
     ],
+    bastion_only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="cloud whose public addresses only the bastion reaches; `localcloud proxy` "
+            "gets 'No route to host' for them (repeat; each `up` sets the list)"
+        ),
+    ] = None,
     state_dir: Annotated[Path | None, typer.Option(help=STATE_DIR_HELP)] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -109,9 +118,11 @@ def bastion_up(
     sd = _state_dir(state_dir) or Path(".localcloud")
     keys = [_key_lines(v) for v in authorized_key]
     try:
-        info = bastion.up(sd, keys)
+        info = bastion.up(sd, keys, bastion_only or [])
     except bastion.BastionError as exc:
-        typer.echo(f"localcloud bastion up: --authorized-key: {exc}", err=True)
+        option = {"authorized_keys": "--authorized-key", "bastion_only": "--bastion-only"}
+        message = str(exc).split(": ", 1)[1]
+        typer.echo(f"localcloud bastion up: {option[exc.field]}: {message}", err=True)
         raise typer.Exit(2) from exc
     except DataplaneError as exc:
         typer.echo(f"localcloud bastion up: {exc}", err=True)

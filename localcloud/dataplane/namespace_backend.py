@@ -149,11 +149,11 @@ class NamespaceBackend:
     def namespaces(self) -> list[str]:
         return [ns for ns in list_namespaces() if ns.startswith(names.prefix(self.tag))]
 
-    def bastion(self, authorized_keys: str | list[str]):
+    def bastion(self, authorized_keys: str | list[str], bastion_only: list[str] | None = None):
         """A bastion host in this instance's internet (idempotent); see bastion.py."""
         from localcloud.dataplane import bastion
 
-        return bastion.up(self.state_dir, authorized_keys)
+        return bastion.up(self.state_dir, authorized_keys, bastion_only or [])
 
     def flush_conntrack(self) -> None:
         """Forget every connection in this instance's namespaces (tests switch SG cases)."""

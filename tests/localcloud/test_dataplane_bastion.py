@@ -33,6 +33,7 @@ from localcloud.dataplane.netns import (
     list_namespaces,
     ns_exists,
     nsexec,
+    open_connection_socket,
 )
 
 pytestmark = [
@@ -260,6 +261,38 @@ def test_second_up_is_the_same_host_and_sets_the_keys(world, tmp_path):
         bastion.up(world.state_dir, world.pubkey)
 
 
+def _direct(address: str, state_dir: Path) -> str:
+    """What localcloud's proxy path (a socket from the internet namespace) gets."""
+    try:
+        open_connection_socket(address, 22, state_dir=state_dir, timeout=5).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "connected"
+
+
+def test_a_bastion_only_cloud_is_reached_through_the_bastion_alone(world):
+    sd = world.state_dir
+    closed = bastion.up(sd, world.pubkey, bastion_only=["giessen"])
+    try:
+        assert closed.bastion_only == {"giessen": "198.51.100.0/24"}
+        assert closed.host_key == world.bastion.host_key
+        assert _direct(VPN_FIP, sd) == "No route to host"  # refused at once, no timeout
+        assert _direct(MASTER_FIP, sd) == "connected"  # other clouds stay direct
+
+        async def via_bastion() -> str:
+            async with await _jump(world, closed.known_hosts_line + "\n") as jump:
+                return await _through(world, jump, world.vpn, VPN_FIP, "hostname")
+
+        assert asyncio.run(via_bastion()).strip() == "vpn"
+        assert bastion.info(sd).bastion_only == {"giessen": "198.51.100.0/24"}
+        with pytest.raises(bastion.BastionError, match="bastion_only: no cloud 'nowhere'"):
+            bastion.up(sd, world.pubkey, bastion_only=["nowhere"])
+    finally:
+        opened = bastion.up(sd, world.pubkey)
+    assert opened.bastion_only == {}
+    assert _direct(VPN_FIP, sd) == "connected"
+
+
 def test_up_refuses_bad_keys_and_a_missing_data_plane(world, tmp_path):
     with pytest.raises(bastion.BastionError, match=r"line 1.*not a valid OpenSSH public key"):
         bastion.up(world.state_dir, "ssh-ed25519 notbase64 x")
@@ -309,11 +342,18 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
         assert out["host_key"].startswith("ssh-ed25519 ") and out["running"]
         again = json.loads(
             _cli("bastion", "up", "--authorized-key", pub, "--state-dir", str(state_dir),
-                 "--json").stdout
+                 "--bastion-only", "bielefeld", "--json").stdout
         )  # fmt: skip
         assert again["host_key"] == out["host_key"] and again["pid"] == out["pid"]
+        assert again["bastion_only"] == {"bielefeld": "203.0.113.0/24"}
         status = json.loads(_cli("status", "--state-dir", str(state_dir), "--json").stdout)
         assert status["bastion"]["host_key"] == out["host_key"]
+        direct = _cli("proxy", "--state-dir", str(state_dir), "203.0.113.10", "22", check=False)
+        assert direct.returncode == 255 and "No route to host" in direct.stderr
+        unknown = _cli("bastion", "up", "--authorized-key", pub, "--bastion-only", "nowhere",
+                       "--state-dir", str(state_dir), check=False)  # fmt: skip
+        assert unknown.returncode == 2
+        assert "--bastion-only: no cloud 'nowhere'" in unknown.stderr
         bad = _cli("bastion", "up", "--authorized-key", str(tmp_path / "missing.pub"),
                    "--state-dir", str(state_dir), check=False)  # fmt: skip
         assert bad.returncode == 2 and "--authorized-key" in bad.stderr
