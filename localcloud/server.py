@@ -85,7 +85,9 @@ class Handle(BaseModel):
     def set_faults(self, faults: dict[str, Any] | None) -> None:
         set_faults(self.state_dir, faults)
 
-    def bastion(self, authorized_key: str | list[str], bastion_only: list[str] | None = None) -> Any:
+    def bastion(
+        self, authorized_key: str | list[str], bastion_only: list[str] | None = None
+    ) -> Any:
         """A bastion host in this localcloud's internet (idempotent): a ``BastionInfo`` with
         address, port, user, host key line and the ProxyCommand that reaches it; clouds in
         `bastion_only` are then reachable only through it (see
