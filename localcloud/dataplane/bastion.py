@@ -148,6 +148,7 @@ class BastionInfo(BaseModel):
     running: bool
     # clouds whose public addresses only the bastion reaches (localcloud's proxy is refused)
     bastion_only: dict[str, str] = {}
+    authorized_keys: list[str] = []  # public key lines that may log in as `user`
 
 
 # ---------------------------------------------------------------- authorized keys
@@ -213,13 +214,16 @@ def up(
     state_dir: Path,
     authorized_keys: str | Iterable[str],
     bastion_only: Iterable[str] = (),
+    *,
+    add: bool = False,
 ) -> BastionInfo:
     """Make the bastion (or find it) and set its authorized keys; returns how to reach it.
 
     `bastion_only`: clouds whose public addresses are then reachable only through the
     bastion: ``localcloud proxy`` (anything started in the internet namespace) gets
     "No route to host" for them; servers and the bastion still reach them. Each call sets
-    the list (an empty one opens every cloud again).
+    the list (an empty one opens every cloud again). `add=True` keeps the keys authorized
+    before (a key per site, added as sites come) instead of replacing them.
     """
     state_dir = Path(state_dir).resolve()
     keys = parse_authorized_keys(authorized_keys)
@@ -234,6 +238,8 @@ def up(
             rec = None
         if rec is None:
             rec = _create(state_dir, tag, keys)
+        elif add:
+            keys = [*rec.authorized_keys, *(k for k in keys if k not in rec.authorized_keys)]
         _configure(rec, keys)
         _close_direct_paths(names.inet_ns(tag), closed)
         rec.authorized_keys, rec.bastion_only = keys, closed
@@ -430,6 +436,7 @@ def _info(state_dir: Path, rec: BastionRecord) -> BastionInfo:
         pid=rec.pid,
         running=is_alive(rec.pid, rec.ns),
         bastion_only=rec.bastion_only,
+        authorized_keys=rec.authorized_keys,
     )
 
 

@@ -90,6 +90,7 @@ def _echo_bastion(info, as_json: bool) -> None:
     typer.echo(f"  host key     {info.host_key}")
     typer.echo(f"  fingerprint  {info.fingerprint}")
     typer.echo(f"  known_hosts  {info.known_hosts_line}")
+    typer.echo(f"  keys         {len(info.authorized_keys)} authorized for {info.user}")
     for cloud, cidr in info.bastion_only.items():
         typer.echo(f"  only via the bastion: {cloud} ({cidr})")
     typer.echo(f"  reach it     ssh -o ProxyCommand='{info.proxy_command}' "
@@ -109,6 +110,9 @@ def bastion_up(
             "gets 'No route to host' for them (repeat; each `up` sets the list)"
         ),
     ] = None,
+    add: Annotated[
+        bool, typer.Option("--add", help="keep the keys authorized before (default: replace)")
+    ] = False,
     state_dir: Annotated[Path | None, typer.Option(help=STATE_DIR_HELP)] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -118,7 +122,7 @@ def bastion_up(
     sd = _state_dir(state_dir) or Path(".localcloud")
     keys = [_key_lines(v) for v in authorized_key]
     try:
-        info = bastion.up(sd, keys, bastion_only or [])
+        info = bastion.up(sd, keys, bastion_only or [], add=add)
     except bastion.BastionError as exc:
         option = {"authorized_keys": "--authorized-key", "bastion_only": "--bastion-only"}
         message = str(exc).split(": ", 1)[1]

@@ -257,6 +257,9 @@ def test_second_up_is_the_same_host_and_sets_the_keys(world, tmp_path):
         assert asyncio.run(attempt(new_path)) == "jump"
         with pytest.raises(asyncssh.PermissionDenied):
             asyncio.run(attempt(world.key_path))
+        both = bastion.up(world.state_dir, world.pubkey, add=True)  # a second site's key
+        assert both.authorized_keys == [new_pub, world.pubkey]
+        assert [asyncio.run(attempt(k)) for k in (new_path, world.key_path)] == ["jump"] * 2
     finally:
         bastion.up(world.state_dir, world.pubkey)
 
