@@ -86,7 +86,11 @@ class Handle(BaseModel):
         set_faults(self.state_dir, faults)
 
     def bastion(
-        self, authorized_key: str | list[str], bastion_only: list[str] | None = None
+        self,
+        authorized_key: str | list[str],
+        bastion_only: list[str] | None = None,
+        *,
+        add: bool = False,
     ) -> Any:
         """A bastion host in this localcloud's internet (idempotent): a ``BastionInfo`` with
         address, port, user, host key line and the ProxyCommand that reaches it; clouds in
@@ -94,7 +98,7 @@ class Handle(BaseModel):
         ``localcloud.dataplane.bastion``; needs the data plane)."""
         from localcloud.dataplane import bastion
 
-        return bastion.up(self.state_dir, authorized_key, bastion_only or [])
+        return bastion.up(self.state_dir, authorized_key, bastion_only or [], add=add)
 
     def env(self) -> dict[str, str]:
         """Environment for `openstack` / `openstack.connect(cloud=…)` to find clouds.yaml."""

@@ -149,11 +149,17 @@ class NamespaceBackend:
     def namespaces(self) -> list[str]:
         return [ns for ns in list_namespaces() if ns.startswith(names.prefix(self.tag))]
 
-    def bastion(self, authorized_keys: str | list[str], bastion_only: list[str] | None = None):
+    def bastion(
+        self,
+        authorized_keys: str | list[str],
+        bastion_only: list[str] | None = None,
+        *,
+        add: bool = False,
+    ):
         """A bastion host in this instance's internet (idempotent); see bastion.py."""
         from localcloud.dataplane import bastion
 
-        return bastion.up(self.state_dir, authorized_keys, bastion_only or [])
+        return bastion.up(self.state_dir, authorized_keys, bastion_only or [], add=add)
 
     def flush_conntrack(self) -> None:
         """Forget every connection in this instance's namespaces (tests switch SG cases)."""
