@@ -334,7 +334,7 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
     """`localcloud up` (API + data plane), `bastion up --json`, `status --json`, `down`."""
     state_dir = tmp_path / "lc"
     _, pub = _keypair(tmp_path, "id_cli")
-    lc_server.start(state_dir, clouds=["bielefeld"], port=_free_port(), dataplane=True)
+    handle = lc_server.start(state_dir, clouds=["bielefeld"], port=_free_port(), dataplane=True)
     tag = names.instance_tag(state_dir)
     try:
         out = json.loads(
@@ -349,6 +349,8 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
         )  # fmt: skip
         assert again["host_key"] == out["host_key"] and again["pid"] == out["pid"]
         assert again["bastion_only"] == {"bielefeld": "203.0.113.0/24"}
+        via_handle = handle.bastion(pub, ["bielefeld"], add=True)  # the Python entry point
+        assert via_handle.host_key == out["host_key"] and via_handle.authorized_keys == [pub]
         status = json.loads(_cli("status", "--state-dir", str(state_dir), "--json").stdout)
         assert status["bastion"]["host_key"] == out["host_key"]
         direct = _cli("proxy", "--state-dir", str(state_dir), "203.0.113.10", "22", check=False)
