@@ -314,6 +314,17 @@ def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def _closed_direct_paths(tag: str) -> list[str]:
+    """The internet namespace's routes for its own packets to bastion-only clouds."""
+    inet = names.inet_ns(tag)
+    table = str(bastion.DIRECT_PATHS_TABLE)
+    rules = [r for r in ip_json(inet, "rule", "show") if r.get("table") == table]
+    routes = nsexec(inet, ["ip", "route", "show", "table", table]).stdout.split("\n")
+    found = [r.strip() for r in routes if r.strip()]
+    assert bool(rules) == bool(found), (rules, found)  # the rule lives with its routes
+    return found
+
+
 def _running(pid: int) -> bool:
     """Still running (a zombie waiting for init to reap it has ended)."""
     try:
@@ -353,8 +364,8 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
         assert via_handle.host_key == out["host_key"] and via_handle.authorized_keys == [pub]
         status = json.loads(_cli("status", "--state-dir", str(state_dir), "--json").stdout)
         assert status["bastion"]["host_key"] == out["host_key"]
-        direct = _cli("proxy", "--state-dir", str(state_dir), "203.0.113.10", "22", check=False)
-        assert direct.returncode == 255 and "No route to host" in direct.stderr
+        # (no server here: the world test shows the effect; this one the CLI's wiring)
+        assert _closed_direct_paths(tag) == ["unreachable 203.0.113.0/24"]
         unknown = _cli("bastion", "up", "--authorized-key", pub, "--bastion-only", "nowhere",
                        "--state-dir", str(state_dir), check=False)  # fmt: skip
         assert unknown.returncode == 2
@@ -380,10 +391,24 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
         assert login.stdout.split() == ["jump", "bastion"]
         sshd = nsexec(out["namespace"], ["ss", "-Hltnp", "sport = :22"]).stdout
         assert "sshd" in sshd
+        # `bastion down` alone: the bastion goes, the clouds stay, the proxy path opens again
+        assert _cli("bastion", "down", "--state-dir", str(state_dir)).stdout.strip() == (
+            "bastion removed"
+        )
+        assert not ns_exists(out["namespace"]) and not _running(out["pid"])
+        assert ns_exists(names.inet_ns(tag))
+        assert _cli("bastion", "show", "--state-dir", str(state_dir), check=False).returncode == 1
+        assert _closed_direct_paths(tag) == []
+        # a new bastion (new host key), left for `localcloud down` to remove
+        last = json.loads(
+            _cli("bastion", "up", "--authorized-key", pub, "--state-dir", str(state_dir),
+                 "--json").stdout
+        )  # fmt: skip
+        assert last["host_key"] != out["host_key"] and last["running"]
     finally:
         _cli("down", "--state-dir", str(state_dir))
     assert not [ns for ns in list_namespaces() if ns.startswith(names.prefix(tag))]
-    assert not _running(out["pid"])
+    assert not _running(out["pid"]) and not _running(last["pid"])
     assert not state_dir.exists()
 
 
