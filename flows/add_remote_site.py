@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridgrid import drift, naming
 from hybridgrid.access import behind
+from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock, no_default
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     RegistryData,
@@ -48,11 +50,31 @@ from hybridgrid.tasks.preflight import (
 from hybridgrid.tasks.remote import sharing_connections
 
 
+class SiteForm(RemoteSite):
+    """The site as the UI's form asks for it: the cloud is picked from the saved credentials
+    blocks (the registry keeps its name)."""
+
+    model_config = ConfigDict(title="RemoteSite")
+
+    cloud: CloudBlock = Field(
+        "",
+        description="the cloud's credentials block (how it is reached is its access setting); "
+        "empty: the block named like the site",
+        json_schema_extra=no_default,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_site(cls, data: Any) -> Any:
+        # a RemoteSite (the registry's spec, a test's constant) is a valid form value
+        return data.model_dump() if isinstance(data, RemoteSite) else data
+
+
 class AddSiteOptions(BaseModel):
     registry: str = Field(DEFAULT_REGISTRY, description="SiteRegistry block name")
-    ssh_key_block: str | None = Field(
+    ssh_key_block: SSHKeyBlock | None = Field(
         None,
-        description="SSHKey block for the site's servers; default hg-<site>-ssh, made when missing",
+        description="SSHKey block for the site's servers; empty: hg-NAME-ssh, made when missing",
     )
     boot_timeout: float = Field(600, gt=0, description="seconds to wait for servers to be ACTIVE")
     verify: bool = Field(True, description="run the layered verification at the end")
@@ -80,7 +102,7 @@ def _run_name() -> str:
     log_prints=False,
 )
 @sharing_connections  # one SSH connection per node for the whole run, not one per task
-async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = None) -> AddSiteResult:
+async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None) -> AddSiteResult:
     """Add (or converge) one remote site; the run is named after it.
 
     Args:
@@ -492,4 +514,4 @@ def _dedupe(rules: list[RuleSpec]) -> list[RuleSpec]:
     return out
 
 
-__all__ = ["AddSiteOptions", "AddSiteResult", "add_remote_site"]
+__all__ = ["AddSiteOptions", "AddSiteResult", "SiteForm", "add_remote_site"]

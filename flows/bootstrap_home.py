@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from ipaddress import IPv4Network
+from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from hybridgrid import naming
 from hybridgrid.access import behind
+from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     HomeEntry,
@@ -27,10 +29,23 @@ from hybridgrid.tasks.openstack import Record, RuleSpec, ServerSpec
 from hybridgrid.tasks.preflight import Needs, PreflightRequest
 
 
+class HomeForm(HomeSite):
+    """The home as the UI's form asks for it: the cloud is picked from the saved credentials
+    blocks (the registry keeps its name)."""
+
+    cloud: CloudBlock = Field(description="the home cloud's credentials block")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_home(cls, data: Any) -> Any:
+        # a HomeSite (a spec file's, a test's constant) is a valid form value
+        return data.model_dump() if isinstance(data, HomeSite) else data
+
+
 class HomeOptions(BaseModel):
     registry: str = Field(DEFAULT_REGISTRY, description="SiteRegistry block name")
-    ssh_key_block: str | None = Field(
-        None, description="SSHKey block that logs into the master; default hg-<home>-ssh"
+    ssh_key_block: SSHKeyBlock | None = Field(
+        None, description="SSHKey block that logs into the master; empty: hg-HOME-ssh, made"
     )
     site_pool: IPv4Network = Field(
         IPv4Network("192.168.64.0/18"), description="pool for sites' auto-allocated subnets"
@@ -66,7 +81,7 @@ def _run_name() -> str:
     description="Create or adopt the home cluster whose master is the WireGuard hub.",
 )
 async def bootstrap_home(
-    home: HomeSite,
+    home: HomeForm,
     wireguard: WireGuardSettings | None = None,
     options: HomeOptions | None = None,
 ) -> HomeResult:
