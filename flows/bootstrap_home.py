@@ -88,7 +88,7 @@ async def bootstrap_home(
     """Create or adopt the home cluster; the run is named after the home.
 
     Args:
-        home: the home cloud block, subnet and master (create: true, or name: <server>)
+        home: the home cloud block, subnet and master (create: true, or name: SERVER)
         wireguard: overlay CIDR, listen port, keepalive (defaults as in the seed)
         options: registry, SSH key block, site pool, SSH source, host keys of an adopted master
     """

@@ -91,7 +91,7 @@ class WireGuardSettings(_Model):
 
 
 class MasterSpec(_Model):
-    """The home hub: adopt an existing server by name, or create ``hg-<home>-master``."""
+    """The home hub: adopt an existing server by name, or create hg-HOME-master."""
 
     name: str | None = Field(None, description="existing server to adopt as the hub")
     create: bool = Field(False, description="create hg-HOME-master instead of adopting")
