@@ -31,9 +31,7 @@ class OpenStackCredentials(Block):
         "Keystone v3 credentials (password or application credential) of one OpenStack cloud, "
         "used by hybridgrid to build an openstacksdk connection."
     )
-    _logo_url = (
-        "https://www.openstack.org/themes/openstack/images/openstack-logo/OpenStack-Logo-Mark.png"
-    )
+    # No _logo_url: the UI would load it from the internet wherever the block is shown.
     # Never echo a rejected value (it may be the secret) in a validation error's text.
     model_config = ConfigDict(hide_input_in_errors=True)
 

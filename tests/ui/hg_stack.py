@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PREFECT = str(VENV_BIN / "prefect")
@@ -190,9 +192,11 @@ class PrefectStack:
 
     # ------------------------------------------------------------------ REST API
     def client(self):
-        import httpx
-
-        return httpx.Client(base_url=self.api_url, timeout=30)
+        """HTTP to the server's API; a 503 (SQLite busy under concurrent writes) is retried a
+        few times with backoff, as Prefect's own client does."""
+        return httpx.Client(
+            base_url=self.api_url, timeout=30, transport=_RetryOn503(httpx.HTTPTransport())
+        )
 
     def deployment(self, flow: str, name: str) -> dict[str, Any]:
         with self.client() as c:
@@ -200,13 +204,37 @@ class PrefectStack:
             r.raise_for_status()
             return r.json()
 
+    def block_document(self, name: str, slug: str) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.get(f"/block_types/slug/{slug}/block_documents/name/{name}")
+            r.raise_for_status()
+            return r.json()
+
     def run_deployment(self, flow: str, name: str, parameters: dict[str, Any]) -> str:
+        """A flow run of the deployment as the UI's form makes it: block names in
+        `parameters` become block references (hybridgrid.deployments.forms)."""
         dep = self.deployment(flow, name)
+        parameters = self.form_parameters(dep, parameters)
         with self.client() as c:
             r = c.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
             if r.status_code >= 400:
                 raise RuntimeError(f"run of {flow}/{name} refused ({r.status_code}): {r.text}")
             return r.json()["id"]
+
+    def form_parameters(self, dep: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from hybridgrid.deployments.forms import as_form_parameters
+
+        async def convert() -> dict[str, Any]:
+            async with get_client() as client:
+                return await as_form_parameters(client, dep["parameter_openapi_schema"], parameters)
+
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+            return asyncio.run(convert())
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
         with self.client() as c:
@@ -298,6 +326,25 @@ def yaml_deployment(deployment_name: str) -> dict[str, Any] | None:
         if dep.get("name") == deployment_name:
             return dep
     return None
+
+
+class _RetryOn503(httpx.BaseTransport):
+    """An httpx transport that resends a request answered 503, at most 5 times (≤ ~15 s)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: Any) -> Any:
+        for attempt in range(5):
+            response = self.inner.handle_request(request)
+            if response.status_code != 503 or attempt == 4:
+                return response
+            response.close()
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 # ---------------------------------------------------------------------- localcloud
