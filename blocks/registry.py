@@ -143,11 +143,6 @@ def _api_key(name: str) -> tuple[str, str]:
     return (settings.api.url or f"ephemeral:{settings.home}", name)
 
 
-def forget_locks() -> None:
-    """Forget which limits exist (the next `ensure_lock` asks the API again)."""
-    _known_locks.clear()
-
-
 async def ensure_lock(name: str) -> None:
     """Create the limit-1 global concurrency limit if missing (idempotent; remembered per
     Prefect API and process, so repeated calls cost no API call)."""
