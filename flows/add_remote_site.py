@@ -30,6 +30,7 @@ from hybridgrid.blocks.registry import (
     update_registry,
 )
 from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.drift import dedupe_rules as _dedupe  # one definition, beside the rules
 from hybridgrid.flows import common
 from hybridgrid.model import MAX_ADDRESS_PAIRS, RemoteSite, plan, tunnel_mtu
 from hybridgrid.report import NodeLine, SiteSummary, publish
@@ -481,15 +482,6 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
 def _own(data: RegistryData, name: str) -> dict:
     entry: SiteEntry | None = data.sites.get(name)
     return {name: entry.allocation()} if entry else {}
-
-
-def _dedupe(rules: list[RuleSpec]) -> list[RuleSpec]:
-    seen, out = set(), []
-    for r in rules:
-        if r.key() not in seen:
-            seen.add(r.key())
-            out.append(r)
-    return out
 
 
 __all__ = ["AddSiteOptions", "AddSiteResult", "add_remote_site"]
