@@ -1,4 +1,4 @@
-"""The site registry (DESIGN §2): what hybridgrid has allocated and built, per site.
+"""The site registry (docs/architecture.md §7): what hybridgrid has allocated and built, per site.
 
 It is changed only through ``update_registry``, which holds a Prefect global concurrency
 limit of 1 while it loads, mutates and saves, so concurrent flow runs (on any host using the

@@ -1,4 +1,4 @@
-"""add_remote_site — the main job (DESIGN §4): one flow run per remote site.
+"""add_remote_site — the main job (docs/architecture.md §4): one flow run per remote site.
 
 validate → pre-flight both clouds → allocate (registry, locked) → site network, security
 group, key pair and home-side lookups, all at once → VPN node and workers launched together

@@ -2,9 +2,9 @@
 
 Every function here is plain (takes an `openstack.connection.Connection`) so it can be tested
 and composed; `tasks/site_tasks.py` runs them as step-sized Prefect tasks with the retry policy.
-Rules (DESIGN §3): none found → create; one → compare and update; several → a clear error,
-never a guess. Removal only ever deletes what carries our tags (or, for rules on a group we
-share, our description).
+Rules (docs/architecture.md §3): none found → create; one → compare and update; several →
+a clear error, never a guess. Removal only ever deletes what carries our tags (or, for rules
+on a group we share, our description).
 
 Retries: reads retry in place (`read`), writes never do — a failed task is retried whole by
 Prefect, finds what an earlier attempt made, and goes on from there, so a retry never

@@ -1,5 +1,5 @@
-"""Layered verification of a site's link (DESIGN §5). Each layer returns a typed verdict with
-the likely cause on failure, so a user reads *why*, not just *that*:
+"""Layered verification of a site's link (docs/architecture.md §9). Each layer returns a
+typed verdict with the likely cause on failure, so a user reads *why*, not just *that*:
 
 api objects (rules, pairs) → wg0 up with the expected peer/key/endpoint → handshake younger
 than 180 s on both ends → ping over the overlay → worker ⇄ worker both ways → full-size ping
