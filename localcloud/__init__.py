@@ -9,5 +9,5 @@ docs/architecture.md §1.
 May import: the standard library, FastAPI/Starlette, uvicorn, pydantic, typer, PyYAML, cryptography
 (and openstacksdk only in `clientconf.py`, for a client connection); never anything of
 `hybridgrid`. hybridgrid does not import localcloud either: it reaches it over HTTP and SSH
-like any cloud, and only the tests, benchmarks and scripts drive it from Python.
+like any cloud; only the tests, benchmarks and scripts drive it (from Python or its CLI).
 """
