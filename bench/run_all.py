@@ -1,4 +1,5 @@
-"""hybridgrid benchmarks: one command, one table (figure, bound, ratio, met?). DESIGN §8.
+"""hybridgrid benchmarks: one command, one table (figure, bound, ratio, met?): the
+targets of docs/architecture.md §11.
 
     .venv/bin/python bench/run_all.py            # full: boot delay 20 s, more repetitions
     .venv/bin/python bench/run_all.py --quick    # < 3 min: boot delay 3 s, fewer repetitions

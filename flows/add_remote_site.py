@@ -1,4 +1,4 @@
-"""add_remote_site — the main job (DESIGN §4): one flow run per remote site.
+"""add_remote_site — the main job (docs/architecture.md §4): one flow run per remote site.
 
 validate → pre-flight both clouds → allocate (registry, locked) → site network, security
 group, key pair and home-side lookups, all at once → VPN node and workers launched together
@@ -217,7 +217,7 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
 
     net, site_sg, keypair, master, home_sg, home_workers = await asyncio.gather(
         st.ensure_site_network(site.cloud, site.name, str(resolved.subnet), site.external_network),
-        st.ensure_group(site.cloud, site.name, site_sg_name, _dedupe(site_rules(None))),
+        st.ensure_group(site.cloud, site.name, site_sg_name, drift.dedupe_rules(site_rules(None))),
         st.ensure_keypair(
             site.cloud, naming.resource_name(site.name, naming.KEY), site_key.public_key
         ),
@@ -269,7 +269,10 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
     #    host keys from the console logs
     _, _, vpn_keys, *worker_keys = await asyncio.gather(
         st.ensure_rules(
-            site.cloud, site_sg.group.id, site.name, _dedupe(site_rules(str(master.floating_ip)))
+            site.cloud,
+            site_sg.group.id,
+            site.name,
+            drift.dedupe_rules(site_rules(str(master.floating_ip))),
         ),
         st.ensure_rules(home.cloud, home_sg.group.id, site.name, home_rules(str(vpn_fip.address))),
         common.host_keys(data, site.name, site.cloud, vpn.id, vpn.name, "vpn"),
@@ -503,15 +506,6 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
 def _own(data: RegistryData, name: str) -> dict:
     entry: SiteEntry | None = data.sites.get(name)
     return {name: entry.allocation()} if entry else {}
-
-
-def _dedupe(rules: list[RuleSpec]) -> list[RuleSpec]:
-    seen, out = set(), []
-    for r in rules:
-        if r.key() not in seen:
-            seen.add(r.key())
-            out.append(r)
-    return out
 
 
 __all__ = ["AddSiteOptions", "AddSiteResult", "SiteForm", "add_remote_site"]

@@ -1,5 +1,6 @@
-"""check_drift — scheduled (DESIGN §4): every registered site, concurrently, desired against
-actual; one table artifact (site × check) and a markdown summary; Failed on drift.
+"""check_drift — scheduled (docs/architecture.md §5): every registered site, concurrently,
+desired against actual; one table artifact (site × check) and a markdown summary; Failed on
+drift.
 
 With `repair=True` a drifted site is converged by the add-site flow itself (run as a subflow
 with the site's recorded spec: no second code path), plus the one thing add-site never does:

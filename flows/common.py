@@ -20,7 +20,6 @@ from hybridgrid.blocks.registry import (
     HomeEntry,
     RegistryData,
     ensure_lock,
-    load_registry,
     update_registry,
 )
 from hybridgrid.blocks.ssh import SSHKey
@@ -558,10 +557,6 @@ async def verify_site(
     )
     overlay_l, workers_l, mtu_l = await asyncio.gather(overlay, workers, mtu_check)
     return [api_layer, *wg_layers, overlay_l, workers_l, mtu_l]
-
-
-async def registry_snapshot(registry: str) -> RegistryData:
-    return await load_registry(registry)
 
 
 async def home_workers(cloud: str, master: st.NodeFacts) -> list[str]:

@@ -1,5 +1,6 @@
-"""remove_remote_site (DESIGN §4): the site's peer off the master live, then the home side
-(pairs, rules, routes), then the site's resources, key pair, SSH key block and registry entry.
+"""remove_remote_site (docs/architecture.md §5): the site's peer off the master live, then
+the home side (pairs, rules, routes), then the site's resources, key pair, SSH key block and
+registry entry.
 
 Order matters for reruns and for concurrent add-site runs: the site first leaves the hub
 config in the registry (its spoke key is cleared under the hub lock), so no other run

@@ -1,6 +1,6 @@
-"""rotate_keys (DESIGN §4): a new WireGuard key pair for a site's spoke (and, with hub=True,
-for the master), made on the node; the other end learns the public key first (live
-syncconf, under the hub lock); then the node switches; a fresh handshake on both ends
+"""rotate_keys (docs/architecture.md §5): a new WireGuard key pair for a site's spoke (and,
+with hub=True, for the master), made on the node; the other end learns the public key first
+(live syncconf, under the hub lock); then the node switches; a fresh handshake on both ends
 confirms it, else both ends roll back to the old key. The old private key is deleted from
 the node and the registry holds only the new public key.
 

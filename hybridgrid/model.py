@@ -1,4 +1,4 @@
-"""The topology model (DESIGN §2): home hub, remote spokes, WireGuard, and the resolved plan.
+"""The topology model (docs/architecture.md §8): home hub, spokes, WireGuard, resolved plan.
 
 Pure: no I/O, no clouds. Everything a flow needs to know before it touches an API is checked
 here, and every error names the field and says how to fix it (``TopologyError``).

@@ -22,7 +22,6 @@ from hybridgrid.tasks.openstack import console_output
 from hybridgrid.tasks.preflight import UdpPortState, hub_port_command, parse_hub_port
 from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect, wait_for_ssh
 from hybridgrid.tasks.retry import TRANSIENT, with_retries
-from hybridgrid.tasks.wgstate import WgState, read_wg_state
 
 
 @contextlib.asynccontextmanager
@@ -131,12 +130,6 @@ async def ensure_routes(
 ) -> str:
     async with session(target, key_block) as host:
         return await wg.ensure_routes(host, routes, via)
-
-
-@task(task_run_name="read wg0 on {target.label}", **TRANSIENT)
-async def read_wg(target: SSHTarget, key_block: str) -> WgState | None:
-    async with session(target, key_block) as host:
-        return await read_wg_state(host, missing_ok=True)
 
 
 @task(task_run_name="remove peer from wg0 on {target.label}", **TRANSIENT)

@@ -2,11 +2,12 @@
 program while wg0 is down, e.g. a second VPN daemon on the master or a wg0 stopped for
 maintenance with something else started meanwhile.
 
-DESIGN §4: "a doomed run fails before it creates anything": add-remote-site's pre-flight reads,
-over one SSH command on the master, who holds the hub's port (`ss -ulpn`) and wg0's listen port
-(`wg show`), and stops with one error naming the port, the host, the program and the fix, with
-0 mutating API calls and nothing registered. A normal rerun (wg0 itself holds the port —
-through wireguard-go, a userspace process, on these hosts) is not refused.
+"A doomed run fails before it creates anything" (docs/architecture.md §4, pre-flight):
+add-remote-site's pre-flight reads, over one SSH command on the master, who holds the hub's
+port (`ss -ulpn`) and wg0's listen port (`wg show`), and stops with one error naming the
+port, the host, the program and the fix, with 0 mutating API calls and nothing registered.
+A normal rerun (wg0 itself holds the port — through wireguard-go, a userspace process, on
+these hosts) is not refused.
 
 The hub is restored afterwards (listener stopped, wg0 up), and remove-remote-site (a no-op
 when nothing was registered) cleans up whatever a regression would have built.
