@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,12 +44,37 @@ def _drop_connection(send: Any) -> bool:
     return True
 
 
-async def _inject(error: int | str, service: str, scope: dict, receive: Any, send: Any) -> None:
+async def _inject(
+    error: int | str, service: str, scope: dict, receive: Any, send: Any, answer: Any
+) -> None:
+    """An injected fault: `send` is uvicorn's own (to drop the connection), `answer` the one
+    that adds the request's headers."""
     if error == "drop" and _drop_connection(send):
         return
     code = 500 if error == "drop" else int(error)
     message = _INJECTED.get(code, "Injected fault (localcloud).")
-    await render(service, code, message)(scope, receive, send)
+    await render(service, code, message)(scope, receive, answer)
+
+
+def _adding_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
+    """`send` with headers added to the response start (request id, microversion)."""
+
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", []), *extra])
+        await send(message)
+
+    return wrapped
+
+
+def _request_id_headers(service: str) -> list[tuple[bytes, bytes]]:
+    """Every OpenStack service answers with a request id; Tempest's compute helpers read it
+    (e.g. to wait for a server it just created), Nova also sends its own spelling."""
+    rid = f"req-{uuid.uuid4()}".encode()
+    out = [(b"x-openstack-request-id", rid)]
+    if service == "compute":
+        out.append((b"x-compute-request-id", rid))
+    return out
 
 
 class Gateway:
@@ -80,6 +106,7 @@ class Gateway:
             )(scope, receive, send)
             return
         method = scope["method"]
+        answer = _adding_headers(send, _request_id_headers(service))
         rest = "/" + "/".join(parts[3:])
         token_issue = service == "identity" and method == "POST" and rest == "/v3/auth/tokens"
         discovery = method in ("GET", "HEAD") and len(parts) <= 4
@@ -94,7 +121,7 @@ class Gateway:
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.error is not None and not decision.after:
-            await _inject(decision.error, service, scope, receive, send)
+            await _inject(decision.error, service, scope, receive, send, answer)
             return
         if not (discovery or token_issue):
             headers = dict(scope["headers"])
@@ -102,21 +129,29 @@ class Gateway:
             claims = identity.read_token(rt.token_key, token, cloud.name)
             if claims is None:
                 await render(service, 401, "The request you have made requires authentication.")(
-                    scope, receive, send
+                    scope, receive, answer
                 )
                 return
             scope["lc.auth"] = claims
         scope["lc.cloud"] = cloud
         scope["lc.service"] = service
+        if service == "compute" and len(parts) > 3 and parts[3] == "v2.1":
+            try:
+                mv = compute.negotiate(dict(scope["headers"]))
+            except ApiError as exc:
+                await render(service, exc.status, exc.message)(scope, receive, answer)
+                return
+            scope["lc.mv"] = mv
+            answer = _adding_headers(answer, compute.version_headers(mv))
         if decision.error is not None:  # carried out, then the answer is lost
 
             async def discard(message: Any) -> None:
                 return None
 
             await self.api(scope, receive, discard)
-            await _inject(decision.error, service, scope, receive, send)
+            await _inject(decision.error, service, scope, receive, send, answer)
             return
-        await self.api(scope, receive, send)
+        await self.api(scope, receive, answer)
 
 
 def _check_admin(request: Request) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import ipaddress
 import re
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from localcloud.store import Doc
 router = APIRouter()
 P = "/{cloud}/compute/v2.1"
 MAX_MICROVERSION = "2.96"
+MIN, MAX = (2, 1), (2, 96)
 _MV = re.compile(r"^\s*(?:compute\s+)?(\d+)\.(\d+)\s*$|^\s*(?:compute\s+)?latest\s*$", re.I)
 
 
@@ -33,24 +35,53 @@ def _cloud(request: Request) -> Cloud:
     return request.scope["lc.cloud"]
 
 
-def microversion(request: Request) -> tuple[int, int]:
-    raw = request.headers.get("openstack-api-version") or request.headers.get(
-        "x-openstack-nova-api-version"
-    )
-    if not raw:
+def _requested_version(headers: dict[bytes, bytes]) -> str | None:
+    """Nova reads `OpenStack-API-Version: compute X` first (other services' entries in it are
+    ignored), then the legacy `X-OpenStack-Nova-API-Version`."""
+    for part in headers.get(b"openstack-api-version", b"").decode("latin-1").split(","):
+        service, _, version = part.strip().partition(" ")
+        if service.lower() == "compute" and version.strip():
+            return version.strip()
+    legacy = headers.get(b"x-openstack-nova-api-version", b"").decode("latin-1").strip()
+    return legacy or None
+
+
+def negotiate(headers: dict[bytes, bytes]) -> tuple[int, int]:
+    """The microversion a request asks for: 2.1 without a header, 2.96 for `latest`;
+    400 for a malformed one, 406 for one outside 2.1 … 2.96 (as Nova answers)."""
+    raw = _requested_version(headers)
+    if raw is None:
         return (2, 1)
+    if raw.lower() == "latest":
+        return MAX
     m = _MV.match(raw)
-    if not m:
-        raise bad_request(f"Invalid microversion header {raw!r}: use 'compute 2.x'.")
-    if m.group(1) is None:
-        return (2, 96)
+    if not m or m.group(1) is None:
+        raise bad_request(
+            f"Version string '{raw}' is not in the correct format. Use 'compute 2.x' or 'latest'."
+        )
     mv = (int(m.group(1)), int(m.group(2)))
-    if not (2, 1) <= mv <= (2, 96):
+    if not MIN <= mv <= MAX:
         raise ApiError(
             406,
             f"Version {mv[0]}.{mv[1]} is not supported by the API. Minimum is 2.1 and maximum is {MAX_MICROVERSION}.",
         )
     return mv
+
+
+def version_headers(mv: tuple[int, int]) -> list[tuple[bytes, bytes]]:
+    """What Nova adds to every answer of the 2.1 API: the version it used, both spellings."""
+    text = f"{mv[0]}.{mv[1]}".encode()
+    return [
+        (b"openstack-api-version", b"compute " + text),
+        (b"x-openstack-nova-api-version", text),
+        (b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    ]
+
+
+def microversion(request: Request) -> tuple[int, int]:
+    """The negotiated version (the gateway puts it in the scope; a direct call parses)."""
+    mv = request.scope.get("lc.mv")
+    return mv if mv is not None else negotiate(dict(request.scope["headers"]))
 
 
 async def _body(request: Request, key: str) -> dict[str, Any]:
@@ -143,7 +174,50 @@ async def list_flavors(request: Request) -> JSONResponse:
     cloud = _cloud(request)
     mv = microversion(request)
     detail = request.url.path.endswith("/detail")
-    return JSONResponse({"flavors": [_flavor(cloud, f, mv, detail) for f in FLAVORS]})
+    flavors = _filter_flavors(request.query_params)
+    out: Doc = {"flavors": [_flavor(cloud, f, mv, detail) for f in flavors]}
+    limit = _non_negative(request.query_params, "limit")
+    if limit is not None and flavors and len(flavors) == limit:
+        base = cloud.endpoint("compute") + ("/flavors/detail" if detail else "/flavors")
+        next_href = f"{base}?limit={limit}&marker={flavors[-1]['id']}"
+        out["flavors_links"] = [{"rel": "next", "href": next_href}]
+    return JSONResponse(out)
+
+
+def _non_negative(params: Any, key: str) -> int | None:
+    raw = params.get(key)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise bad_request(
+            f"Invalid {key} filter [{raw}]: a non-negative integer is required."
+        ) from exc
+    if value < 0:
+        raise bad_request(f"Invalid {key} filter [{raw}]: a non-negative integer is required.")
+    return value
+
+
+def _filter_flavors(params: Any) -> list[dict[str, Any]]:
+    """Nova's flavor list filters: minRam, minDisk, is_public, then marker and limit."""
+    flavors = list(FLAVORS)
+    min_ram, min_disk = _non_negative(params, "minRam"), _non_negative(params, "minDisk")
+    if min_ram is not None:
+        flavors = [f for f in flavors if f["ram"] >= min_ram]
+    if min_disk is not None:
+        flavors = [f for f in flavors if f["disk"] >= min_disk]
+    if str(params.get("is_public", "true")).lower() in ("false", "f", "0", "no", "off"):
+        flavors = []  # every seeded flavor is public
+    marker = params.get("marker")
+    if marker is not None:
+        ids = [f["id"] for f in FLAVORS]
+        if marker not in ids:
+            raise bad_request(f"marker [{marker}] not found")
+        after = ids.index(marker)
+        flavors = [f for f in flavors if ids.index(f["id"]) > after]
+    limit = _non_negative(params, "limit")
+    return flavors[:limit] if limit is not None else flavors
 
 
 @router.get(P + "/flavors/{flavor_id}")
@@ -253,7 +327,8 @@ async def create_keypair(request: Request) -> JSONResponse:
         "num": len(cloud.store.all("keypairs")) + 1,
     }
     cloud.store.put("keypairs", doc)
-    out = _keypair(doc, mv)
+    # Nova's create answer (schema `create_keypair`) has only these; show adds the bookkeeping.
+    out = _keypair(doc, mv, full=False) | {"user_id": doc["user_id"]}
     if private is not None:
         out["private_key"] = private
     status = 201 if mv >= (2, 2) else 200
@@ -453,8 +528,8 @@ def server_view(cloud: Cloud, doc: Doc, mv: tuple[int, int]) -> Doc:
         "created": doc["created"],
         "updated": doc["updated"],
         "addresses": _addresses(cloud, doc["id"]),
-        "accessIPv4": "",
-        "accessIPv6": "",
+        "accessIPv4": doc.get("accessIPv4") or "",
+        "accessIPv6": doc.get("accessIPv6") or "",
         "links": _link(cloud, "servers", doc["id"]),
         "OS-DCF:diskConfig": "MANUAL",
         "progress": 0 if status == "BUILD" else 100,
@@ -463,12 +538,13 @@ def server_view(cloud: Cloud, doc: Doc, mv: tuple[int, int]) -> Doc:
         "key_name": doc.get("key_name"),
         "OS-SRV-USG:launched_at": doc.get("launched_at"),
         "OS-SRV-USG:terminated_at": None,
-        "security_groups": [{"name": n} for n in doc.get("security_group_names", [])],
         "OS-EXT-STS:task_state": "spawning" if status == "BUILD" else None,
         "OS-EXT-STS:vm_state": _VM_STATE.get(status, "active"),
         "OS-EXT-STS:power_state": _POWER.get(status, 0),
         "os-extended-volumes:volumes_attached": [],
     }
+    if doc.get("security_group_names"):  # Nova leaves the key out when there are none
+        out["security_groups"] = [{"name": n} for n in doc["security_group_names"]]
     if mv >= (2, 9):
         out["locked"] = False
     if mv >= (2, 19):
@@ -621,6 +697,55 @@ def _host_key() -> str:
     ).decode()
 
 
+def _count(body: dict[str, Any], key: str) -> int:
+    value = body.get(key, 1)
+    try:
+        if isinstance(value, bool):
+            raise TypeError(key)
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise bad_request(
+            f"Invalid input for field/attribute {key}. Value: {value!r}. An integer is required."
+        ) from exc
+
+
+def _image_ref(body: dict[str, Any]) -> str:
+    """`imageRef`, or the boot image of a `block_device_mapping_v2` (boot from image)."""
+    ref = body.get("imageRef")
+    if ref not in (None, "") and not isinstance(ref, str):
+        raise bad_request(
+            f"Invalid input for field/attribute imageRef. Value: {ref!r}. {ref!r} is not of type 'string'"
+        )
+    bdms = body.get("block_device_mapping_v2") or []
+    if not isinstance(bdms, list) or not all(isinstance(b, dict) for b in bdms):
+        raise bad_request(
+            "Invalid input for field/attribute block_device_mapping_v2: a list of objects is required."
+        )
+    if ref:
+        return ref
+    for bdm in bdms:
+        if bdm.get("source_type") == "image" and bdm.get("boot_index") in (0, "0"):
+            uuid = bdm.get("uuid")
+            if isinstance(uuid, str) and uuid:
+                return uuid
+    raise bad_request("Invalid input for field/attribute imageRef: an image id is required.")
+
+
+def _access_ip(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value in (None, ""):
+        return None
+    version = 4 if key == "accessIPv4" else 6
+    try:
+        if not isinstance(value, str) or ipaddress.ip_address(value).version != version:
+            raise ValueError(value)
+    except ValueError as exc:
+        raise bad_request(
+            f"Invalid input for field/attribute {key}. Value: {value!r}. {value!r} is not a 'ipv{version}'"
+        ) from exc
+    return value
+
+
 @router.post(P + "/servers")
 async def create_server(request: Request) -> JSONResponse:
     cloud = _cloud(request)
@@ -635,22 +760,26 @@ async def create_server(request: Request) -> JSONResponse:
         raise bad_request(
             "Invalid input for field/attribute name: a non-empty string of at most 255 characters is required."
         )
-    if int(body.get("max_count", 1)) > 1 or int(body.get("min_count", 1)) > 1:
+    if _count(body, "max_count") > 1 or _count(body, "min_count") > 1:
         raise bad_request(
             "localcloud creates one server per request: use min_count = max_count = 1."
         )
-    image_ref = body.get("imageRef") or ""
-    if not image_ref:
-        for bdm in body.get("block_device_mapping_v2") or []:
-            if bdm.get("source_type") == "image" and bdm.get("boot_index") in (0, "0"):
-                image_ref = bdm.get("uuid", "")
-    image = find_image(image_ref) if image_ref else None
+    image = find_image(_image_ref(body))
     if image is None:
-        raise bad_request(f"Image {image_ref} could not be found.")
-    flavor = find_flavor(str(body.get("flavorRef") or ""))
+        raise bad_request(f"Image {_image_ref(body)} could not be found.")
+    flavor_ref = body.get("flavorRef")
+    if not isinstance(flavor_ref, str | int) or isinstance(flavor_ref, bool):
+        raise bad_request(
+            f"Invalid input for field/attribute flavorRef. Value: {flavor_ref!r}. "
+            "A flavor id or link (string or integer) is required."
+        )
+    flavor = find_flavor(str(flavor_ref))
     if flavor is None:
-        raise bad_request(f"Flavor {body.get('flavorRef')} could not be found.")
+        raise bad_request(f"Flavor {flavor_ref} could not be found.")
     key_name = body.get("key_name")
+    if key_name is not None and not isinstance(key_name, str):
+        raise bad_request(f"Invalid input for field/attribute key_name. Value: {key_name!r}.")
+    access = {k: _access_ip(body, k) for k in ("accessIPv4", "accessIPv6")}
     keypair = cloud.store.get("keypairs", key_name) if key_name else None
     if key_name and keypair is None:
         raise bad_request("Invalid key_name provided.")
@@ -699,6 +828,7 @@ async def create_server(request: Request) -> JSONResponse:
             "user_data": user_data,
             "description": body.get("description"),
             "tags": list(body.get("tags") or []),
+            **access,
             "created": now,
             "updated": now,
             "launched_at": None,
@@ -824,9 +954,20 @@ async def update_server(request: Request, server_id: str) -> JSONResponse:
             f"Invalid input for field/attribute server. Additional properties are not allowed ({unknown} were unexpected)"
         )
     doc = cloud.store.edit("servers", server_id) or _get_server(cloud, server_id)
+    if "name" in body and (
+        not isinstance(body["name"], str) or not body["name"].strip() or len(body["name"]) > 255
+    ):
+        raise bad_request(
+            "Invalid input for field/attribute name: a non-empty string of at most 255 characters is required."
+        )
+    if "description" in body and not isinstance(body["description"], str | None):
+        raise bad_request("Invalid input for field/attribute description: a string is required.")
     for key in ("name", "description"):
         if key in body:
             doc[key] = body[key]
+    for key in ("accessIPv4", "accessIPv6"):
+        if key in body:
+            doc[key] = _access_ip(body, key)
     doc["updated"] = now_iso()
     cloud.store.put("servers", doc)
     await cloud.changed()
@@ -846,6 +987,34 @@ async def delete_server(request: Request, server_id: str) -> Response:
         cloud.store.delete("servers", server_id)
     await cloud.changed()
     return Response(status_code=204)
+
+
+# ---- server addresses (ips) ---------------------------------------------------------------
+
+
+def _ips(cloud: Cloud, server_id: str) -> dict[str, list[Doc]]:
+    """Nova's `ips` view: per network, only `addr` and `version` (no type or MAC)."""
+    return {
+        net: [{"version": e["version"], "addr": e["addr"]} for e in entries]
+        for net, entries in _addresses(cloud, server_id).items()
+    }
+
+
+@router.get(P + "/servers/{server_id}/ips")
+async def list_ips(request: Request, server_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _get_server(cloud, server_id)
+    return JSONResponse({"addresses": _ips(cloud, server_id)})
+
+
+@router.get(P + "/servers/{server_id}/ips/{network}")
+async def show_ips(request: Request, server_id: str, network: str) -> JSONResponse:
+    cloud = _cloud(request)
+    _get_server(cloud, server_id)
+    ips = _ips(cloud, server_id)
+    if network not in ips:
+        raise ApiError(404, "Instance is not a member of specified network")
+    return JSONResponse({network: ips[network]})
 
 
 # ---- server metadata --------------------------------------------------------------------
@@ -1014,14 +1183,21 @@ async def _console(cloud: Cloud, doc: Doc, length: Any) -> JSONResponse:
     delay = cloud.runtime.faults.for_cloud(cloud.name).console_delay
     if not text or time.time() - active_ts < delay:
         text = console_text(cloud, doc)
-    if length not in (None, -1, "-1"):
+    if length is not None:
         try:
             n = int(length)
         except (TypeError, ValueError) as exc:
             raise bad_request(
                 f"Invalid input for field/attribute length. Value: {length}."
             ) from exc
-        text = "\n".join(text.splitlines()[-n:]) + "\n" if n > 0 else ""
+        if n < -1:
+            raise bad_request(
+                f"Invalid input for field/attribute length. Value: {length}. {n} is less than the minimum of -1"
+            )
+        if n >= 0:  # -1: everything
+            # Nova's _tail_log: the last N pieces of a split on newlines (a trailing newline
+            # makes the last piece empty), joined again.
+            text = "\n".join(text.split("\n")[-n:]) if n > 0 else ""
     return JSONResponse({"output": text})
 
 

@@ -777,9 +777,11 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
             "SecurityGroupProtocolRequiredWithPorts",
         )
     if protocol in ("tcp", "udp", "sctp", "6", "17", "132"):
+        if pmin == 0 or pmax == 0:
+            raise bad_request("Invalid value for port 0.", "SecurityGroupInvalidPortValue")
         if pmin is not None and pmax is None:
-            pmax = pmin
-        if pmin is not None and pmax is not None and pmin > pmax:
+            pmax = pmin  # one port (lenient: Neutron wants both; clients send both)
+        if (pmin is None and pmax is not None) or (pmin is not None and pmin > pmax):
             raise bad_request(
                 "For TCP/UDP protocols, port_range_min must be <= port_range_max",
                 "SecurityGroupInvalidPortRange",
@@ -987,6 +989,12 @@ def _update_router(cloud: Cloud, id_: str, body: dict[str, Any]) -> Doc:
 
 def _update_sg(cloud: Cloud, id_: str, body: dict[str, Any]) -> Doc:
     doc = nm.get(cloud, "security_groups", id_)
+    # The default group is found by its name (server create, port create): a second one
+    # would make every later lookup ambiguous. Neutron's name validator refuses it too.
+    if doc["name"] != "default" and body.get("name") == "default":
+        raise conflict(
+            "Default security group already exists.", "SecurityGroupDefaultAlreadyExists"
+        )
     if doc["name"] == "default" and body.get("name", "default") != "default":
         raise conflict(
             "Insufficient rights for renaming the default security group.",
