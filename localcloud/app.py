@@ -67,13 +67,12 @@ def _adding_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
     return wrapped
 
 
-def _request_id_headers(service: str) -> list[tuple[bytes, bytes]]:
+def _request_id_headers(rid: str, service: str) -> list[tuple[bytes, bytes]]:
     """Every OpenStack service answers with a request id; Tempest's compute helpers read it
-    (e.g. to wait for a server it just created), Nova also sends its own spelling."""
-    rid = f"req-{uuid.uuid4()}".encode()
-    out = [(b"x-openstack-request-id", rid)]
+    (e.g. to find a server's `create` action), Nova also sends its own spelling."""
+    out = [(b"x-openstack-request-id", rid.encode())]
     if service == "compute":
-        out.append((b"x-compute-request-id", rid))
+        out.append((b"x-compute-request-id", rid.encode()))
     return out
 
 
@@ -106,7 +105,9 @@ class Gateway:
             )(scope, receive, send)
             return
         method = scope["method"]
-        answer = _adding_headers(send, _request_id_headers(service))
+        request_id = f"req-{uuid.uuid4()}"
+        scope["lc.request_id"] = request_id  # Nova records it with an instance action
+        answer = _adding_headers(send, _request_id_headers(request_id, service))
         rest = "/" + "/".join(parts[3:])
         token_issue = service == "identity" and method == "POST" and rest == "/v3/auth/tokens"
         discovery = method in ("GET", "HEAD") and len(parts) <= 4

@@ -99,8 +99,10 @@ def _extension(alias: str) -> dict[str, Any]:
 def _extensions(cloud: Cloud) -> list[str]:
     return [
         e
-        for e in (*EXTENSIONS, "extraroute-atomic")
-        if cloud.config.has_extension(e) or e == "extraroute-atomic"
+        # subnet-external-network: subnets of an external network are visible to every
+        # project (what localcloud does; Tempest checks it against this alias)
+        for e in (*EXTENSIONS, "extraroute-atomic", "subnet-external-network")
+        if cloud.config.has_extension(e) or e in ("extraroute-atomic", "subnet-external-network")
     ]
 
 
@@ -737,6 +739,23 @@ def _create_sg(cloud: Cloud, body: dict[str, Any]) -> Doc:
 _PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "sctp": 132, "icmpv6": 58, "ipv6-icmp": 58}
 
 
+def _check_icmp(icmp_type: Any, code: Any) -> None:
+    """ICMP rules carry type and code in port_range_min/max (Neutron's messages)."""
+    for value, what in ((icmp_type, "type"), (code, "code")):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255
+        ):
+            raise bad_request(
+                f"Invalid value for ICMP {what} (port-range-{'min' if what == 'type' else 'max'}): {value}. It must be 0 to 255.",
+                "SecurityGroupInvalidIcmpValue",
+            )
+    if icmp_type is None and code is not None:
+        raise bad_request(
+            f"ICMP code (port-range-max) {code} is provided but ICMP type (port-range-min) is missing.",
+            "SecurityGroupMissingIcmpType",
+        )
+
+
 def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
     nm.check_fields(body, RULE_FIELDS)
     sg = cloud.store.get("security_groups", body.get("security_group_id") or "")
@@ -768,6 +787,8 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
                 "SecurityGroupRuleInvalidProtocol",
             )
     pmin, pmax = body.get("port_range_min"), body.get("port_range_max")
+    if protocol in ("icmp", "1", "icmpv6", "ipv6-icmp", "58"):
+        _check_icmp(pmin, pmax)
     for v in (pmin, pmax):
         if v is not None and (not isinstance(v, int) or not 0 <= v <= 65535):
             raise bad_request(f"Invalid value for port {v}.", "SecurityGroupInvalidPortValue")

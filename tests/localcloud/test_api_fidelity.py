@@ -3,6 +3,7 @@ each test here failed before its fix, over real HTTP against a real localcloud p
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -234,3 +235,120 @@ def test_keystone_reads_for_the_one_user(lc, conn):
     base = lc.clouds["bielefeld"].auth_url
     resp = _raw(conn, "GET", f"{base}/projects/{project.id}/users/{user.id}/roles")
     assert {r["name"] for r in resp.json()["roles"]} == roles
+
+
+def _nova(lc: Any, conn: Any, method: str, path: str, mv: str = "2.1", **kw: Any):
+    headers = {"OpenStack-API-Version": f"compute {mv}", **kw.pop("headers", {})}
+    return _raw(conn, method, lc.clouds["bielefeld"].compute + path, headers=headers, **kw)
+
+
+def test_multiple_create_and_server_list_paging(lc, conn, server):
+    body = {
+        "name": _name("many"), "imageRef": _image(conn), "flavorRef": _flavor(conn),
+        "networks": [{"uuid": _net_of(conn, server)}], "min_count": 2, "max_count": "3",
+    }  # fmt: skip
+    resp = _nova(
+        lc, conn, "POST", "/servers", json={"server": body | {"return_reservation_id": True}}
+    )
+    assert resp.status_code == 202, resp.text
+    rid = resp.json()["reservation_id"]
+    made = _nova(lc, conn, "GET", "/servers", params={"reservation_id": rid}).json()["servers"]
+    try:
+        assert sorted(s["name"] for s in made) == [f"{body['name']}-{i}" for i in (1, 2, 3)]
+        every = _nova(lc, conn, "GET", "/servers").json()["servers"]
+        first = _nova(lc, conn, "GET", "/servers", params={"limit": 1}).json()
+        assert [s["id"] for s in first["servers"]] == [every[0]["id"]]
+        assert "marker=" in first["servers_links"][0]["href"]
+        after = _nova(lc, conn, "GET", "/servers", params={"marker": every[0]["id"]}).json()
+        assert [s["id"] for s in after["servers"]] == [s["id"] for s in every[1:]]
+        future = {"changes-since": "2051-01-01T12:34:00Z"}
+        assert _nova(lc, conn, "GET", "/servers", params=future).json()["servers"] == []
+        bad_date = _nova(lc, conn, "GET", "/servers", params={"changes-since": "2011/01/01"})
+        assert bad_date.status_code == 400
+        ip = next(iter(conn.compute.get_server(server.id).addresses.values()))[0]["addr"]
+        by_ip = _nova(lc, conn, "GET", "/servers", params={"ip": f"^{ip}$"}).json()["servers"]
+        assert [s["id"] for s in by_ip] == [server.id]
+        for count in ({"min_count": 0}, {"min_count": 3, "max_count": 2}, {"max_count": 2.5}):
+            assert (
+                _nova(lc, conn, "POST", "/servers", json={"server": body | count}).status_code
+                == 400
+            )
+    finally:
+        for s in made:
+            conn.compute.delete_server(s["id"])
+
+
+def _net_of(conn: Any, server: Any) -> str:
+    return next(iter(conn.network.ports(device_id=server.id))).network_id
+
+
+def test_update_answer_progress_lock_tags_and_actions(lc, conn, server):
+    path = f"/servers/{server.id}"
+    updated = _nova(lc, conn, "PUT", path, json={"server": {"name": server.name}}).json()["server"]
+    assert "OS-EXT-STS:vm_state" not in updated and "key_name" not in updated
+    rename = {"server": {"name": server.name}}
+    assert (
+        "OS-EXT-STS:vm_state"
+        in _nova(lc, conn, "PUT", path, mv="2.75", json=rename).json()["server"]
+    )
+    assert (
+        "server_groups"
+        not in _nova(lc, conn, "GET", "/servers/detail", mv="2.96").json()["servers"][0]
+    )
+    assert _nova(lc, conn, "POST", path + "/action", json={"lock": None}).status_code == 202
+    try:
+        assert _nova(lc, conn, "GET", path, mv="2.9").json()["server"]["locked"] is True
+        assert _nova(lc, conn, "POST", path + "/action", json={"os-stop": None}).status_code == 409
+        assert _nova(lc, conn, "DELETE", path).status_code == 409
+    finally:
+        assert _nova(lc, conn, "POST", path + "/action", json={"unlock": None}).status_code == 202
+    assert _nova(lc, conn, "POST", path + "/action", json={"os-stop": None}).status_code == 202
+    assert "progress" not in _nova(lc, conn, "GET", path).json()["server"]
+    assert _nova(lc, conn, "POST", path + "/action", json={"os-start": None}).status_code == 202
+    # tags (2.26)
+    assert _nova(lc, conn, "GET", path + "/tags").status_code == 404  # not before 2.26
+    assert _nova(lc, conn, "PUT", path + "/tags/a", mv="2.26").status_code == 201
+    assert _nova(lc, conn, "PUT", path + "/tags/a", mv="2.26").status_code == 204
+    replaced = _nova(lc, conn, "PUT", path + "/tags", mv="2.26", json={"tags": ["b", "c"]})
+    assert replaced.json() == {"tags": ["b", "c"]}
+    assert _nova(lc, conn, "GET", path + "/tags/a", mv="2.26").status_code == 404
+    assert _nova(lc, conn, "DELETE", path + "/tags", mv="2.26").status_code == 204
+    assert _nova(lc, conn, "GET", path + "/tags", mv="2.26").json() == {"tags": []}
+    # instance actions, found by the request id Nova answered with
+    actions = _nova(lc, conn, "GET", path + "/os-instance-actions").json()["instanceActions"]
+    assert {"create", "lock", "unlock", "stop", "start"} <= {a["action"] for a in actions}
+    create = next(a for a in actions if a["action"] == "create")
+    shown = _nova(lc, conn, "GET", f"{path}/os-instance-actions/{create['request_id']}", mv="2.84")
+    assert shown.json()["instanceAction"]["events"][0]["result"] == "Success"
+    assert _nova(lc, conn, "GET", path + "/os-server-password").json() == {"password": ""}
+
+
+def test_metadata_quota_and_legacy_quota_fields(lc, conn, server):
+    many = {"metadata": {f"k{i}": "v" for i in range(129)}}
+    resp = _nova(lc, conn, "PUT", f"/servers/{server.id}/metadata", json=many)
+    assert resp.status_code == 403, resp.text
+    project = conn.current_project_id
+    old = _nova(lc, conn, "GET", f"/os-quota-sets/{project}").json()["quota_set"]
+    assert {"floating_ips", "security_group_rules", "injected_files"} <= set(old)
+    new = _nova(lc, conn, "GET", f"/os-quota-sets/{project}", mv="2.57").json()["quota_set"]
+    assert not {"floating_ips", "injected_files"} & set(new)
+
+
+def test_icmp_rule_type_and_code_checked(conn):
+    sg = conn.network.create_security_group(name=_name("sg"))
+    try:
+        cases = [(1, 256, "ICMP code"), (None, 6, "ICMP type (port-range-min) is missing"),
+                 (300, 1, "ICMP type")]  # fmt: skip
+        for pmin, pmax, text in cases:
+            with pytest.raises(exceptions.BadRequestException, match=re.escape(text)):
+                conn.network.create_security_group_rule(
+                    security_group_id=sg.id, direction="ingress", protocol="icmp",
+                    port_range_min=pmin, port_range_max=pmax,
+                )  # fmt: skip
+        rule = conn.network.create_security_group_rule(
+            security_group_id=sg.id, direction="ingress", protocol="icmp",
+            port_range_min=8, port_range_max=0,
+        )  # fmt: skip
+        assert (rule.port_range_min, rule.port_range_max) == (8, 0)
+    finally:
+        conn.network.delete_security_group(sg.id)
