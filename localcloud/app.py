@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from localcloud import compute, identity, image, network
@@ -74,6 +76,26 @@ def _request_id_headers(rid: str, service: str) -> list[tuple[bytes, bytes]]:
     if service == "compute":
         out.append((b"x-compute-request-id", rid.encode()))
     return out
+
+
+async def _guarded(app: Any, service: str, scope: dict, receive: Any, send: Any) -> None:
+    """Run `app`; an exception that escapes it (the routers' own handler answers first and
+    Starlette re-raises) ends as the service's shaped 500, never as a bare traceback page."""
+    started = False
+
+    async def tracking(message: Any) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking)
+    except Exception as exc:
+        if started:  # already answered (by the exception handler): only keep it out of uvicorn
+            return
+        log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+        message = f"Unexpected API Error: {type(exc).__name__}"
+        await render(service, 500, message)(scope, receive, send)
 
 
 class Gateway:
@@ -152,7 +174,7 @@ class Gateway:
             await self.api(scope, receive, discard)
             await _inject(decision.error, service, scope, receive, send, answer)
             return
-        await self.api(scope, receive, answer)
+        await _guarded(self.api, service, scope, receive, answer)
 
 
 def _check_admin(request: Request) -> None:
@@ -181,6 +203,15 @@ def create_app(runtime: Runtime) -> Gateway:
         return render(
             request.scope.get("lc.service", "identity"), exc.status, exc.message, exc.kind
         )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # e.g. 405 for a method no route takes: in the service's own error shape
+        return render(request.scope.get("lc.service", "identity"), exc.status_code, str(exc.detail))
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return render(request.scope.get("lc.service", "identity"), 400, f"Invalid request: {exc}")
 
     @api.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:

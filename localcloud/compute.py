@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from localcloud import neutron_model as nm
 from localcloud.errors import ApiError, bad_request, conflict
+from localcloud.network import quota_limit
 from localcloud.runtime import Cloud, iso, log, new_id, now_iso
 from localcloud.seed import FLAVORS, IMAGES
 from localcloud.store import Doc
@@ -300,6 +301,14 @@ async def create_keypair(request: Request) -> JSONResponse:
         raise ApiError(403, "Quota exceeded, too many key pairs.")
     private = None
     public = body.get("public_key")
+    if public is not None and not isinstance(public, str):
+        raise bad_request("Keypair data is invalid: public_key must be a string.")
+    if body.get("type", "ssh") not in ("ssh", "x509"):
+        raise bad_request(
+            f"Invalid input for field/attribute type. Value: {body.get('type')!r}. Use 'ssh' or 'x509'."
+        )
+    if body.get("user_id") is not None and not isinstance(body["user_id"], str):
+        raise bad_request("Invalid input for field/attribute user_id: a string is required.")
     if public is None:
         if mv >= (2, 92):
             raise bad_request(
@@ -443,9 +452,8 @@ async def update_quota_set(request: Request, project_id: str) -> JSONResponse:
         raise bad_request(
             f"Invalid input for field/attribute quota_set. Additional properties are not allowed ({unknown} were unexpected)"
         )
-    cloud.store.set_meta(
-        "quotas", cloud.store.meta.get("quotas", {}) | {k: int(v) for k, v in body.items()}
-    )
+    limits = {k: quota_limit(k, v) for k, v in body.items()}
+    cloud.store.set_meta("quotas", cloud.store.meta.get("quotas", {}) | limits)
     return JSONResponse({"quota_set": _quota_set(cloud, project_id, False, microversion(request))})
 
 

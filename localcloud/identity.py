@@ -119,19 +119,32 @@ def token_body(cloud: Cloud, claims: dict[str, Any]) -> dict[str, Any]:
 def _check_domain(ref: dict[str, Any] | None) -> bool:
     if not ref:
         return True
+    if not isinstance(ref, dict):
+        return False
     return ref.get("id") in (None, "default") and ref.get("name") in (None, "Default")
 
 
 def authenticate(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
     """Claims for a valid auth request, else a 401 (or 400 for a malformed body)."""
-    ident = (body.get("auth") or {}).get("identity")
+    auth = body.get("auth")
+    ident = auth.get("identity") if isinstance(auth, dict) else None
     if not isinstance(ident, dict) or not isinstance(ident.get("methods"), list):
         raise ApiError(400, "Expecting to find identity in auth - the server could not comply.")
-    methods = ident["methods"]
+    methods = [m for m in ident["methods"] if isinstance(m, str)]
+    for method in ("password", "application_credential", "token"):
+        if method in methods and not isinstance(ident.get(method), dict | None):
+            raise ApiError(400, f"Expecting to find {method} in identity as an object.")
+    scope = auth.get("scope")
+    if not isinstance(scope, dict | None) or not isinstance(
+        (scope or {}).get("project"), dict | None
+    ):
+        raise ApiError(400, "Expecting to find scope as an object with a project object.")
     meta = cloud.store.meta
     appcred = None
     if "password" in methods:
         u = (ident.get("password") or {}).get("user") or {}
+        if not isinstance(u, dict):
+            raise ApiError(400, "Expecting to find user in password as an object.")
         user = meta["user"]
         ok_user = (u.get("id") == user["id"]) or (
             u.get("name") == user["name"] and _check_domain(u.get("domain"))
@@ -140,7 +153,7 @@ def authenticate(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
             str(u.get("password", "")).encode(), user["password"].encode()
         ):
             raise _unauthorized("The request you have made requires authentication.")
-        scope = (body["auth"].get("scope") or {}).get("project")
+        scope = (auth.get("scope") or {}).get("project")
         if scope is not None:
             project = meta["project"]
             ok = scope.get("id") == project["id"] or (
@@ -153,6 +166,7 @@ def authenticate(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
         appcred = meta["appcred"]
         ok_id = a.get("id") == appcred["id"] or (
             a.get("name") == appcred["name"]
+            and isinstance(a.get("user") or {}, dict)
             and (a.get("user") or {}).get("name", meta["user"]["name"]) == meta["user"]["name"]
         )
         if not ok_id or not hmac.compare_digest(

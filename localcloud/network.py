@@ -5,6 +5,7 @@ tags, quotas, extensions. The rules themselves live in neutron_model."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -174,7 +175,8 @@ async def update_quota(request: Request, project_id: str) -> JSONResponse:
     body = await _body(request, "quota")
     nm.check_fields(body, _NEUTRON_QUOTAS)
     cloud.store.set_meta(
-        "quotas", cloud.store.meta.get("quotas", {}) | {k: int(v) for k, v in body.items()}
+        "quotas",
+        cloud.store.meta.get("quotas", {}) | {k: quota_limit(k, v) for k, v in body.items()},
     )
     q = cloud.quotas()
     return JSONResponse({"quota": {k: getattr(q, k) for k in _NEUTRON_QUOTAS}})
@@ -393,6 +395,15 @@ def _external_network(cloud: Cloud, net_id: str | None, request: str, is_not: st
     return network
 
 
+def quota_limit(key: str, value: Any) -> int:
+    """A quota limit as Neutron and Nova take it: an integer (or its digits), -1 = unlimited."""
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise bad_request(f"Invalid input for {key}. Reason: '{value}' is not an integer >= -1.")
+    return value
+
+
 def _set_gateway(cloud: Cloud, router: Doc, info: dict[str, Any] | None) -> None:
     """Create, keep or remove the router's gateway port as `external_gateway_info` asks."""
     old_port_id = router.get("_gw_port_id")
@@ -408,6 +419,10 @@ def _set_gateway(cloud: Cloud, router: Doc, info: dict[str, Any] | None) -> None
         router["external_gateway_info"] = None
         router["_gw_port_id"] = None
         return
+    if not isinstance(info, dict):
+        raise bad_request(
+            f"Invalid input for external_gateway_info. Reason: '{info}' is not a dictionary."
+        )
     nm.check_fields(info, {"network_id", "enable_snat", "external_fixed_ips", "qos_policy_id"})
     network = _external_network(cloud, info.get("network_id"), "router", "an external network")
     gw = router.get("external_gateway_info") or {}

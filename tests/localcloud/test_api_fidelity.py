@@ -352,3 +352,10 @@ def test_icmp_rule_type_and_code_checked(conn):
         assert (rule.port_range_min, rule.port_range_max) == (8, 0)
     finally:
         conn.network.delete_security_group(sg.id)
+
+
+def test_method_no_route_takes_is_a_shaped_405(lc, conn):
+    resp = _raw(conn, "OPTIONS", lc.clouds["bielefeld"].network + "/v2.0/networks")
+    assert resp.status_code == 405
+    assert resp.json()["NeutronError"]["type"] == "HTTPMethodNotAllowed"
+    assert resp.headers["x-openstack-request-id"].startswith("req-")
