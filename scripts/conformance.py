@@ -46,7 +46,7 @@ RUN_TIMEOUT = 600  # seconds for the whole tempest run; a hung test ends it with
 SUBSETS: list[tuple[str, str]] = [
     (
         "network",
-        r"tempest\.api\.network\.(test_networks|test_ports|test_security_groups"
+        r"tempest\.api\.network\.(test_networks|test_networks_negative|test_ports|test_security_groups"
         r"|test_security_groups_negative|test_allowed_address_pair|test_routers"
         r"|test_routers_negative|test_floating_ips|test_floating_ips_negative"
         r"|test_extensions)\.",
