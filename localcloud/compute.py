@@ -367,6 +367,7 @@ async def delete_keypair(request: Request, name: str) -> Response:
 # ---- limits and quota sets --------------------------------------------------------------
 
 _NOVA_QUOTAS = ("instances", "cores", "ram", "key_pairs")
+_SERVER_GROUPS, _SERVER_GROUP_MEMBERS = 10, 10  # Nova's defaults, as the quota sets show
 
 
 def _usage(cloud: Cloud) -> dict[str, int]:
@@ -393,12 +394,12 @@ async def limits(request: Request) -> JSONResponse:
         "maxImageMeta": 128,
         "maxPersonality": 5,
         "maxPersonalitySize": 10240,
-        "maxServerGroups": 10,
+        "maxServerGroups": _SERVER_GROUPS,
         "maxServerGroupMembers": 10,
         "totalInstancesUsed": used["instances"],
         "totalCoresUsed": used["cores"],
         "totalRAMUsed": used["ram"],
-        "totalServerGroupsUsed": 0,
+        "totalServerGroupsUsed": len(cloud.store.all("server_groups")),
     }
     return JSONResponse({"limits": {"rate": [], "absolute": absolute}})
 
@@ -584,7 +585,9 @@ def server_view(cloud: Cloud, doc: Doc, mv: tuple[int, int]) -> Doc:
     if mv >= (2, 73):
         out["locked_reason"] = doc.get("locked_reason")
     if mv >= (2, 71):
-        out["server_groups"] = []
+        out["server_groups"] = [
+            g["id"] for g in cloud.store.all("server_groups") if doc["id"] in g["members"]
+        ]
     if mv >= (2, 96):
         out["pinned_availability_zone"] = None
     if status == "ERROR" and doc.get("fault"):
@@ -829,6 +832,7 @@ async def create_server(request: Request) -> JSONResponse:
         raise bad_request(
             "Unable to launch multiple instances with a single configured port ID or fixed IP."
         )
+    group = await _hinted_group(request)
     count = _fitting_count(cloud, flavor, min_count, max_count)
     reservation_id = "r-" + new_id()[:8]
     made = []
@@ -844,6 +848,8 @@ async def create_server(request: Request) -> JSONResponse:
             )  # fmt: skip
     for server_id in made:
         record_action(cloud, request, server_id, "create")
+        if group is not None:
+            _join_group(cloud, group["id"], server_id)
     await cloud.changed()
     for server_id in made:
         cloud.runtime.spawn(boot(cloud, server_id))
@@ -1148,6 +1154,7 @@ async def delete_server(request: Request, server_id: str) -> Response:
             else:  # a port the user made stays, detached (preserve_on_delete)
                 nm.update_port(cloud, port["id"], {"device_id": "", "device_owner": ""})
         cloud.store.delete("servers", server_id)
+        _leave_groups(cloud, server_id)
         record_action(cloud, request, server_id, "delete")
     await cloud.changed()
     return Response(status_code=204)
@@ -1179,6 +1186,122 @@ async def show_ips(request: Request, server_id: str, network: str) -> JSONRespon
     if network not in ips:
         raise ApiError(404, "Instance is not a member of specified network")
     return JSONResponse({network: ips[network]})
+
+
+# ---- server groups ------------------------------------------------------------------------
+# Policies are recorded, not enforced: every server of a cloud runs on its one host.
+
+_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
+
+
+def _group_view(cloud: Cloud, doc: Doc, mv: tuple[int, int]) -> Doc:
+    out: Doc = {"id": doc["id"], "name": doc["name"], "members": doc["members"]}
+    if mv >= (2, 64):
+        out |= {"policy": doc["policy"], "rules": doc["rules"]}
+    else:
+        out |= {"policies": [doc["policy"]], "metadata": {}}
+    if mv >= (2, 13):
+        out |= {"project_id": cloud.project["id"], "user_id": cloud.user["id"]}
+    return out
+
+
+def _new_group(body: dict[str, Any], mv: tuple[int, int]) -> Doc:
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 255:
+        raise bad_request(
+            "Invalid input for field/attribute name: a string of 1 to 255 characters."
+        )
+    if mv >= (2, 64):
+        policy, rules = body.get("policy"), body.get("rules") or {}
+        if not isinstance(rules, dict) or (rules and policy != "anti-affinity"):
+            raise bad_request(
+                "Invalid input for field/attribute rules: only anti-affinity has rules."
+            )
+    else:
+        policies, rules = body.get("policies"), {}
+        if not isinstance(policies, list) or len(policies) != 1:
+            raise bad_request(
+                "Invalid input for field/attribute policies: give exactly one policy."
+            )
+        policy = policies[0]
+    if policy not in _POLICIES:
+        raise bad_request(
+            f"Invalid input for field/attribute policy. Value: {policy!r}. Use one of {list(_POLICIES)}."
+        )
+    return {"id": new_id(), "name": name, "policy": policy, "rules": rules, "members": []}
+
+
+@router.post(P + "/os-server-groups")
+async def create_group(request: Request) -> JSONResponse:
+    cloud, mv = _cloud(request), microversion(request)
+    doc = _new_group(await _body(request, "server_group"), mv)
+    if len(cloud.store.all("server_groups")) >= _SERVER_GROUPS:
+        raise ApiError(403, "Quota exceeded, too many server groups.")
+    cloud.store.put("server_groups", doc)
+    return JSONResponse({"server_group": _group_view(cloud, doc, mv)})
+
+
+@router.get(P + "/os-server-groups")
+async def list_groups(request: Request) -> JSONResponse:
+    cloud, mv = _cloud(request), microversion(request)
+    groups = [_group_view(cloud, g, mv) for g in cloud.store.all("server_groups")]
+    return JSONResponse({"server_groups": groups})
+
+
+def _get_group(cloud: Cloud, group_id: str) -> Doc:
+    doc = cloud.store.get("server_groups", group_id)
+    if doc is None:
+        raise ApiError(404, f"Instance group {group_id} could not be found.")
+    return doc
+
+
+@router.get(P + "/os-server-groups/{group_id}")
+async def show_group(request: Request, group_id: str) -> JSONResponse:
+    cloud, mv = _cloud(request), microversion(request)
+    return JSONResponse({"server_group": _group_view(cloud, _get_group(cloud, group_id), mv)})
+
+
+@router.delete(P + "/os-server-groups/{group_id}")
+async def delete_group(request: Request, group_id: str) -> Response:
+    cloud = _cloud(request)
+    _get_group(cloud, group_id)
+    cloud.store.delete("server_groups", group_id)
+    return Response(status_code=204)
+
+
+async def _hinted_group(request: Request) -> Doc | None:
+    """`os:scheduler_hints: {"group": <id>}` beside `server` in a create request."""
+    data = await request.json()
+    hints = data.get("os:scheduler_hints") or data.get("OS-SCH-HNT:scheduler_hints")
+    if hints is None:
+        return None
+    if not isinstance(hints, dict):
+        raise bad_request("Invalid input for field/attribute os:scheduler_hints: an object.")
+    group_id = hints.get("group")
+    if group_id is None:
+        return None
+    group = _cloud(request).store.get("server_groups", group_id)
+    if group is None:
+        raise bad_request(f"Invalid input for field/attribute group. Value: {group_id!r}.")
+    if len(group["members"]) >= _SERVER_GROUP_MEMBERS:
+        raise ApiError(403, "Quota exceeded, too many servers in group")
+    return group
+
+
+def _join_group(cloud: Cloud, group_id: str, server_id: str) -> None:
+    group = cloud.store.edit("server_groups", group_id)
+    if group is not None:
+        group["members"] = [*group["members"], server_id]
+        cloud.store.put("server_groups", group)
+
+
+def _leave_groups(cloud: Cloud, server_id: str) -> None:
+    for g in cloud.store.all("server_groups"):
+        if server_id in g["members"]:
+            group = cloud.store.edit("server_groups", g["id"])
+            assert group is not None
+            group["members"] = [m for m in group["members"] if m != server_id]
+            cloud.store.put("server_groups", group)
 
 
 # ---- instance actions -------------------------------------------------------------------

@@ -359,3 +359,37 @@ def test_method_no_route_takes_is_a_shaped_405(lc, conn):
     assert resp.status_code == 405
     assert resp.json()["NeutronError"]["type"] == "HTTPMethodNotAllowed"
     assert resp.headers["x-openstack-request-id"].startswith("req-")
+
+
+def test_server_groups_and_the_group_hint(lc, conn, server):
+    made = _nova(lc, conn, "POST", "/os-server-groups", mv="2.64",
+                 json={"server_group": {"name": "g", "policy": "anti-affinity"}})  # fmt: skip
+    assert made.status_code == 200, made.text
+    group = made.json()["server_group"]
+    assert (group["policy"], group["members"]) == ("anti-affinity", [])
+    old = _nova(lc, conn, "GET", f"/os-server-groups/{group['id']}").json()["server_group"]
+    assert old["policies"] == ["anti-affinity"] and "policy" not in old
+    body = {
+        "server": {"name": _name("grouped"), "imageRef": _image(conn), "flavorRef": _flavor(conn),
+                   "networks": [{"uuid": _net_of(conn, server)}]},
+        "os:scheduler_hints": {"group": group["id"]},
+    }  # fmt: skip
+    created = _nova(lc, conn, "POST", "/servers", json=body).json()["server"]
+    try:
+        shown = _nova(lc, conn, "GET", f"/os-server-groups/{group['id']}").json()["server_group"]
+        assert shown["members"] == [created["id"]]
+        view = _nova(lc, conn, "GET", f"/servers/{created['id']}", mv="2.71").json()["server"]
+        assert view["server_groups"] == [group["id"]]
+    finally:
+        assert _nova(lc, conn, "DELETE", f"/servers/{created['id']}").status_code == 204
+    left = _nova(lc, conn, "GET", f"/os-server-groups/{group['id']}").json()["server_group"]
+    assert left["members"] == []
+    assert _nova(lc, conn, "DELETE", f"/os-server-groups/{group['id']}").status_code == 204
+    bad = _nova(
+        lc,
+        conn,
+        "POST",
+        "/os-server-groups",
+        json={"server_group": {"name": "g", "policies": ["x"]}},
+    )
+    assert bad.status_code == 400

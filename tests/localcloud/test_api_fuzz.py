@@ -139,6 +139,7 @@ def _templates(a: Api) -> list[tuple[str, str, str, dict[str, Any]]]:
         ("compute", "POST", s + "/action", {"lock": {"locked_reason": "x"}}),
         ("compute", "PUT", s + "/metadata", {"metadata": {"a": "b"}}),
         ("compute", "PUT", s + "/tags", {"tags": ["a", "b"]}),
+        ("compute", "POST", "/os-server-groups", {"server_group": {"name": "g", "policies": ["affinity"]}}),
         ("compute", "POST", "/os-keypairs", {"keypair": {"name": "k", "public_key": key, "type": "ssh"}}),
         ("compute", "PUT", f"/os-quota-sets/{a.conn.current_project_id}", {"quota_set": {"instances": 5}}),
         ("network", "POST", "/networks", {"network": {"name": "n", "tags": ["t"], "mtu": 1450, "admin_state_up": True, "port_security_enabled": True}}),
@@ -170,7 +171,7 @@ def _check(resp: requests.Response, what: str, body: Any) -> None:
 
 TEMPLATE_NAMES = [
     "servers create", "server update", "console output", "add security group", "lock",
-    "metadata", "server tags", "keypair", "nova quota", "network create", "network update",
+    "metadata", "server tags", "server group", "keypair", "nova quota", "network create", "network update",
     "subnet", "port create", "port update", "router create", "router update",
     "router interface", "extra routes", "sg create", "sg update", "sg rule", "floating ip",
     "network tags", "neutron quota", "token",
