@@ -816,11 +816,15 @@ async def create_server(request: Request) -> JSONResponse:
     key_name = body.get("key_name")
     if key_name is not None and not isinstance(key_name, str):
         raise bad_request(f"Invalid input for field/attribute key_name. Value: {key_name!r}.")
-    access = {k: _access_ip(body, k) for k in ("accessIPv4", "accessIPv6")}
+    extra = {k: _access_ip(body, k) for k in ("accessIPv4", "accessIPv6")}
     tags = body.get("tags") or []
     if not isinstance(tags, list) or len(tags) > _MAX_TAGS:
         raise bad_request(f"Invalid input for field/attribute tags: a list of at most {_MAX_TAGS}.")
-    access["tags"] = list(dict.fromkeys(_check_tag(t) for t in tags))
+    extra["tags"] = list(dict.fromkeys(_check_tag(t) for t in tags))
+    description = body.get("description")
+    if description is not None and (not isinstance(description, str) or len(description) > 255):
+        raise bad_request("Invalid input for field/attribute description: at most 255 characters.")
+    extra["description"] = description
     keypair = cloud.store.get("keypairs", key_name) if key_name else None
     if key_name and keypair is None:
         raise bad_request("Invalid key_name provided.")
@@ -841,9 +845,9 @@ async def create_server(request: Request) -> JSONResponse:
             server_name = f"{name}-{i + 1}" if count > 1 else name
             made.append(
                 _store_server(
-                    cloud, body, server_name, requested, groups, flavor, image,
+                    cloud, server_name, requested, groups, flavor, image,
                     {"key_name": key_name, "metadata": metadata, "user_data": user_data,
-                     "reservation_id": reservation_id, **access},
+                     "reservation_id": reservation_id, **extra},
                 )
             )  # fmt: skip
     for server_id in made:
@@ -884,7 +888,6 @@ def _fitting_count(cloud: Cloud, flavor: dict[str, Any], min_count: int, max_cou
 
 def _store_server(
     cloud: Cloud,
-    body: dict[str, Any],
     name: str,
     requested: list[dict[str, Any]],
     groups: list[Doc],
@@ -928,7 +931,6 @@ def _store_server(
             "flavor_id": flavor["id"],
             "image_id": image["id"],
             "security_group_names": [g["name"] for g in groups],
-            "description": body.get("description"),
             **fields,
             "created": now,
             "updated": now,

@@ -11,12 +11,15 @@ reproducible and takes seconds; it talks to a private localcloud over real HTTP.
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from localcloud import server
 
 EXAMPLES = 60
 
@@ -90,17 +93,19 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    from conftest import start_localcloud
-
-    from localcloud import server
-
     state_dir = tmp_path_factory.mktemp("localcloud-fuzz")
     quotas = {
         "instances": 10000, "cores": 100000, "ram": 10**9, "key_pairs": 10000, "network": 10000,
         "subnet": 10000, "port": 10000, "router": 10000, "floatingip": 10000,
         "security_group": 10000, "security_group_rule": 100000,
     }  # fmt: skip
-    handle = start_localcloud(state_dir, ["fuzz"], cloud_options={"fuzz": {"quotas": quotas}})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    handle = server.start(
+        state_dir, clouds=["fuzz"], port=port, dataplane=False,
+        cloud_options={"fuzz": {"quotas": quotas}},
+    )  # fmt: skip
     try:
         a = Api(handle, "fuzz")
         c = a.conn
@@ -123,7 +128,7 @@ def api(tmp_path_factory):
 def _templates(a: Api) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(service, method, path, body) as hybridgrid and the clients send them."""
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOz6XPqcvfXJ9a+HvWYzkLzI5n5aHwWpC9cW6IVexg7E t"
-    server = {
+    server_body = {
         "name": "n", "imageRef": a.image, "flavorRef": a.flavor, "networks": [{"uuid": a.net.id}],
         "key_name": None, "security_groups": [{"name": "default"}], "user_data": "aGk=",
         "metadata": {"role": "worker"}, "min_count": 1, "max_count": 1,
@@ -132,7 +137,7 @@ def _templates(a: Api) -> list[tuple[str, str, str, dict[str, Any]]]:
     }  # fmt: skip
     s = f"/servers/{a.server.id}"
     return [
-        ("compute", "POST", "/servers", {"server": server}),
+        ("compute", "POST", "/servers", {"server": server_body}),
         ("compute", "PUT", s, {"server": {"name": "m", "description": "d"}}),
         ("compute", "POST", s + "/action", {"os-getConsoleOutput": {"length": 10}}),
         ("compute", "POST", s + "/action", {"addSecurityGroup": {"name": "sg"}}),
