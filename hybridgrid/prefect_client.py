@@ -166,6 +166,12 @@ def _log_line(log: Any) -> str:
     return f"{log.timestamp:%H:%M:%S} {level:<7} {log.message}"
 
 
+def quiet(log: Any) -> bool:
+    """A task run's own "Finished in state Completed()": one per task, nothing to read (the
+    UI keeps them); a task's failure or retry is shown."""
+    return log.task_run_id is not None and log.message.startswith("Finished in state Completed")
+
+
 class LogStream:
     """New log lines of one flow run (its tasks' too), each printed once, in time order."""
 
@@ -192,6 +198,8 @@ class LogStream:
                 continue
             self.seen.add(log.id)
             self.after = log.timestamp
+            if quiet(log):
+                continue
             self.printed += 1
             if self.printed <= MAX_LOG_LINES:
                 self.echo(_log_line(log))
