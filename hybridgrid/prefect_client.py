@@ -163,7 +163,10 @@ def _log_line(log: Any) -> str:
     level = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}.get(
         log.level, str(log.level)
     )
-    return f"{log.timestamp:%H:%M:%S} {level:<7} {log.message}"
+    lines = log.message.splitlines() or [""]
+    if len(lines) > 6:  # a traceback: its first and last line here, the whole of it in the UI
+        lines = [lines[0], f"  … {len(lines) - 2} more lines in the UI …", lines[-1]]
+    return f"{log.timestamp:%H:%M:%S} {level:<7} " + "\n".join(lines)
 
 
 def quiet(log: Any) -> bool:

@@ -101,8 +101,34 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 T0=$SECONDS
+say() { printf '\n\033[1m== %s\033[0m  [+%d s]\n' "$*" "$((SECONDS - T0))"; }
+
+# The names among "$@" (blocks of type slug $1) that the server does not hold yet: a rerun
+# saves nothing it already has.
+missing_blocks() {
+    python - "$@" <<'EOF'
+import asyncio, sys
+
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+
+async def main(slug: str, names: list[str]) -> None:
+    async with get_client() as client:
+        try:
+            docs = await client.read_block_documents_by_type(slug, include_secrets=False)
+        except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+            if getattr(getattr(exc, "response", None), "status_code", 404) != 404:
+                raise
+            docs = []  # the block type is not registered yet: no block of it
+    have = {d.name for d in docs}
+    print(" ".join(n for n in names if n not in have))
+
+
+asyncio.run(main(sys.argv[1], sys.argv[2:]))
+EOF
+}
 
 say "Prefect server at $UI"
 mkdir -p "$DEMO/prefect"
@@ -124,12 +150,19 @@ env -u PREFECT_HOME -u PREFECT_API_URL python -m hybridgrid.demo_profile activat
 
 say "work pool hybridgrid and the deployments of prefect.yaml"
 python -m hybridgrid.deployments.setup
-prefect --no-prompt deploy --all >"$DEMO/deploy.log" 2>&1 || {
-    tail -30 "$DEMO/deploy.log" >&2
-    echo "demo: prefect deploy --all failed (log $DEMO/deploy.log)" >&2
-    exit 1
-}
-grep -o "Deployment '[^']*' successfully created[^.]*" "$DEMO/deploy.log" | sed 's/^/  /' || true
+# prefect.yaml as deployed last (its hash): a rerun with the same file registers nothing anew
+DEPLOYED=$(sha256sum prefect.yaml | cut -d' ' -f1)
+if [[ -f $DEMO/deployed.sha256 && $(cat "$DEMO/deployed.sha256") == "$DEPLOYED" ]]; then
+    echo "deployments of prefect.yaml: registered already (file unchanged)"
+else
+    prefect --no-prompt deploy --all >"$DEMO/deploy.log" 2>&1 || {
+        tail -30 "$DEMO/deploy.log" >&2
+        echo "demo: prefect deploy --all failed (log $DEMO/deploy.log)" >&2
+        exit 1
+    }
+    grep -o "Deployment '[^']*' successfully created" "$DEMO/deploy.log" | sed 's/^/  /' || true
+    echo "$DEPLOYED" >"$DEMO/deployed.sha256"
+fi
 
 say "process worker for pool hybridgrid (polls every 1 s)"
 if alive "$DEMO/worker.pid"; then
@@ -149,13 +182,18 @@ for cloud in "${CLOUDS[@]}"; do cloud_args+=(--cloud "$cloud"); done
 localcloud up "${cloud_args[@]}" --port "$LC_PORT" --faults "$DEMO/faults.yaml"
 
 say "credentials blocks (and SSH key blocks through localcloud's proxy)"
-for cloud in "${CLOUDS[@]}"; do
+PROXY=$(python -c 'import sys; from localcloud.dataplane.cli import proxy_command; print(proxy_command(sys.argv[1]))' "$LOCALCLOUD_STATE_DIR")
+read -ra new_clouds <<<"$(missing_blocks hybridgrid-openstack-credentials "${CLOUDS[@]}")"
+for cloud in "${new_clouds[@]}"; do
     hybridgrid cloud import "$cloud" --clouds-yaml "$LOCALCLOUD_STATE_DIR/clouds.yaml"
 done
-PROXY=$(python -c 'import sys; from localcloud.dataplane.cli import proxy_command; print(proxy_command(sys.argv[1]))' "$LOCALCLOUD_STATE_DIR")
-for cloud in "${CLOUDS[@]}"; do
-    hybridgrid key create "hg-$cloud-ssh" --proxy-command "$PROXY"
+key_blocks=()
+for cloud in "${CLOUDS[@]}"; do key_blocks+=("hg-$cloud-ssh"); done
+read -ra new_keys <<<"$(missing_blocks hybridgrid-ssh-key "${key_blocks[@]}")"
+for block in "${new_keys[@]}"; do
+    hybridgrid key create "$block" --proxy-command "$PROXY"
 done
+((${#new_clouds[@]} + ${#new_keys[@]})) || echo "every cloud has its blocks already"
 
 say "bootstrap-home: the Bielefeld cluster from $SPEC (a run of deployment bootstrap-home)"
 t=$SECONDS

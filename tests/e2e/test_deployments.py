@@ -167,11 +167,13 @@ def deployed(prefect_server: Server, seed_clouds):
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
         cwd=ROOT,
-        env=s.env(PREFECT_WORKER_QUERY_SECONDS="2"),
+        # as `make demo` sets it: polls every second, SIGINT at its default
+        env=s.env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="10"),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         yield s, seed_clouds, setup, deploy, worker
@@ -251,3 +253,77 @@ def test_worker_runs_the_deployments(deployed):
     assert ": verified" in text and "NOT verified" not in text and "192.168.77.0/24" in text
     rc, out = clouds.exec("hg-bielefeld-master", "wg show wg0 peers", "bielefeld")
     assert rc == 0 and len(out.split()) == 1, out
+
+
+async def _runs_named(server: Server, deployment: str, name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        dep = await client.read_deployment_by_name(deployment)
+        return await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+            sort=FlowRunSort.START_TIME_DESC,
+        )
+
+
+def _hybridgrid(server: Server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "hybridgrid"), *args],
+        cwd=ROOT,
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.dataplane
+@pytest.mark.slow
+def test_cli_makes_runs_of_the_deployments_and_follows_them(deployed, tmp_path):
+    """`hybridgrid home bootstrap` / `site add` with the deployments registered: each makes a
+    flow run OF THE DEPLOYMENT named after the site, streams its logs, prints its link and
+    exits with its state (0 Completed, 1 Failed)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = deployed[0]
+    demo = str(ROOT / "examples" / "demo.yaml")
+    home = _hybridgrid(server, "home", "bootstrap", demo)
+    assert home.returncode == 0, home.stdout + home.stderr
+    assert "of deployment bootstrap-home/bootstrap-home" in home.stdout
+    assert "bootstrap-home bielefeld: Completed" in home.stdout
+
+    site = _hybridgrid(server, "site", "add", demo, "--site", "giessen")
+    assert site.returncode == 0, site.stdout + site.stderr
+    assert "flow run 'giessen' of deployment add-remote-site/add-remote-site" in site.stdout
+    assert "Beginning flow run 'giessen'" in site.stdout  # the run's logs, streamed here
+    assert "verify handshake    ok" in site.stdout
+    assert "add-remote-site giessen: Completed" in site.stdout
+    assert ": verified" in site.stdout  # the run's summary artifact
+    assert f"http://127.0.0.1:{server.port}/runs/flow-run/" in site.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "examples" / "demo.yaml").read_text()
+        + "  - name: marburg\n    cloud: nosuch\n    subnet: 192.168.88.0/24\n"
+    )
+    failed = _hybridgrid(server, "site", "add", str(bad), "--site", "marburg")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "add-remote-site marburg: FAILED" in failed.stderr
+    assert "no OpenStack credentials block named 'nosuch'" in failed.stderr
+
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        giessen = asyncio.run(_runs_named(server, "add-remote-site/add-remote-site", "giessen"))
+        marburg = asyncio.run(_runs_named(server, "add-remote-site/add-remote-site", "marburg"))
+    assert giessen and giessen[0].state.is_completed()
+    assert {"hybridgrid", "site:giessen"} <= set(giessen[0].tags)
+    assert giessen[0].parameters["site"]["name"] == "giessen"
+    assert len(marburg) == 1 and marburg[0].state.is_failed()
