@@ -168,7 +168,11 @@ def deployed(prefect_server: Server, seed_clouds):
         [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
         cwd=ROOT,
         # as `make demo` sets it: polls every second, SIGINT at its default
-        env=s.env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="10"),
+        env=s.env(
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PREFECT_WORKER_PREFETCH_SECONDS="10",
+            PREFECT_LOGGING_LEVEL="INFO",  # the runs' INFO lines reach the API (and the CLI)
+        ),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
