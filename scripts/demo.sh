@@ -25,7 +25,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH="$ROOT/.venv/bin:$PATH"
 
-DEMO=$ROOT/.demo
+# the demo's own state; tests point these elsewhere (tests/test_demo_down.py)
+DEMO=${HYBRIDGRID_DEMO_DIR:-$ROOT/.demo}
 PORT=${HYBRIDGRID_DEMO_PORT:-4200}
 LC_PORT=${HYBRIDGRID_DEMO_LOCALCLOUD_PORT:-8780}
 UI=http://127.0.0.1:$PORT
@@ -37,7 +38,7 @@ PROFILE=hybridgrid-demo
 PROFILES=${PREFECT_PROFILES_PATH:-${PREFECT_HOME:-$HOME/.prefect}/profiles.toml}
 export PREFECT_API_URL=$UI/api PREFECT_UI_URL=$UI
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
-export LOCALCLOUD_STATE_DIR=$ROOT/.localcloud LOCALCLOUD_DATAPLANE=1
+export LOCALCLOUD_STATE_DIR=${HYBRIDGRID_DEMO_LOCALCLOUD_DIR:-$ROOT/.localcloud} LOCALCLOUD_DATAPLANE=1
 unset HYBRIDGRID_KILL_AFTER PREFECT_PROFILE
 
 answers() {
