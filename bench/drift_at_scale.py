@@ -1,5 +1,5 @@
-"""Benchmark: check_drift wall time for 1, 5, 10, 20 sites; bounds t(20)/t(1) ≤ 2 (DESIGN §8)
-and t(10)/t(1) ≤ 2 (issue 8).
+"""Benchmark: check_drift wall time for 1, 5, 10, 20 sites; bounds t(20)/t(1) ≤ 2 and
+t(10)/t(1) ≤ 2 (docs/architecture.md §11).
 
 Builds its own fleet on a private localcloud: a home (bielefeld: master + 1 worker) and 20
 sites in one remote cloud (giessen, quotas unlimited), each 1 VPN node, every other site
@@ -69,7 +69,7 @@ async def _build(
     from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
     from hybridgrid.model import HomeSite, MasterSpec, RemoteSite
 
-    await save_blocks(handle, [f"hg-{HOME_CLOUD}-ssh", *(f"hg-{n}-ssh" for n in names)])
+    await save_blocks(handle)
     home = HomeSite(
         cloud=HOME_CLOUD,
         master=MasterSpec(create=True),
@@ -214,7 +214,7 @@ def rows_from(m: dict, quick: bool) -> list[Row]:
                     unit="×",
                     bound=BOUND if want in (10, 20) else None,
                     note=f"{m['servers']} servers on localcloud"
-                    + (" (issue 8)" if want == 10 else " (DESIGN §8)" if want == 20 else "")
+                    + (" (docs/architecture.md §11)" if want in (10, 20) else "")
                     + (" (quick: the bounds are for 10 and 20 sites)" if quick else ""),
                 )
             )

@@ -1,4 +1,5 @@
-"""hybridgrid benchmarks: one command, one table (figure, bound, ratio, met?). DESIGN §8.
+"""hybridgrid benchmarks: one command, one table (figure, bound, ratio, met?): the
+targets of docs/architecture.md §11.
 
     .venv/bin/python bench/run_all.py            # full: boot delay 20 s, more repetitions
     .venv/bin/python bench/run_all.py --quick    # < 3 min: boot delay 3 s, fewer repetitions
@@ -79,9 +80,7 @@ def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row
         faults={},
     )
     try:
-        asyncio.run(
-            addsite.save_blocks(handle, ["hg-bielefeld-ssh", f"hg-{addsite.SITE_CLOUD}-ssh"])
-        )
+        asyncio.run(addsite.save_blocks(handle))
         _say("bootstrap_home (no faults: not measured)")
         asyncio.run(addsite.bootstrap())
         handle.set_faults(addsite.realistic_faults(boot, console))

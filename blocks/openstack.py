@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from hybridgrid.access import CloudAccess
 from hybridgrid.blocks._secret import wrap_secrets
 
 if TYPE_CHECKING:
@@ -30,9 +31,7 @@ class OpenStackCredentials(Block):
         "Keystone v3 credentials (password or application credential) of one OpenStack cloud, "
         "used by hybridgrid to build an openstacksdk connection."
     )
-    _logo_url = (
-        "https://www.openstack.org/themes/openstack/images/openstack-logo/OpenStack-Logo-Mark.png"
-    )
+    # No _logo_url: the UI would load it from the internet wherever the block is shown.
     # Never echo a rejected value (it may be the secret) in a validation error's text.
     model_config = ConfigDict(hide_input_in_errors=True)
 
@@ -51,6 +50,11 @@ class OpenStackCredentials(Block):
     application_credential_secret: SecretStr | None = Field(None, description="with its id")
     cacert: str | None = Field(None, description="path of a CA bundle for the API's TLS")
     verify: bool = Field(True, description="verify the API's TLS certificate")
+    access: CloudAccess = Field(
+        default_factory=CloudAccess,
+        description="how hybridgrid reaches this cloud's servers over SSH: direct, an OpenSSH "
+        "ProxyCommand, or a bastion with a pinned host key",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -168,8 +172,14 @@ class OpenStackCredentials(Block):
         return cls(**wrap_secrets({k: v for k, v in fields.items() if v is not None}, _SECRETS))
 
     @classmethod
-    def from_clouds_yaml(cls, name: str, path: str | os.PathLike | None = None):
-        """An entry of clouds.yaml (and secure.yaml), found as openstacksdk finds it.
+    def from_clouds_yaml(
+        cls,
+        name: str,
+        path: str | os.PathLike | None = None,
+        access: CloudAccess | None = None,
+    ):
+        """An entry of clouds.yaml (and secure.yaml), found as openstacksdk finds it, with
+        `access` (how its servers are reached; default direct).
 
         Without ``path`` the usual locations apply, including ``OS_CLIENT_CONFIG_FILE``.
         """
@@ -197,7 +207,10 @@ class OpenStackCredentials(Block):
             region = config.get_one(cloud=name, validate=False)
         except exceptions.ConfigException as exc:
             raise ValueError(f"clouds.yaml entry {name!r} is invalid: {exc}") from None
-        return cls._from_cloud_config(region.config, f"clouds.yaml entry {name!r}")
+        creds = cls._from_cloud_config(region.config, f"clouds.yaml entry {name!r}")
+        if access is not None:
+            creds.access = access
+        return creds
 
     @classmethod
     def from_env(cls):

@@ -1,4 +1,4 @@
-"""The site registry (DESIGN §2): what hybridgrid has allocated and built, per site.
+"""The site registry (docs/architecture.md §7): what hybridgrid has allocated and built, per site.
 
 It is changed only through ``update_registry``, which holds a Prefect global concurrency
 limit of 1 while it loads, mutates and saves, so concurrent flow runs (on any host using the
@@ -141,11 +141,6 @@ def _api_key(name: str) -> tuple[str, str]:
 
     settings = get_current_settings()
     return (settings.api.url or f"ephemeral:{settings.home}", name)
-
-
-def forget_locks() -> None:
-    """Forget which limits exist (the next `ensure_lock` asks the API again)."""
-    _known_locks.clear()
 
 
 async def ensure_lock(name: str) -> None:

@@ -2,38 +2,35 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from hybridgrid.access import JUMP_FORM
 from hybridgrid.blocks._secret import wrap_secrets
 from hybridgrid.tasks.sshkeys import generate_ssh_keypair, load_private_key, public_key_of
 
 if TYPE_CHECKING:
     import asyncssh
 
-# OpenSSH's -J form: [user@]host[:port], host a name, IPv4 address or [IPv6] literal.
-_JUMP = re.compile(
-    r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?"
-    r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"
-    r"(?::(?P<port>[0-9]{1,5}))?$"
-)
+_JUMP = JUMP_FORM
 
 
 class SSHKey(Block):
-    """A private key (OpenSSH or PEM, unencrypted), login user and how to reach the hosts.
+    """A private key (OpenSSH or PEM, unencrypted) and the login user.
 
-    ``proxy_command`` (OpenSSH ProxyCommand, ``%h``/``%p`` expanded) reaches the first hop:
-    the jump host when one is set, else the target itself.
+    How servers are reached is the cloud's setting (``OpenStackCredentials.access``: direct,
+    a ProxyCommand or a bastion), not the key's. ``proxy_command`` here is kept for blocks made
+    before that: it is used only on a cloud whose access is direct. ``jump_host`` is refused
+    at use (a bastion needs a pinned host key: set the cloud's ``access.bastion``).
     """
 
     _block_type_name = "hybridgrid SSH Key"
     _block_type_slug = "hybridgrid-ssh-key"
     _description = (
-        "SSH private key, login user, optional jump host and ProxyCommand that hybridgrid "
-        "uses to configure VPN nodes and workers."
+        "SSH private key and login user that hybridgrid uses to configure VPN nodes and "
+        "workers (how they are reached is the cloud's access setting)."
     )
     # Never echo a rejected value (it may be the key) in a validation error's text.
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -41,9 +38,13 @@ class SSHKey(Block):
     private_key: SecretStr = Field(description="unencrypted OpenSSH or PEM private key")
     public_key: str | None = Field(None, description="derived from the private key when empty")
     user: str = Field("ubuntu", description="login user on the servers")
-    jump_host: str | None = Field(None, description="OpenSSH -J form: [user@]host[:port]")
+    jump_host: str | None = Field(
+        None, description="not used: set the cloud's access.bastion (pinned host key) instead"
+    )
     proxy_command: str | None = Field(
-        None, description="OpenSSH ProxyCommand for the first hop, e.g. 'nc %h %p'"
+        None,
+        description="older blocks only, used on clouds whose access is direct: set the "
+        "cloud's access.proxy_command instead",
     )
 
     @model_validator(mode="before")

@@ -1,4 +1,4 @@
-"""add_remote_site — the main job (DESIGN §4): one flow run per remote site.
+"""add_remote_site — the main job (docs/architecture.md §4): one flow run per remote site.
 
 validate → pre-flight both clouds → allocate (registry, locked) → site network, security
 group, key pair and home-side lookups, all at once → VPN node and workers launched together
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridgrid import drift, naming
-from hybridgrid.access import behind, front_door
+from hybridgrid.access import behind
+from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock, no_default
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     RegistryData,
@@ -48,11 +50,31 @@ from hybridgrid.tasks.preflight import (
 from hybridgrid.tasks.remote import sharing_connections
 
 
+class SiteForm(RemoteSite):
+    """The site as the UI's form asks for it: the cloud is picked from the saved credentials
+    blocks (the registry keeps its name)."""
+
+    model_config = ConfigDict(title="RemoteSite")
+
+    cloud: CloudBlock = Field(
+        "",
+        description="the cloud's credentials block (how it is reached is its access setting); "
+        "empty: the block named like the site",
+        json_schema_extra=no_default,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_site(cls, data: Any) -> Any:
+        # a RemoteSite (the registry's spec, a test's constant) is a valid form value
+        return data.model_dump() if isinstance(data, RemoteSite) else data
+
+
 class AddSiteOptions(BaseModel):
     registry: str = Field(DEFAULT_REGISTRY, description="SiteRegistry block name")
-    ssh_key_block: str | None = Field(
+    ssh_key_block: SSHKeyBlock | None = Field(
         None,
-        description="SSHKey block for the site's servers; default hg-<site>-ssh, made when missing",
+        description="SSHKey block for the site's servers; empty: hg-NAME-ssh, made when missing",
     )
     boot_timeout: float = Field(600, gt=0, description="seconds to wait for servers to be ACTIVE")
     verify: bool = Field(True, description="run the layered verification at the end")
@@ -80,7 +102,7 @@ def _run_name() -> str:
     log_prints=False,
 )
 @sharing_connections  # one SSH connection per node for the whole run, not one per task
-async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = None) -> AddSiteResult:
+async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None) -> AddSiteResult:
     """Add (or converge) one remote site; the run is named after it.
 
     Args:
@@ -145,18 +167,21 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
                 MAX_ADDRESS_PAIRS,
             )
         if master.floating_ip is not None:  # none yet: step 4 allocates it, nothing to reach
-            target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+            target = common.door(
+                home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
+            )
             port = await nodes.udp_port_state(target, home.ssh_key_block, home.listen_port)
             problems += hub_port_problems(f"the master {home.master} ({target.label})", port)
         return master, home_key, problems
 
     # The key blocks are read here too (a block without a usable key fails before anything is
     # reserved); a missing site block is made only after pre-flight and allocation passed.
-    _, _, (master, home_key, master_problems), found_key = await asyncio.gather(
+    _, _, (master, home_key, master_problems), found_key, _ = await asyncio.gather(
         st.preflight_cloud(site_req),
         st.preflight_cloud(home_req),
         the_master(),
         common.find_ssh_key(key_block),
+        nodes.check_access(site.cloud),  # a bastion that refuses us fails here, not later
     )
     if master_problems:
         raise PreflightError(PreflightReport(cloud=home.cloud, ok=False, problems=master_problems))
@@ -192,7 +217,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
 
     net, site_sg, keypair, master, home_sg, home_workers = await asyncio.gather(
         st.ensure_site_network(site.cloud, site.name, str(resolved.subnet), site.external_network),
-        st.ensure_group(site.cloud, site.name, site_sg_name, _dedupe(site_rules(None))),
+        st.ensure_group(site.cloud, site.name, site_sg_name, drift.dedupe_rules(site_rules(None))),
         st.ensure_keypair(
             site.cloud, naming.resource_name(site.name, naming.KEY), site_key.public_key
         ),
@@ -203,7 +228,9 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
         asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers)),
     )
     mtu = tunnel_mtu(min(master.network_mtu, net.network.mtu))
-    master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+    master_target = common.door(
+        home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
+    )
     common.checkpoint("network")
 
     # 5. VPN node and workers launched together; the VPN node gets its floating IP
@@ -242,7 +269,10 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     #    host keys from the console logs
     _, _, vpn_keys, *worker_keys = await asyncio.gather(
         st.ensure_rules(
-            site.cloud, site_sg.group.id, site.name, _dedupe(site_rules(str(master.floating_ip)))
+            site.cloud,
+            site_sg.group.id,
+            site.name,
+            drift.dedupe_rules(site_rules(str(master.floating_ip))),
         ),
         st.ensure_rules(home.cloud, home_sg.group.id, site.name, home_rules(str(vpn_fip.address))),
         common.host_keys(data, site.name, site.cloud, vpn.id, vpn.name, "vpn"),
@@ -260,7 +290,7 @@ async def add_remote_site(site: RemoteSite, options: AddSiteOptions | None = Non
     common.checkpoint("rules")
 
     # 7. SSH: the VPN node at its floating IP, workers through it
-    vpn_target = front_door(str(vpn_fip.address), vpn_keys, site_key)
+    vpn_target = common.door(site.cloud, str(vpn_fip.address), vpn_keys, site_key)
     worker_targets = [
         behind(vpn_target, str(w.fixed_ip), keys, site.ssh_user)
         for w, keys in zip(workers, worker_keys, strict=True)
@@ -478,13 +508,4 @@ def _own(data: RegistryData, name: str) -> dict:
     return {name: entry.allocation()} if entry else {}
 
 
-def _dedupe(rules: list[RuleSpec]) -> list[RuleSpec]:
-    seen, out = set(), []
-    for r in rules:
-        if r.key() not in seen:
-            seen.add(r.key())
-            out.append(r)
-    return out
-
-
-__all__ = ["AddSiteOptions", "AddSiteResult", "add_remote_site"]
+__all__ = ["AddSiteOptions", "AddSiteResult", "SiteForm", "add_remote_site"]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from ipaddress import IPv4Network
+from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from hybridgrid import naming
-from hybridgrid.access import behind, front_door
+from hybridgrid.access import behind
+from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     HomeEntry,
@@ -27,10 +29,23 @@ from hybridgrid.tasks.openstack import Record, RuleSpec, ServerSpec
 from hybridgrid.tasks.preflight import Needs, PreflightRequest
 
 
+class HomeForm(HomeSite):
+    """The home as the UI's form asks for it: the cloud is picked from the saved credentials
+    blocks (the registry keeps its name)."""
+
+    cloud: CloudBlock = Field(description="the home cloud's credentials block")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_home(cls, data: Any) -> Any:
+        # a HomeSite (a spec file's, a test's constant) is a valid form value
+        return data.model_dump() if isinstance(data, HomeSite) else data
+
+
 class HomeOptions(BaseModel):
     registry: str = Field(DEFAULT_REGISTRY, description="SiteRegistry block name")
-    ssh_key_block: str | None = Field(
-        None, description="SSHKey block that logs into the master; default hg-<home>-ssh"
+    ssh_key_block: SSHKeyBlock | None = Field(
+        None, description="SSHKey block that logs into the master; empty: hg-HOME-ssh, made"
     )
     site_pool: IPv4Network = Field(
         IPv4Network("192.168.64.0/18"), description="pool for sites' auto-allocated subnets"
@@ -66,14 +81,14 @@ def _run_name() -> str:
     description="Create or adopt the home cluster whose master is the WireGuard hub.",
 )
 async def bootstrap_home(
-    home: HomeSite,
+    home: HomeForm,
     wireguard: WireGuardSettings | None = None,
     options: HomeOptions | None = None,
 ) -> HomeResult:
     """Create or adopt the home cluster; the run is named after the home.
 
     Args:
-        home: the home cloud block, subnet and master (create: true, or name: <server>)
+        home: the home cloud block, subnet and master (create: true, or name: SERVER)
         wireguard: overlay CIDR, listen port, keepalive (defaults as in the seed)
         options: registry, SSH key block, site pool, SSH source, host keys of an adopted master
     """
@@ -100,7 +115,7 @@ async def bootstrap_home(
         if create
         else Needs(),
     )
-    await st.preflight_cloud(req)
+    await asyncio.gather(st.preflight_cloud(req), nodes.check_access(home.cloud))
     common.checkpoint("preflight")
     key = await common.ensure_ssh_key(key_block, home.ssh_user)
     sg_name = naming.resource_name(home.name, naming.SG)
@@ -177,7 +192,7 @@ async def bootstrap_home(
     else:
         master_keys = await nodes.pin_host_keys(home.cloud, master.server_id, master_name)
     worker_keys = await asyncio.gather(*(_console_keys_or_none(home.cloud, w) for w in workers))
-    master_target = front_door(str(fip.address), master_keys, key)
+    master_target = common.door(home.cloud, str(fip.address), master_keys, key)
     await nodes.ssh_ready(master_target, key_block, timeout=options.boot_timeout)
     hub_pub = await nodes.ensure_node_key(master_target, key_block)
     common.checkpoint("master-ready")

@@ -1,5 +1,6 @@
-"""check_drift — scheduled (DESIGN §4): every registered site, concurrently, desired against
-actual; one table artifact (site × check) and a markdown summary; Failed on drift.
+"""check_drift — scheduled (docs/architecture.md §5): every registered site, concurrently,
+desired against actual; one table artifact (site × check) and a markdown summary; Failed on
+drift.
 
 With `repair=True` a drifted site is converged by the add-site flow itself (run as a subflow
 with the site's recorded spec: no second code path), plus the one thing add-site never does:
@@ -122,6 +123,7 @@ def _home_probe(home: HomeEntry, data: RegistryData, names: list[str]) -> dt.Hom
         master_port_id=home.resource_ids.get("master-port"),
         workers=list(home.workers),
         node=dt.NodeProbe(
+            cloud=home.cloud,
             name=home.master,
             addresses=[str(fip)] if fip else [],
             host_keys=home.host_keys[home.master],
@@ -144,6 +146,7 @@ def _site_probe(data: RegistryData, name: str, home_ping: str | None) -> dt.Site
         servers=[vpn, *workers],
         vpn_port_id=entry.resource_ids.get("vpn-port"),
         node=dt.NodeProbe(
+            cloud=entry.cloud,
             name=vpn,
             addresses=[str(fip)] if fip else [],
             host_keys=entry.host_keys.get(vpn, []),

@@ -15,11 +15,11 @@ from prefect import get_run_logger
 from prefect.exceptions import ObjectNotFound
 
 from hybridgrid import naming
+from hybridgrid.access import front_door
 from hybridgrid.blocks.registry import (
     HomeEntry,
     RegistryData,
     ensure_lock,
-    load_registry,
     update_registry,
 )
 from hybridgrid.blocks.ssh import SSHKey
@@ -210,6 +210,12 @@ async def make_ssh_key(block: str, user: str) -> SSHKey:
 async def ensure_ssh_key(block: str, user: str) -> SSHKey:
     """The SSHKey block `block`; made (ed25519) and saved when it does not exist yet."""
     return await find_ssh_key(block) or await make_ssh_key(block, user)
+
+
+def door(cloud: str, address: str, host_keys: list[str], key: SSHKey) -> SSHTarget:
+    """A master or VPN node at its public address, reached the way its cloud says
+    (credentials block `cloud`'s `access`: direct, ProxyCommand or bastion)."""
+    return front_door(address, host_keys, key, clouds.access(cloud), cloud)
 
 
 async def master_with_floating_ip(
@@ -551,10 +557,6 @@ async def verify_site(
     )
     overlay_l, workers_l, mtu_l = await asyncio.gather(overlay, workers, mtu_check)
     return [api_layer, *wg_layers, overlay_l, workers_l, mtu_l]
-
-
-async def registry_snapshot(registry: str) -> RegistryData:
-    return await load_registry(registry)
 
 
 async def home_workers(cloud: str, master: st.NodeFacts) -> list[str]:

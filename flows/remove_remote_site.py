@@ -1,5 +1,6 @@
-"""remove_remote_site (DESIGN §4): the site's peer off the master live, then the home side
-(pairs, rules, routes), then the site's resources, key pair, SSH key block and registry entry.
+"""remove_remote_site (docs/architecture.md §5): the site's peer off the master live, then
+the home side (pairs, rules, routes), then the site's resources, key pair, SSH key block and
+registry entry.
 
 Order matters for reruns and for concurrent add-site runs: the site first leaves the hub
 config in the registry (its spoke key is cleared under the hub lock), so no other run
@@ -15,7 +16,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.access import behind, front_door
+from hybridgrid.access import behind
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     RegistryData,
@@ -62,7 +63,9 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
     assert home.master is not None and home.ssh_key_block is not None
     home_key = await ssh_key(home.ssh_key_block)
     master = await common.master_with_floating_ip(home)
-    master_target = front_door(str(master.floating_ip), home.host_keys[home.master], home_key)
+    master_target = common.door(
+        home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
+    )
 
     # 1. the hub: the site leaves the registry's hub config, then wg0 is synced without it
     #    (syncconf: the other peers keep their sessions); pairs on the master's port that no

@@ -1,6 +1,6 @@
-"""rotate_keys (DESIGN §4): a new WireGuard key pair for a site's spoke (and, with hub=True,
-for the master), made on the node; the other end learns the public key first (live
-syncconf, under the hub lock); then the node switches; a fresh handshake on both ends
+"""rotate_keys (docs/architecture.md §5): a new WireGuard key pair for a site's spoke (and,
+with hub=True, for the master), made on the node; the other end learns the public key first
+(live syncconf, under the hub lock); then the node switches; a fresh handshake on both ends
 confirms it, else both ends roll back to the old key. The old private key is deleted from
 the node and the registry holds only the new public key.
 
@@ -18,7 +18,6 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.access import front_door
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     HomeEntry,
@@ -86,7 +85,7 @@ async def _spoke(data: RegistryData, site: str) -> _Spoke:
         )
     return _Spoke(
         name=site,
-        target=front_door(str(entry.public_ips["vpn"]), entry.host_keys[vpn], key),
+        target=common.door(entry.cloud, str(entry.public_ips["vpn"]), entry.host_keys[vpn], key),
         key_block=block,
         wg_address=str(entry.wg_address),
         mtu=tunnel_mtu(entry.network_mtu),
@@ -121,8 +120,8 @@ async def rotate_keys(
     assert home.master is not None and home.ssh_key_block is not None and home.public_key
     master = await common.master_with_floating_ip(home)
     master_fip = str(master.floating_ip)
-    master_target = front_door(
-        master_fip, home.host_keys[home.master], await ssh_key(home.ssh_key_block)
+    master_target = common.door(
+        home.cloud, master_fip, home.host_keys[home.master], await ssh_key(home.ssh_key_block)
     )
     spoke = await _spoke(data, site)
     mtu = spoke.mtu

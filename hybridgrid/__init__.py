@@ -1,1 +1,15 @@
-"""hybridgrid: join OpenStack sites to a home cluster over WireGuard, as Prefect flows."""
+"""hybridgrid: join OpenStack sites to a home cluster over WireGuard, as Prefect flows.
+
+This folder is the core (docs/architecture.md §2): `model` (topology, validation,
+allocation, the plan), `naming` (names and ownership tags), `access` (how a cloud's servers
+are reached), `drift` (desired vs observed, pure), `report` (site summary and artifacts),
+`spec` (YAML specs); and the CLI (`cli`, `cli_access`, `cli_day_two`). The other folders
+install beneath it: `hybridgrid.flows`, `.tasks`, `.blocks`, `.deployments`.
+
+May import, in the target: pydantic (and PyYAML for `spec`) only — neither Prefect nor
+openstacksdk, nor the other folders; the CLI may import anything, inside its commands. True
+today for `model`, `naming`, `spec` and `access` (`access` imports `tasks.remote.SSHTarget`
+inside its functions). Not yet for `drift` (imports `tasks.openstack`, `tasks.wgstate`,
+`blocks.registry`) and `report` (imports `tasks.openstack`, `tasks.verify`, and Prefect to
+publish artifacts).
+"""

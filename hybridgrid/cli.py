@@ -369,8 +369,38 @@ def cloud_import(
     block: Annotated[
         str | None, typer.Option(help="credentials block name (default: NAME)")
     ] = None,
+    proxy_command: Annotated[
+        str | None,
+        typer.Option(
+            help="how SSH reaches the cloud's floating IPs (or its bastion): an OpenSSH "
+            "ProxyCommand with %h %p, e.g. 'ssh -W %h:%p gw.example'"
+        ),
+    ] = None,
+    bastion: Annotated[
+        str | None,
+        typer.Option(help="SSH jump host in front of the floating IPs: USER@HOST[:PORT]"),
+    ] = None,
+    bastion_host_key: Annotated[
+        list[str] | None,
+        typer.Option(help="the bastion's host key to pin, 'ssh-ed25519 AAAA…' (repeatable)"),
+    ] = None,
+    bastion_key_block: Annotated[
+        str | None,
+        typer.Option(help="SSHKey block that logs in to the bastion (default: NAME-bastion)"),
+    ] = None,
+    bastion_key_file: Annotated[
+        Path | None,
+        typer.Option(help="private key file for the bastion, saved as --bastion-key-block"),
+    ] = None,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="no ProxyCommand, no bastion (clears them)")
+    ] = False,
 ) -> None:
-    """Save a clouds.yaml entry as an OpenStackCredentials block (replaces one of that name)."""
+    """Save a clouds.yaml entry as an OpenStackCredentials block (replaces one of that name).
+
+    The access options say how the flows reach the cloud's servers over SSH; without any, an
+    existing block keeps its access setting (a new one is direct)."""
+    from hybridgrid.cli_access import access_from_options, check_key_file, save_bastion_key
     from hybridgrid.model import BLOCK_NAME_RE
 
     block = block or name
@@ -388,8 +418,20 @@ def cloud_import(
 
     from hybridgrid.blocks.openstack import OpenStackCredentials
 
+    key_block = bastion_key_block or f"{block}-bastion"
     try:
+        access = access_from_options(
+            direct=direct,
+            proxy_command=proxy_command,
+            bastion=bastion,
+            host_keys=bastion_host_key or [],
+            key_block=key_block,
+        )
+        if bastion_key_file is not None:
+            check_key_file(bastion_key_file)
         creds = OpenStackCredentials.from_clouds_yaml(name, clouds_yaml)
+    except TopologyError as exc:
+        fail(exc)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
@@ -398,10 +440,16 @@ def cloud_import(
 
     async def save() -> bool:
         try:
-            await OpenStackCredentials.aload(block)
+            old = await OpenStackCredentials.aload(block)
             existed = True
         except Exception:  # not found (or not loadable): it is made
-            existed = False
+            old, existed = None, False
+        if access is not None:
+            creds.access = access
+        elif old is not None:
+            creds.access = old.access
+        if bastion_key_file is not None:
+            await save_bastion_key(bastion_key_file, key_block)
         await creds.asave(block, overwrite=True)
         return existed
 
@@ -422,7 +470,8 @@ def cloud_import(
     project = creds.project_name or creds.project_id or "-"
     typer.echo(
         f"{'replaced' if existed else 'saved'} block {block!r} (OpenStack Credentials): "
-        f"{creds.auth_url}, region {creds.region_name or '-'}, project {project}, {who}"
+        f"{creds.auth_url}, region {creds.region_name or '-'}, project {project}, {who}; "
+        f"SSH access: {creds.access.mode}"
     )
 
 

@@ -249,7 +249,7 @@ def site_group_rules(
                 remote_ip_prefix=f"{master_fip}/32",
             )
         )
-    return _dedupe(rules)
+    return dedupe_rules(rules)
 
 
 def home_group_rules(
@@ -656,13 +656,19 @@ def parse_routes(text: str) -> list[RouteObs]:
     return out
 
 
+def ping_command(address: str, *, count: int = 2, size: int | None = None) -> str:
+    """The one ping probe (iputils; verification and drift): exit status 0 when replies came.
+
+    `size` sends that ICMP payload with DF set (a full-size packet at the tunnel MTU)."""
+    addr = IPv4Address(address)  # only an address reaches the shell
+    size_args = f" -M do -s {int(size)}" if size is not None else ""
+    return f"ping -n -q -c {int(count)} -i 0.2 -W 2{size_args} {addr}"
+
+
 def ping_many_command(addresses: list[str], count: int = 2) -> str:
     """Ping each address concurrently; print `ok ADDR` or `fail ADDR` per address."""
-    for a in addresses:
-        IPv4Address(a)  # only addresses reach the shell
     lines = [
-        f"(ping -n -q -c {count} -i 0.2 -W 2 {a} >/dev/null 2>&1 && echo 'ok {a}' || "
-        f"echo 'fail {a}') &"
+        f"({ping_command(a, count=count)} >/dev/null 2>&1 && echo 'ok {a}' || echo 'fail {a}') &"
         for a in addresses
     ]
     return "\n".join([*lines, "wait"]) + "\n"
@@ -681,7 +687,8 @@ def _norm(ip: str) -> str:
     return str(ipaddress.ip_network(ip, strict=False))
 
 
-def _dedupe(rules: list[RuleSpec]) -> list[RuleSpec]:
+def dedupe_rules(rules: list[RuleSpec]) -> list[RuleSpec]:
+    """The rules in order, each once (by `RuleSpec.key`): two sources may ask for one rule."""
     seen, out = set(), []
     for r in rules:
         if r.key() not in seen:

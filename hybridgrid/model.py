@@ -1,4 +1,4 @@
-"""The topology model (DESIGN §2): home hub, remote spokes, WireGuard, and the resolved plan.
+"""The topology model (docs/architecture.md §8): home hub, spokes, WireGuard, resolved plan.
 
 Pure: no I/O, no clouds. Everything a flow needs to know before it touches an API is checked
 here, and every error names the field and says how to fix it (``TopologyError``).
@@ -91,10 +91,10 @@ class WireGuardSettings(_Model):
 
 
 class MasterSpec(_Model):
-    """The home hub: adopt an existing server by name, or create ``hg-<home>-master``."""
+    """The home hub: adopt an existing server by name, or create hg-HOME-master."""
 
     name: str | None = Field(None, description="existing server to adopt as the hub")
-    create: bool = Field(False, description="create hg-<home>-master instead of adopting")
+    create: bool = Field(False, description="create hg-HOME-master instead of adopting")
     flavor: str = Field("de.NBI small", description="flavor when the master is created")
     image: str = Field("ubuntu-22.04", description="image when the master is created")
 
@@ -153,7 +153,11 @@ class HomeSite(_Model):
 class RemoteSite(_Model):
     """One remote site: a VPN node (the spoke) and workers in another cloud."""
 
-    name: str = Field(description="DNS label, 1–20 chars; resources are named hg-<name>-<role>")
+    # No "<…>" in descriptions: the UI renders them as HTML, where <name> vanishes.
+    name: str = Field(
+        description="DNS label, 1–20 chars (a-z, 0-9, '-'); resources are named hg-NAME-ROLE",
+        json_schema_extra={"pattern": SITE_NAME_RE.pattern, "maxLength": SITE_NAME_MAX},
+    )
     # Not required in the UI form, as HomeSite.name: the validator below fills it.
     cloud: str = Field("", description="OpenStackCredentials block name; empty = the site name")
     subnet: IPv4Network | None = Field(None, description="default: a free /24 from site_pool")

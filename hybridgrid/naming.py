@@ -1,4 +1,4 @@
-"""Names and ownership tags of everything hybridgrid creates (DESIGN §3).
+"""Names and ownership tags of everything hybridgrid creates (docs/architecture.md §3).
 
 Every resource is named ``hg-<site>-<role>[-<n>]`` and carries the tags ``hybridgrid`` and
 ``hybridgrid-site=<site>``; Nova servers carry the same facts as metadata because server tags

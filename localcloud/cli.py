@@ -2,6 +2,7 @@
 
 localcloud up [--state-dir DIR] [--cloud NAME]… [--port N] [--faults FILE]
 localcloud status | stop | down | stats [--json] [--reset]
+localcloud proxy HOST PORT | exec SERVER -- CMD | bastion up|down|show (the data plane's)
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def status(
             typer.echo(f"  {s['name']:<24} {s['status']:<7} {', '.join(s['addresses'])}")
         if not c["servers"]:
             typer.echo("  (no servers)")
+    if b := info.get("bastion"):
+        state = "" if b["running"] else " (NOT running)"
+        typer.echo(f"bastion: {b['user']}@{b['address']}:{b['port']}{state}  {b['host_key']}")
 
 
 @app.command()

@@ -85,6 +85,21 @@ class Handle(BaseModel):
     def set_faults(self, faults: dict[str, Any] | None) -> None:
         set_faults(self.state_dir, faults)
 
+    def bastion(
+        self,
+        authorized_key: str | list[str],
+        bastion_only: list[str] | None = None,
+        *,
+        add: bool = False,
+    ) -> Any:
+        """A bastion host in this localcloud's internet (idempotent): a ``BastionInfo`` with
+        address, port, user, host key line and the ProxyCommand that reaches it; clouds in
+        `bastion_only` are then reachable only through it (see
+        ``localcloud.dataplane.bastion``; needs the data plane)."""
+        from localcloud.dataplane import bastion
+
+        return bastion.up(self.state_dir, authorized_key, bastion_only or [], add=add)
+
     def env(self) -> dict[str, str]:
         """Environment for `openstack` / `openstack.connect(cloud=…)` to find clouds.yaml."""
         return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml)}
@@ -332,7 +347,18 @@ def status(state_dir: Path) -> dict[str, Any]:
         "pid": pid,
         "port": config.port,
         "clouds": clouds,
+        "bastion": _bastion_status(state_dir),
     }
+
+
+def _bastion_status(state_dir: Path) -> dict[str, Any] | None:
+    """The bastion host's address, user and host key, or None (also without a data plane)."""
+    try:
+        from localcloud.dataplane import bastion
+    except ImportError:
+        return None
+    info = bastion.info(state_dir)
+    return info.model_dump() if info else None
 
 
 def handle(state_dir: Path) -> Handle:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prefect server on PostgreSQL with several process workers on one work pool (DESIGN §7).
+# Prefect server on PostgreSQL with several process workers on one work pool
+# (docs/architecture.md §10).
 #
 #   scripts/scaleout.sh up       PostgreSQL cluster, prefect server, work pool, N workers
 #   scripts/scaleout.sh env      prints `export PREFECT_API_URL=…` for this shell

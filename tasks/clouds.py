@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from hybridgrid.access import CloudAccess
+
 if TYPE_CHECKING:
     from openstack.connection import Connection
 
@@ -37,6 +39,7 @@ HTTP_POOL_SIZE = 64
 
 _lock = threading.Lock()
 _connections: dict[str, Connection] = {}
+_access: dict[str, CloudAccess] = {}
 _load_locks: dict[str, threading.Lock] = {}
 _counts: dict[str, CallCounts] = {}
 _trackers: ContextVar[tuple[Tracker, ...]] = ContextVar("hybridgrid_api_trackers", default=())
@@ -131,12 +134,26 @@ def _widen_pool(session: Any, size: int = HTTP_POOL_SIZE) -> None:
             manager.clear()  # pools made before (an auth request) are made again on next use
 
 
-def use_connection(name: str, conn: Connection) -> Connection:
-    """Register a connection under a block name (tests, demo: no Prefect server needed)."""
+def use_connection(name: str, conn: Connection, access: CloudAccess | None = None) -> Connection:
+    """Register a connection (and how the cloud's servers are reached) under a block name
+    (tests, demo: no Prefect server needed)."""
     instrument(name, conn)
     with _lock:
         _connections[name] = conn
+        _access[name] = access or CloudAccess()
     return conn
+
+
+def access(cloud: str) -> CloudAccess:
+    """How the flows reach the servers of credentials block `cloud` (its `access` field),
+    loaded with the connection and cached with it."""
+    with _lock:
+        found = _access.get(cloud)
+    if found is None:
+        connection(cloud)
+        with _lock:
+            found = _access[cloud]
+    return found
 
 
 def forget(name: str | None = None) -> None:
@@ -144,8 +161,10 @@ def forget(name: str | None = None) -> None:
     with _lock:
         if name is None:
             _connections.clear()
+            _access.clear()
         else:
             _connections.pop(name, None)
+            _access.pop(name, None)
 
 
 def name_of(conn: Connection) -> str | None:
@@ -175,7 +194,7 @@ def connection(cloud: str) -> Connection:
                 f"no OpenStack credentials block named {cloud!r}: create it "
                 f"(hybridgrid cloud import {cloud}) or fix the cloud name in the site spec"
             ) from exc
-        return use_connection(cloud, creds.connect())
+        return use_connection(cloud, creds.connect(), creds.access)
 
 
 # ---- counts --------------------------------------------------------------------------------

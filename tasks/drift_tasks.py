@@ -38,7 +38,7 @@ from hybridgrid.drift import (
     ping_many_command,
 )
 from hybridgrid.tasks import openstack as ops
-from hybridgrid.tasks.clouds import connection
+from hybridgrid.tasks.clouds import access, connection
 from hybridgrid.tasks.credentials import ssh_key
 from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect
 from hybridgrid.tasks.retry import TRANSIENT
@@ -82,6 +82,7 @@ class NodeProbe(BaseModel):
     """A hub or spoke to read over SSH, with the workers behind it."""
 
     name: str
+    cloud: str = Field(description="credentials block: how its servers are reached (access)")
     addresses: list[str]  # floating IPs to try, best first
     host_keys: list[str]
     key_block: str
@@ -176,6 +177,10 @@ async def _read_at(
         return node, list(workers)
 
 
+def _door(probe: NodeProbe, address: str, key: Any) -> SSHTarget:
+    return front_door(address, probe.host_keys, key, access(probe.cloud), probe.cloud)
+
+
 async def read_node(probe: NodeProbe) -> tuple[NodeObs, list[WorkerObs]]:
     """wg0 of a hub/spoke and routes + pings of the workers behind it, over one connection."""
     key = await ssh_key(probe.key_block)
@@ -183,7 +188,7 @@ async def read_node(probe: NodeProbe) -> tuple[NodeObs, list[WorkerObs]]:
     last = "no address"
     for address in probe.addresses:
         try:
-            return await _read_at(probe, front_door(address, probe.host_keys, key), key, client_key)
+            return await _read_at(probe, _door(probe, address, key), key, client_key)
         except Exception as exc:  # unreachable at this address: try the next
             last = _why(exc)
     node = NodeObs(name=probe.name, error=last)
@@ -375,7 +380,7 @@ async def _run_behind(probe: NodeProbe, command: str, what: str) -> list[str]:
     key = await ssh_key(probe.key_block)
     client_key = load_private_key(key.private_key)
     done: list[str] = []
-    target = front_door(probe.addresses[0], probe.host_keys, key)
+    target = _door(probe, probe.addresses[0], key)
     async with connect(target, key.private_key) as hop:
         for w in probe.workers:
             if not w.host_keys:

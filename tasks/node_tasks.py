@@ -22,7 +22,6 @@ from hybridgrid.tasks.openstack import console_output
 from hybridgrid.tasks.preflight import UdpPortState, hub_port_command, parse_hub_port
 from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect, wait_for_ssh
 from hybridgrid.tasks.retry import TRANSIENT, with_retries
-from hybridgrid.tasks.wgstate import WgState, read_wg_state
 
 
 @contextlib.asynccontextmanager
@@ -39,6 +38,34 @@ class NodeSetup(BaseModel):
     changed: bool
 
 
+@task(task_run_name="the way in to {cloud}")
+async def check_access(cloud: str, timeout: float = 45) -> str:
+    """Pre-flight of a cloud's access setting, read-only: with a bastion, log in to it (its
+    host key pinned, its key block's key) and leave — a refused or unpinned bastion fails
+    the run before anything is made. Returns the access mode."""
+    from hybridgrid.access import bastion_hop
+    from hybridgrid.tasks.clouds import access
+    from hybridgrid.tasks.remote import SSHAccessError, SSHUnreachable, hop_key
+
+    way = access(cloud)
+    bastion = bastion_hop(way, cloud)
+    if bastion is None:
+        return way.mode
+
+    async def attempt() -> None:
+        async with connect(bastion, await hop_key(bastion, None)):  # type: ignore[arg-type]
+            pass
+
+    try:
+        await with_retries(
+            attempt, attempts=100, deadline=timeout, what=f"bastion {bastion.label}",
+            progress_every=15.0,
+        )  # fmt: skip
+    except SSHUnreachable as exc:
+        raise SSHAccessError(bastion.label, exc.path or str(exc), exc.hint) from exc
+    return way.mode
+
+
 @task(task_run_name="read host keys of {name} from its console", **TRANSIENT)
 async def pin_host_keys(cloud: str, server_id: str, name: str, timeout: float = 300) -> list[str]:
     """The host keys cloud-init printed on the console (waits until they appear)."""
@@ -51,7 +78,13 @@ async def pin_host_keys(cloud: str, server_id: str, name: str, timeout: float = 
     # poll at least every ~1 s (one GET each): the keys appear seconds after ACTIVE, and the
     # lag between their appearing and our reading them is on add-site's critical path
     return await with_retries(
-        read, attempts=10_000, base=0.5, max_delay=1.0, deadline=timeout, what=f"console {name}"
+        read,
+        attempts=10_000,
+        base=0.5,
+        max_delay=1.0,
+        deadline=timeout,
+        what=f"the host keys of {name} on its console",
+        progress_every=15.0,
     )
 
 
@@ -97,12 +130,6 @@ async def ensure_routes(
 ) -> str:
     async with session(target, key_block) as host:
         return await wg.ensure_routes(host, routes, via)
-
-
-@task(task_run_name="read wg0 on {target.label}", **TRANSIENT)
-async def read_wg(target: SSHTarget, key_block: str) -> WgState | None:
-    async with session(target, key_block) as host:
-        return await read_wg_state(host, missing_ok=True)
 
 
 @task(task_run_name="remove peer from wg0 on {target.label}", **TRANSIENT)

@@ -2,9 +2,9 @@
 
 Every function here is plain (takes an `openstack.connection.Connection`) so it can be tested
 and composed; `tasks/site_tasks.py` runs them as step-sized Prefect tasks with the retry policy.
-Rules (DESIGN §3): none found → create; one → compare and update; several → a clear error,
-never a guess. Removal only ever deletes what carries our tags (or, for rules on a group we
-share, our description).
+Rules (docs/architecture.md §3): none found → create; one → compare and update; several →
+a clear error, never a guess. Removal only ever deletes what carries our tags (or, for rules
+on a group we share, our description).
 
 Retries: reads retry in place (`read`), writes never do — a failed task is retried whole by
 Prefect, finds what an earlier attempt made, and goes on from there, so a retry never
@@ -28,7 +28,7 @@ from openstack.connection import Connection
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.tasks.retry import PermanentError, is_transient
+from hybridgrid.tasks.retry import PermanentError, is_transient, progress_logger
 
 Action = Literal["created", "reused", "updated", "deleted", "absent"]
 
@@ -354,58 +354,6 @@ def ensure_router(
     )
 
 
-class Route(BaseModel):
-    destination: str
-    nexthop: str
-
-    def key(self) -> tuple[str, str]:
-        return (_norm(self.destination), str(ipaddress.ip_address(self.nexthop)))
-
-
-class RoutesRecord(Record):
-    kind: str = "router_routes"
-    routes: list[Route] = Field(default_factory=list)
-
-
-def _route_keys(router: Any) -> set[tuple[str, str]]:
-    return {Route(**r).key() for r in router.routes or []}
-
-
-def _routes_record(router: Any, action: Action) -> RoutesRecord:
-    return RoutesRecord(
-        name=router.name,
-        id=router.id,
-        action=action,
-        routes=[Route(**r) for r in router.routes or []],
-    )
-
-
-def ensure_router_routes(conn: Connection, router_id: str, routes: list[Route]) -> RoutesRecord:
-    """Add extra routes to a router; routes someone else set stay.
-
-    Uses Neutron's atomic `add_extraroutes` (extension extraroute-atomic), so two runs adding
-    routes at once cannot overwrite each other as a read-modify-write of `routes` would."""
-    router = read(conn.network.get_router, router_id)
-    missing = [r for r in routes if r.key() not in _route_keys(router)]
-    if not missing:
-        return _routes_record(router, "reused")
-    body = {"router": {"routes": [r.model_dump() for r in missing]}}
-    router = conn.network.add_extra_routes_to_router(router, body=body)
-    return _routes_record(router, "updated")
-
-
-def remove_router_routes(conn: Connection, router_id: str, routes: list[Route]) -> RoutesRecord:
-    """Remove exactly these extra routes (atomic `remove_extraroutes`); others stay."""
-    router = read(conn.network.get_router, router_id)
-    have = _route_keys(router)
-    present = [r for r in routes if r.key() in have]
-    if not present:
-        return _routes_record(router, "reused")
-    body = {"router": {"routes": [r.model_dump() for r in present]}}
-    router = conn.network.remove_extra_routes_from_router(router, body=body)
-    return _routes_record(router, "updated")
-
-
 # ---------------------------------------------------------------------------------------------
 # security groups and rules
 
@@ -542,17 +490,33 @@ class ServerSpec(BaseModel):
     user_data: str | None = None  # plain text (cloud-config); encoded for Nova here
 
 
+# Seconds between progress lines while a server boots.
+PROGRESS_EVERY = 15.0
+
 # States a server does not leave by itself: waiting for ACTIVE would only time out.
 _PARKED = {"SUSPENDED", "PAUSED", "SHELVED", "SHELVED_OFFLOADED", "RESCUE", "SOFT_DELETED"}
 
 
 def _wait_active(conn: Connection, server: Any, timeout: float, poll: float) -> Any:
-    """Poll until ACTIVE, ERROR or SHUTOFF (returned), or a parked state (a clear error)."""
-    deadline = time.monotonic() + timeout
+    """Poll until ACTIVE, ERROR or SHUTOFF (returned), or a parked state (a clear error);
+    a progress line goes to the run's log every ~15 s."""
+    started = time.monotonic()
+    deadline = started + timeout
+    reported = started
     while True:
         server = read(conn.compute.get_server, server.id)
         if server.status in ("ACTIVE", "ERROR", "SHUTOFF"):
             return server
+        now = time.monotonic()
+        if now - reported >= PROGRESS_EVERY:
+            reported = now
+            progress_logger().info(
+                "still waiting for server %s to be ACTIVE: %s (%.0f s so far, %.0f s left)",
+                server.name,
+                server.status,
+                now - started,
+                max(0.0, deadline - now),
+            )
         if server.status in _PARKED:
             raise ServerStuck(
                 f"server {server.name} ({server.id}) is {server.status}: hybridgrid will not "
@@ -744,72 +708,6 @@ def ensure_port_security_groups(conn: Connection, port_id: str, group_ids: list[
 
 def _norm(ip: str) -> str:
     return str(ipaddress.ip_network(ip, strict=False))
-
-
-# ---------------------------------------------------------------------------------------------
-# lookups of an existing server (e.g. an adopted home master)
-
-
-class ServerInfo(BaseModel):
-    """Where an existing server sits: port, fixed and floating IP, network, subnet, MTU."""
-
-    name: str
-    id: str
-    status: str
-    port_id: str
-    fixed_ip: str
-    network_id: str
-    network_name: str
-    subnet_id: str
-    subnet_cidr: str
-    mtu: int
-    floating_ip: str | None = None
-
-
-def lookup_server(conn: Connection, name: str, network: str | None = None) -> ServerInfo:
-    """Find a server by its exact name (ours or not) and read its addressing; read-only.
-
-    `network` (name or id) picks the port when the server has several."""
-    servers = [s for s in read(conn.compute.servers, name=f"^{re.escape(name)}$") if s.name == name]
-    if not servers:
-        raise LookupError(
-            f"no server named {name!r} on this cloud: check the master's name in the site spec "
-            f"(openstack server list)"
-        )
-    if len(servers) > 1:
-        ids = ", ".join(sorted(s.id for s in servers))
-        raise OwnershipError(
-            f"{len(servers)} servers are named {name!r} ({ids}): rename all but the master, or "
-            f"give the master's id instead of its name"
-        )
-    server = servers[0]
-    net_id = None
-    if network is not None:
-        net = find_or_none(conn.network.find_network, network)
-        if net is None:
-            raise LookupError(f"network {network!r} not found: check the name in the site spec")
-        net_id = net.id
-    port = server_port(conn, server.id, net_id)
-    net = read(conn.network.get_network, port.network_id)
-    ip = port.fixed_ips[0]
-    subnet = read(conn.network.get_subnet, ip["subnet_id"])
-    return ServerInfo(
-        name=server.name,
-        id=server.id,
-        status=server.status,
-        port_id=port.id,
-        fixed_ip=ip["ip_address"],
-        network_id=net.id,
-        network_name=net.name,
-        subnet_id=subnet.id,
-        subnet_cidr=subnet.cidr,
-        mtu=net.mtu or 1500,
-        floating_ip=floating_ip_of_port(conn, port.id),
-    )
-
-
-def network_mtu(conn: Connection, network_id: str) -> int:
-    return read(conn.network.get_network, network_id).mtu or 1500
 
 
 # ---------------------------------------------------------------------------------------------

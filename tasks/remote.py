@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import functools
 import inspect
 import re
@@ -24,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from hybridgrid.tasks.retry import is_transient, with_retries
+from hybridgrid.tasks.retry import PermanentError, is_transient, with_retries
 from hybridgrid.tasks.sshkeys import SSHKeyError, load_private_key
 
 STDERR_TAIL = 2000
@@ -77,12 +78,31 @@ class SSHAuthError(RemoteError):
 
 
 class SSHUnreachable(RemoteError, ConnectionError):
-    """SSH is not (yet) reachable: refused, reset, timed out, lost. Transient."""
+    """SSH is not (yet) reachable: refused, reset, timed out, lost. Transient.
 
-    def __init__(self, label: str, cause: BaseException):
+    `path` says whether the failure lies on the way in rather than at the server (no route,
+    a ProxyCommand that exits, the bastion): `wait_for_ssh` gives up on those early."""
+
+    def __init__(
+        self, label: str, cause: BaseException, *, bastion: bool = False, hint: str | None = None
+    ):
         self.label = label
+        self.hint = hint
+        self.path = _path_failure(cause, bastion)
         reason = str(cause) or type(cause).__name__
-        super().__init__(f"SSH to {label} not reachable: {type(cause).__name__}: {reason}")
+        via = f" (way in: {hint})" if hint and self.path else ""
+        super().__init__(f"SSH to {label} not reachable: {type(cause).__name__}: {reason}{via}")
+
+
+def _path_failure(cause: BaseException, bastion: bool) -> str | None:
+    """Why the way in (not the server) failed, or None when the server may just be slow."""
+    if bastion:
+        return f"the bastion is not reachable ({type(cause).__name__}: {cause or 'no answer'})"
+    if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "no route to the address from where the flow runs"
+    if isinstance(cause, asyncssh.ConnectionLost):
+        return "the ProxyCommand exited before the server answered"
+    return None
 
 
 class SSHConnectError(RemoteError):
@@ -94,8 +114,26 @@ class SSHConnectError(RemoteError):
         super().__init__(f"SSH to {label} failed: {type(cause).__name__}: {reason}")
 
 
-def _connection_error(label: str, exc: BaseException) -> RemoteError:
-    return SSHUnreachable(label, exc) if is_transient(exc) else SSHConnectError(label, exc)
+class SSHAccessError(RemoteError, PermanentError):
+    """The way in to a cloud's servers cannot work: no route from where the flow runs, a
+    ProxyCommand that exits, a bastion that cannot be reached, refuses us or shows an unpinned
+    host key. Permanent: the message names the cloud's access setting to fix."""
+
+    def __init__(self, label: str, reason: str, hint: str | None):
+        self.label = label
+        self.reason = reason
+        self.hint = hint
+        fix = f" Fix {hint}." if hint else ""
+        super().__init__(f"SSH to {label} cannot work: {reason}.{fix}")
+
+
+def _connection_error(target: SSHTarget, exc: BaseException) -> RemoteError:
+    label = target.label
+    if target.key_block is not None:  # a bastion: the way in itself failed
+        return SSHUnreachable(label, exc, bastion=True, hint=target.hint)
+    if is_transient(exc):
+        return SSHUnreachable(label, exc, hint=target.hint)
+    return SSHConnectError(label, exc)
 
 
 class RemoteCommandError(RemoteError):
@@ -256,6 +294,14 @@ class SSHTarget(BaseModel):
     )
     sock_factory: Callable[[], socket.socket] | None = Field(default=None, exclude=True)
     connect_timeout: float = Field(default=15, gt=0)
+    key_block: str | None = Field(
+        default=None,
+        description="SSHKey block this hop logs in with (a bastion's own key); None: the "
+        "key of the target behind it",
+    )
+    hint: str | None = Field(
+        default=None, description="the setting that decides the way in, named in errors"
+    )
 
     @field_validator("host_keys")
     @classmethod
@@ -357,7 +403,7 @@ class RemoteHost:
         except asyncssh.TimeoutError as exc:
             raise RemoteCommandTimeout(name, self.label, timeout) from exc
         except (OSError, asyncssh.Error) as exc:
-            raise _connection_error(self.label, exc) from exc
+            raise _connection_error(self.target, exc) from exc
         out = proc.stdout if isinstance(proc.stdout, bytes) else b""
         err = proc.stderr if isinstance(proc.stderr, bytes) else b""
         return _result(name, self.label, proc.exit_status, out, err, check)
@@ -407,16 +453,35 @@ async def open_connection(
             **kwargs,
         )
     except asyncssh.HostKeyNotVerifiable as exc:
-        raise HostKeyMismatch(target.label, client.presented) from exc
+        raise _bastion_refused(target, HostKeyMismatch(target.label, client.presented)) from exc
     except asyncssh.KeyExchangeFailed as exc:
         # no common host key algorithm: the server has none of the pinned key types
         if "host key" in str(exc).lower():
-            raise HostKeyMismatch(target.label) from exc
+            raise _bastion_refused(target, HostKeyMismatch(target.label)) from exc
         raise SSHConnectError(target.label, exc) from exc
     except asyncssh.PermissionDenied as exc:
-        raise SSHAuthError(target.label) from exc
+        raise _bastion_refused(target, SSHAuthError(target.label)) from exc
     except (OSError, asyncssh.Error) as exc:  # refused, reset, unreachable, timeout, lost…
-        raise _connection_error(target.label, exc) from exc
+        raise _connection_error(target, exc) from exc
+
+
+def _bastion_refused(target: SSHTarget, exc: RemoteError) -> RemoteError:
+    """On a bastion hop a host-key or login refusal is the cloud's access setting's fault."""
+    if target.key_block is None:
+        return exc
+    if isinstance(exc, HostKeyMismatch):
+        shown = f" {exc.presented}" if exc.presented else " a key"
+        reason = (
+            f"the bastion {target.label} presented{shown} that is not pinned in "
+            f"access.bastion.host_keys (a changed bastion, or someone in between)"
+        )
+    else:
+        reason = (
+            f"the bastion {target.label} refused the key of SSHKey block {target.key_block!r} "
+            f"(access.bastion.key_block): its public half must be in the bastion's "
+            f"authorized_keys for user {target.user}"
+        )
+    return SSHAccessError(target.label, reason, target.hint)
 
 
 class SharedConnections:
@@ -458,12 +523,14 @@ class SharedConnections:
             self._refuse_if_closed(target)
             conn = self._conns.get(ident)
             if conn is None or conn.is_closed():
-                tunnel = await self.get(target.jump, key) if target.jump is not None else None
+                tunnel = None
+                if target.jump is not None:
+                    tunnel = await self.get(target.jump, await hop_key(target.jump, key))
                 try:
                     conn = await open_connection(target, key, tunnel)
                 except (SSHUnreachable, SSHConnectError):
                     if target.jump is not None:  # the hop's connection may be the dead part
-                        await self.drop(target.jump, key)
+                        await self.drop(target.jump, await hop_key(target.jump, key))
                     raise
                 if self.closed:  # the scope ended while this one was connecting
                     await close_connection(conn)
@@ -561,13 +628,43 @@ async def connect(
                 raise
         return
     async with contextlib.AsyncExitStack() as stack:
-        tunnel = via.conn if via is not None else None
-        if tunnel is None and target.jump is not None:
-            tunnel = await open_connection(target.jump, key, None)
-            stack.push_async_callback(close_connection, tunnel)
-        conn = await open_connection(target, key, tunnel)
-        stack.push_async_callback(close_connection, conn)
+        if via is not None:
+            conn = await open_connection(target, key, via.conn)
+            stack.push_async_callback(close_connection, conn)
+        else:
+            conn = await _open_chain(stack, target, key)
         yield RemoteHost(target, conn)
+
+
+async def _open_chain(
+    stack: contextlib.AsyncExitStack, target: SSHTarget, key: asyncssh.SSHKey
+) -> asyncssh.SSHClientConnection:
+    """Connections to every hop of `target.jump` (outermost first), then to `target`; all
+    closed with `stack`, innermost first."""
+    tunnel = None
+    if target.jump is not None:
+        tunnel = await _open_chain(stack, target.jump, await hop_key(target.jump, key))
+    conn = await open_connection(target, key, tunnel)
+    stack.push_async_callback(close_connection, conn)
+    return conn
+
+
+async def hop_key(hop: SSHTarget, key: asyncssh.SSHKey) -> asyncssh.SSHKey:
+    """The key a hop logs in with: its own block's (a bastion), else the target's `key`."""
+    if hop.key_block is None:
+        return key
+    from hybridgrid.tasks.credentials import ssh_key
+
+    try:
+        block = await ssh_key(hop.key_block)
+    except Exception as exc:  # missing or unusable block: the access setting names it
+        raise SSHAccessError(
+            hop.label,
+            f"the bastion's login key, SSHKey block {hop.key_block!r} "
+            f"(access.bastion.key_block), cannot be loaded: {type(exc).__name__}: {exc}",
+            hop.hint,
+        ) from None
+    return load_private_key(block.private_key)
 
 
 async def close_connection(conn: asyncssh.SSHClientConnection) -> None:
@@ -576,24 +673,53 @@ async def close_connection(conn: asyncssh.SSHClientConnection) -> None:
         await conn.wait_closed()
 
 
+# A way in that failed this long (no route, proxy exits, bastion) will not start working.
+PATH_BUDGET = 60.0
+# Seconds between progress lines of a wait; with 15 s connect attempts, lines are ≤ ~30 s apart.
+PROGRESS_EVERY = 15.0
+
+
 async def wait_for_ssh(
     target: SSHTarget,
     client_key: SecretStr | str,
     *,
     timeout: float = 300.0,
     auth_grace: bool = True,
+    path_budget: float = PATH_BUDGET,
 ) -> str:
     """Wait until `target` accepts SSH and runs a command; return its proven host key line.
 
-    Refused/reset/lost connections are retried with backoff until `timeout`. With
-    `auth_grace`, "permission denied" is retried too: sshd often starts before cloud-init has
-    written authorized_keys. A host key mismatch is never retried.
+    Refused/reset/lost connections are retried with backoff until `timeout`, with a progress
+    line in the run's log at least every ~30 s. With `auth_grace`, "permission denied" is
+    retried too: sshd often starts before cloud-init has written authorized_keys. A host key
+    mismatch is never retried. When every attempt for `path_budget` seconds failed on the way
+    in (no route, a ProxyCommand that exits, the bastion), the wait ends with
+    `SSHAccessError` naming the access setting, long before `timeout`: the callers wait for
+    SSH only after the console showed the host keys, so sshd is up by then.
     """
 
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reached = False  # once any attempt got past the way in, the path is known to work
+
     async def attempt() -> str:
-        async with connect(target, client_key) as host:
-            await host.run("true", name="ssh ready", timeout=30)
-            return host.server_host_key
+        nonlocal reached
+        try:
+            async with connect(target, client_key) as host:
+                await host.run("true", name="ssh ready", timeout=30)
+                return host.server_host_key
+        except SSHUnreachable as exc:
+            elapsed = loop.time() - started
+            if exc.path is None:
+                reached = True
+            elif not reached and elapsed >= path_budget:
+                raise SSHAccessError(
+                    target.label, f"{exc.path}, for {elapsed:.0f} s", exc.hint or target.hint
+                ) from exc
+            raise
+        except (SSHAuthError, RemoteCommandError):
+            reached = True
+            raise
 
     def retry(exc: BaseException) -> bool:
         return is_transient(exc) or (auth_grace and isinstance(exc, SSHAuthError))
@@ -605,5 +731,6 @@ async def wait_for_ssh(
         max_delay=5.0,
         deadline=timeout,
         transient=retry,
-        what=f"ssh {target.label}",
+        what=f"ssh on {target.label}",
+        progress_every=PROGRESS_EVERY,
     )

@@ -189,16 +189,21 @@ async def with_retries(
     deadline: float | None = None,
     transient: Callable[[BaseException], bool] = is_transient,
     what: str = "operation",
+    progress_every: float | None = None,
 ) -> T:
     """Call `fn` until it succeeds, a permanent error occurs, attempts or `deadline` run out.
 
     `deadline` is in seconds from now. Delays double from `base`, capped by `max_delay`, and
-    vary by ±`jitter` (a fraction) so that many waiters do not retry in lockstep.
+    vary by ±`jitter` (a fraction) so that many waiters do not retry in lockstep. With
+    `progress_every`, a line goes to the run's log at least that often (seconds): what is
+    awaited, the last error and the time left, so a long wait is never silent.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     loop = asyncio.get_running_loop()
-    stop_at = None if deadline is None else loop.time() + deadline
+    started = loop.time()
+    stop_at = None if deadline is None else started + deadline
+    reported = started
     for attempt in range(1, attempts + 1):
         try:
             return await fn()
@@ -216,8 +221,35 @@ async def with_retries(
                 attempts,
                 delay,
             )
+            now = loop.time()
+            if progress_every is not None and now + delay - reported >= progress_every:
+                reported = now
+                left = "no deadline" if stop_at is None else f"{stop_at - now:.0f} s left"
+                progress_logger().info(
+                    "still waiting for %s: %s (%.0f s so far, %s, attempt %d)",
+                    what,
+                    _one_line(exc),
+                    now - started,
+                    left,
+                    attempt,
+                )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def progress_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The running flow's or task's logger (its lines show in the UI), else this module's."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # no run context: a plain call from a test or a script
+        return log
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # ---------------------------------------------------------------- messages for people

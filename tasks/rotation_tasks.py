@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from hybridgrid.tasks import wireguard as wg
 from hybridgrid.tasks.node_tasks import session
 from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.retry import TRANSIENT
+from hybridgrid.tasks.retry import TRANSIENT, progress_logger
 from hybridgrid.tasks.wgstate import read_wg_state
 
 STEP = dict(persist_result=False)
@@ -71,7 +71,8 @@ async def wait_handshakes(waits: list[HandshakeWait], since: float, timeout: flo
     returns the nodes that did not get one within `timeout` (empty: all fresh)."""
 
     async def one(w: HandshakeWait) -> bool:
-        deadline = time.monotonic() + timeout
+        started = reported = time.monotonic()
+        deadline = started + timeout
         async with session(w.target, w.key_block) as host:
             while True:
                 if w.nudge is not None:
@@ -85,8 +86,17 @@ async def wait_handshakes(waits: list[HandshakeWait], since: float, timeout: flo
                 # the kernel's clock and ours are the same host's; allow a second of rounding
                 if peer is not None and peer.latest_handshake >= int(since) - 1:
                     return True
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     return False
+                if now - reported >= 15:
+                    reported = now
+                    progress_logger().info(
+                        "still waiting for a fresh handshake on %s (%.0f s so far, %.0f s left)",
+                        w.target.label,
+                        now - started,
+                        deadline - now,
+                    )
                 await asyncio.sleep(1.0)
 
     results = await asyncio.gather(*(one(w) for w in waits), return_exceptions=True)

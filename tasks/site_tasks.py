@@ -1,4 +1,5 @@
-"""Step-sized Prefect tasks for the flows: each does one step of DESIGN §4 on one cloud.
+"""Step-sized Prefect tasks for the flows: each does one step of a flow on one cloud
+(docs/architecture.md §4).
 
 They are async (the flows gather them: whatever can run concurrently does) and call the plain
 idempotent functions of `tasks/openstack.py` in a worker thread (openstacksdk is blocking).

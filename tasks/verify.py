@@ -1,5 +1,5 @@
-"""Layered verification of a site's link (DESIGN §5). Each layer returns a typed verdict with
-the likely cause on failure, so a user reads *why*, not just *that*:
+"""Layered verification of a site's link (docs/architecture.md §9). Each layer returns a
+typed verdict with the likely cause on failure, so a user reads *why*, not just *that*:
 
 api objects (rules, pairs) → wg0 up with the expected peer/key/endpoint → handshake younger
 than 180 s on both ends → ping over the overlay → worker ⇄ worker both ways → full-size ping
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import shlex
 import time
 from typing import Literal
 
@@ -18,6 +17,7 @@ from openstack.connection import Connection
 from prefect import task
 from pydantic import BaseModel, Field
 
+from hybridgrid.drift import ping_command
 from hybridgrid.tasks.node_tasks import session
 from hybridgrid.tasks.openstack import read
 from hybridgrid.tasks.remote import SSHTarget
@@ -177,15 +177,13 @@ async def verify_wireguard(
     return [wg_layer, hs_layer]
 
 
-def ping_command(address: str, *, count: int = 3, size: int | None = None) -> str:
-    size_args = f" -M do -s {int(size)}" if size is not None else ""
-    return f"ping -n -q -c {count} -i 0.2 -W 2{size_args} {shlex.quote(address)}"
-
-
 async def _ping(target: SSHTarget, key_block: str, address: str, size: int | None) -> bool:
     async with session(target, key_block) as host:
         res = await host.run(
-            ping_command(address, size=size), name=f"ping {address}", timeout=30, check=False
+            ping_command(address, count=3, size=size),
+            name=f"ping {address}",
+            timeout=30,
+            check=False,
         )
         return res.exit_status == 0
 

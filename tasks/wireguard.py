@@ -451,20 +451,6 @@ async def apply_wg_config(
     )
 
 
-async def upsert_peer(
-    host: RemoteShell, config: WgConfig, peer: WgPeer, paths: WgPaths | None = None
-) -> WgApplyResult:
-    """Live add/update of one peer: full config with the peer, uploaded and synced."""
-    return await apply_wg_config(host, with_peer(config, peer), paths)
-
-
-async def remove_peer(
-    host: RemoteShell, config: WgConfig, public_key: str, paths: WgPaths | None = None
-) -> WgApplyResult:
-    """Live removal of one peer: full config without it, uploaded and synced."""
-    return await apply_wg_config(host, without_peer(config, public_key), paths)
-
-
 async def enable_forwarding(host: RemoteShell, *, clamp_mss: bool) -> None:
     await host.run(ip_forward_command(), name="enable ip_forward", timeout=30)
     if clamp_mss:

@@ -132,3 +132,66 @@ def test_key_create_makes_once_and_keeps(prefect_harness):
     again = run("key", "create", "hg-cli-test-ssh", api=True)
     assert again.returncode == 0 and "kept existing" in again.stdout
     assert asyncio.run(SSHKey.aload("hg-cli-test-ssh")).public_key == key.public_key
+
+
+def test_cloud_import_saves_the_access_setting_and_keeps_it(tmp_path, prefect_harness):
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.blocks.ssh import SSHKey
+    from hybridgrid.tasks.sshkeys import generate_ssh_keypair
+
+    path = _clouds_yaml(tmp_path)
+    out = run(
+        "cloud", "import", "testcloud", "--clouds-yaml", str(path), "--block", "tc-proxy",
+        "--proxy-command", "nc %h %p", api=True,
+    )  # fmt: skip
+    assert out.returncode == 0 and "SSH access: proxy_command" in out.stdout, out.stderr
+    assert asyncio.run(OpenStackCredentials.aload("tc-proxy")).access.proxy_command == "nc %h %p"
+    # a re-import without access options keeps the setting; --direct clears it
+    again = run(
+        "cloud", "import", "testcloud", "--clouds-yaml", str(path), "--block", "tc-proxy", api=True
+    )
+    assert again.returncode == 0 and "SSH access: proxy_command" in again.stdout
+    cleared = run(
+        "cloud", "import", "testcloud", "--clouds-yaml", str(path), "--block", "tc-proxy",
+        "--direct", api=True,
+    )  # fmt: skip
+    assert cleared.returncode == 0 and "SSH access: direct" in cleared.stdout
+
+    pair = generate_ssh_keypair("bastion-login")
+    keyfile = tmp_path / "bastion_ed25519"
+    keyfile.write_text(pair.private_key.get_secret_value())
+    keyfile.chmod(0o600)
+    host_key = generate_ssh_keypair("bastion-host").public_key
+    out = run(
+        "cloud", "import", "testcloud", "--clouds-yaml", str(path), "--block", "tc-bastion",
+        "--bastion", "jump@198.19.0.10", "--bastion-host-key", host_key,
+        "--bastion-key-file", str(keyfile), api=True,
+    )  # fmt: skip
+    assert out.returncode == 0 and "SSH access: bastion" in out.stdout, out.stderr
+    assert pair.private_key.get_secret_value().splitlines()[1] not in out.stdout + out.stderr
+    access = asyncio.run(OpenStackCredentials.aload("tc-bastion")).access
+    assert access.bastion is not None and access.bastion.user == "jump"
+    assert access.bastion.host_keys == [" ".join(host_key.split()[:2])]
+    login = asyncio.run(SSHKey.aload(access.bastion.key_block))
+    assert login.public_key.split()[:2] == pair.public_key.split()[:2]
+
+
+def test_cloud_import_access_errors_name_the_option(tmp_path, prefect_harness):
+    path = _clouds_yaml(tmp_path)
+    base = ["cloud", "import", "testcloud", "--clouds-yaml", str(path), "--block", "tc-bad"]
+    out = run(*base, "--bastion", "198.19.0.10", "--bastion-host-key", "ssh-ed25519 AAAA")
+    assert out.returncode == 2 and "--bastion" in out.stderr and "USER@HOST" in out.stderr
+    out = run(*base, "--bastion", "jump@198.19.0.10")
+    assert out.returncode == 2 and "--bastion-host-key" in out.stderr
+    out = run(*base, "--bastion", "jump@198.19.0.10", "--bastion-host-key", "not a key")
+    assert out.returncode == 2 and "host_keys" in out.stderr
+    out = run(*base, "--direct", "--proxy-command", "nc %h %p")
+    assert out.returncode == 2 and "--direct" in out.stderr
+    loose = tmp_path / "k"
+    loose.write_text("x")
+    loose.chmod(0o644)
+    out = run(
+        *base, "--bastion", "jump@h", "--bastion-host-key",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA", "--bastion-key-file", str(loose),
+    )  # fmt: skip
+    assert out.returncode == 2 and "chmod 600" in out.stderr

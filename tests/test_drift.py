@@ -26,6 +26,7 @@ from hybridgrid.drift import (
     home_group_rules,
     parse_pings,
     parse_routes,
+    ping_command,
     ping_many_command,
     site_group_rules,
     stale_rules,
@@ -350,9 +351,14 @@ def test_parse_routes():
 
 def test_ping_command_and_parser():
     cmd = ping_many_command(["192.168.66.3", "192.168.77.3"])
-    assert cmd.count("ping -n -q") == 2 and cmd.rstrip().endswith("wait")
+    assert cmd.count("ping -n -q -c 2 ") == 2 and cmd.rstrip().endswith("wait")
     with pytest.raises(ValueError):
         ping_many_command(["192.168.66.3; reboot"])
+    # verification's full-size probe: the payload that makes a 1370-byte packet, DF set
+    full = ping_command("10.0.0.2", count=3, size=1370 - 28)
+    assert full == "ping -n -q -c 3 -i 0.2 -W 2 -M do -s 1342 10.0.0.2"
+    with pytest.raises(ValueError):
+        ping_command("10.0.0.2 -f")
     assert parse_pings("ok 192.168.66.3\nfail 192.168.77.3\nnoise\n") == {
         "192.168.66.3": True,
         "192.168.77.3": False,

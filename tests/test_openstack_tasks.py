@@ -131,11 +131,6 @@ def test_each_ensure_creates_once_and_the_rerun_makes_no_mutating_call(cloud: Cl
     assert (router.action, router2.action, made) == ("created", "reused", 2)  # + interface
     assert router.external_ip and router2.external_ip == router.external_ip
 
-    route = ops.Route(destination="10.0.0.0/24", nexthop="192.168.77.5")
-    routes, routes2, made = twice(cloud, lambda: ops.ensure_router_routes(c, router.id, [route]))
-    assert (routes.action, routes2.action, made) == ("updated", "reused", 1)
-    assert routes2.routes == [route]
-
     sg, sg2, made = twice(cloud, lambda: ops.ensure_security_group(c, site, "hg-twice-sg"))
     assert (sg.action, sg2.action, made) == ("created", "reused", 1)
 
@@ -187,10 +182,6 @@ def test_each_ensure_creates_once_and_the_rerun_makes_no_mutating_call(cloud: Cl
     assert (psg.action, psg2.action, made) == ("updated", "reused", 1)
     assert set(psg2.security_group_ids) == {sg.id, extra.id}
 
-    info = ops.lookup_server(c, "hg-twice-vpn")
-    assert (info.port_id, info.fixed_ip, info.floating_ip) == (vm.port_id, vm.fixed_ip, fip.address)
-    assert (info.mtu, info.subnet_cidr, info.network_name) == (1450, "192.168.77.0/24", net.name)
-
     gone, gone2, made = twice(cloud, lambda: ops.remove_site_resources(c, site, timeout=30))
     kinds = sorted(r.kind for r in gone)
     assert kinds == sorted(
@@ -221,7 +212,7 @@ def test_subnet_with_another_cidr_is_a_clear_conflict(cloud: Cloud) -> None:
 def test_allowed_address_pairs_keep_foreign_pairs_and_remove_only_ours(cloud: Cloud) -> None:
     c = cloud.conn
     net = c.network.create_network(name="user-net")
-    subnet = c.network.create_subnet(network_id=net.id, cidr="172.16.5.0/24", ip_version=4)
+    c.network.create_subnet(network_id=net.id, cidr="172.16.5.0/24", ip_version=4)
     port = c.network.create_port(network_id=net.id, name="user-port")
     foreign = [{"ip_address": "172.16.99.0/24", "mac_address": "fa:16:3e:00:00:99"}]
     c.network.update_port(port, allowed_address_pairs=foreign)
@@ -248,15 +239,6 @@ def test_allowed_address_pairs_keep_foreign_pairs_and_remove_only_ours(cloud: Cl
     cloud.reset()
     rec = ops.ensure_allowed_address_pairs(c, open_port.id, ["10.0.0.0/24"])
     assert (rec.action, rec.port_security_enabled, cloud.mutating()) == ("reused", False, 0)
-
-    # Routes: the same rule.
-    router = c.network.create_router(name="user-router")
-    c.network.add_interface_to_router(router, subnet=subnet.id)
-    theirs = ops.Route(destination="10.9.0.0/16", nexthop="172.16.5.9")
-    ours = ops.Route(destination="10.0.0.0/24", nexthop="172.16.5.10")
-    ops.ensure_router_routes(c, router.id, [theirs])
-    ops.ensure_router_routes(c, router.id, [ours])
-    assert ops.remove_router_routes(c, router.id, [ours]).routes == [theirs]
 
     # Rules: remove_rules takes only the rules this site added to a shared group.
     sg = c.network.create_security_group(name="shared-sg")
@@ -289,10 +271,11 @@ def test_remove_leaves_untagged_and_other_sites_alone_and_reruns_cleanly(cloud: 
     assert len({user_net.id, other.id, net.id}) == 3
     sub = ops.ensure_subnet(c, site, "hg-rm-subnet", net.id, "192.168.90.0/24")
     ops.ensure_router(c, site, "hg-rm-router", cloud.public.id, sub.id)
-    ops.ensure_router_routes(
-        c,
-        ops.find_router(c, site, "hg-rm-router").id,
-        [ops.Route(destination="10.0.0.0/24", nexthop="192.168.90.2")],
+    # an extra route set by hand: Neutron keeps the interface its nexthop needs, so removal
+    # must clear the routes before it can delete the router
+    c.network.add_extra_routes_to_router(
+        ops.find_router(c, site, "hg-rm-router"),
+        body={"router": {"routes": [{"destination": "10.0.0.0/24", "nexthop": "192.168.90.2"}]}},
     )
     ops.ensure_security_group(c, site, "hg-rm-sg")
 

@@ -196,28 +196,27 @@ def site_spec(name: str = SITE_CLOUD, workers: int = 1):
     return RemoteSite(name=name, cloud=SITE_CLOUD, workers=workers)
 
 
-async def save_blocks(handle: server.Handle, ssh_blocks: list[str]) -> None:
-    """Credentials blocks from this localcloud's clouds.yaml, SSHKey blocks with its proxy; the
-    process-wide caches of connections and keys are dropped (an earlier part's clouds)."""
+async def save_blocks(handle: server.Handle) -> None:
+    """Credentials blocks from this localcloud's clouds.yaml, access through its proxy (the
+    flows make the SSH key blocks); the process-wide caches of connections and keys are
+    dropped (an earlier part's clouds)."""
+    from hybridgrid.access import CloudAccess
     from hybridgrid.blocks.openstack import OpenStackCredentials
-    from hybridgrid.blocks.ssh import SSHKey
     from hybridgrid.tasks import clouds, credentials
     from localcloud.dataplane.cli import proxy_command
 
     clouds.forget()
     credentials.forget_all()
+    access = CloudAccess(proxy_command=proxy_command(handle.state_dir))
     for cloud in handle.clouds:
-        creds = OpenStackCredentials.from_clouds_yaml(cloud, handle.clouds_yaml)
+        creds = OpenStackCredentials.from_clouds_yaml(cloud, handle.clouds_yaml, access)
         await creds.asave(cloud, overwrite=True)
-    proxy = proxy_command(handle.state_dir)
-    for block in ssh_blocks:
-        await SSHKey.generate(comment=block, proxy_command=proxy).asave(block, overwrite=True)
 
 
 def proxy_startup(handle: server.Handle, address: str, rounds: int = 7) -> list[float]:
     """Seconds for localcloud's ProxyCommand to start, connect to `address`:22 inside the
     internet namespace and pass on sshd's banner — what every SSH connection pays on top of
-    SSH itself. Runs the command exactly as the SSHKey blocks have it."""
+    SSH itself. Runs the command exactly as the clouds' access settings have it."""
     import shlex
     import subprocess
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 NS_PREFIX = "lc"
 INSTANCE_NS_RE = re.compile(r"^lc([0-9a-f]{4})-inet$")
+BASTION_NS_RE = re.compile(r"^lc([0-9a-f]{4})-bastion$")
 
 
 def short(ident: str, n: int = 10) -> str:
@@ -33,6 +34,17 @@ def prefix(tag: str) -> str:
 
 def inet_ns(tag: str) -> str:
     return f"{prefix(tag)}inet"
+
+
+def bastion_ns(tag: str) -> str:
+    """The instance's bastion host (at most one), linked to the internet namespace."""
+    return f"{prefix(tag)}bastion"
+
+
+# The bastion's veth: its own end and the internet namespace's end (no other link there
+# starts with "v": external networks' ends are "x…").
+BASTION_LINK = "eth0"
+BASTION_INET_LINK = "vbastion"
 
 
 def fabric_ns(tag: str, cloud: str) -> str:

@@ -58,6 +58,10 @@ PUBLIC_RANGES = [
     ipaddress.ip_network(n) for n in ("203.0.113.0/24", "198.51.100.0/24", "198.18.0.0/15")
 ]
 DEFAULT_UNREACHABLE = ["203.0.113.0/24", "198.51.100.0/24"]
+# The bastion host's public network (see bastion.py): the last /24 of 198.18.0.0/15, which only
+# a cloud with index 513 would take; the data plane refuses such a cloud. Its unreachable route
+# is added with the first bastion and removed with the last one (of any instance).
+BASTION_NETWORK = ipaddress.ip_network("198.19.255.0/24")
 NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 LIVE_STATUSES = {"BUILD", "ACTIVE", "SHUTOFF", "REBOOT", "HARD_REBOOT", "RESIZE", "VERIFY_RESIZE"}
 
@@ -72,6 +76,12 @@ def _check_public(cidr: str, network: Network) -> None:
         raise DataplaneError(
             f"external network {network.name!r}: subnet cidr {cidr} is not a simulated public "
             "range; use 203.0.113.0/24, 198.51.100.0/24 or a part of 198.18.0.0/15"
+        )
+    if net.overlaps(BASTION_NETWORK):
+        raise DataplaneError(
+            f"external network {network.name!r}: subnet cidr {cidr} overlaps "
+            f"{BASTION_NETWORK}, which is reserved for localcloud's bastion host; "
+            "use another part of 198.18.0.0/15"
         )
 
 
@@ -115,6 +125,9 @@ class NamespaceBackend:
         with self._lock:
             pids = [s.pid for s in self.state.servers.values() if s.pid]
             kill_pids([p for p in pids if p and self._pid_is_ours(p)])
+            from localcloud.dataplane import bastion  # it imports this module
+
+            bastion.down(self.state_dir)
             for ns in list_namespaces():
                 if ns.startswith(names.prefix(self.tag)):
                     delete_namespace(ns)
@@ -135,6 +148,18 @@ class NamespaceBackend:
 
     def namespaces(self) -> list[str]:
         return [ns for ns in list_namespaces() if ns.startswith(names.prefix(self.tag))]
+
+    def bastion(
+        self,
+        authorized_keys: str | list[str],
+        bastion_only: list[str] | None = None,
+        *,
+        add: bool = False,
+    ):
+        """A bastion host in this instance's internet (idempotent); see bastion.py."""
+        from localcloud.dataplane import bastion
+
+        return bastion.up(self.state_dir, authorized_keys, bastion_only or [], add=add)
 
     def flush_conntrack(self) -> None:
         """Forget every connection in this instance's namespaces (tests switch SG cases)."""
@@ -164,15 +189,8 @@ class NamespaceBackend:
             cidrs.update(c.external_cidrs)
         return sorted(cidrs)
 
-    def _root_unreachable(self) -> set[str]:
-        routes = ip_json_root("route", "show", "type", "unreachable")
-        return {r["dst"] for r in routes}
-
     def _ensure_unreachable_routes(self) -> None:
-        have = self._root_unreachable()
-        for cidr in self._wanted_unreachable():
-            if cidr not in have:  # the only thing ever added to the root namespace
-                run(["ip", "route", "add", "unreachable", cidr])
+        ensure_unreachable_routes(self._wanted_unreachable())
 
     def _remove_unreachable_routes(self) -> None:
         others = [
@@ -182,7 +200,7 @@ class NamespaceBackend:
         ]
         if others:
             return  # another localcloud instance still relies on them
-        have = self._root_unreachable()
+        have = root_unreachable()
         for cidr in self._wanted_unreachable():
             if cidr in have:
                 run(["ip", "route", "del", "unreachable", cidr], check=False)
@@ -648,3 +666,15 @@ def ip_json_root(*args: str) -> list[dict]:
 
     out = run(["ip", "-j", *args]).stdout.strip()
     return json.loads(out) if out else []
+
+
+def root_unreachable() -> set[str]:
+    return {r["dst"] for r in ip_json_root("route", "show", "type", "unreachable")}
+
+
+def ensure_unreachable_routes(cidrs: list[str]) -> None:
+    """Safety: the root namespace must never send these ranges off the machine."""
+    have = root_unreachable()
+    for cidr in cidrs:
+        if cidr not in have:  # the only thing ever added to the root namespace
+            run(["ip", "route", "add", "unreachable", cidr])

@@ -99,8 +99,8 @@ def day2(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Ite
     """Own localcloud, home bootstrapped, tuebingen and marburg added (concurrently)."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
+    from hybridgrid.access import CloudAccess
     from hybridgrid.blocks.openstack import OpenStackCredentials
-    from hybridgrid.blocks.ssh import SSHKey
     from localcloud.dataplane.cli import proxy_command
 
     state_dir: Path = tmp_path_factory.mktemp("day-two-clouds")
@@ -110,13 +110,12 @@ def day2(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Ite
     try:
 
         async def setup() -> None:
+            access = CloudAccess(proxy_command=proxy_command(state_dir))
             for cloud in (HOME_CLOUD, SITE_CLOUD):
-                creds = OpenStackCredentials.from_clouds_yaml(cloud, state_dir / "clouds.yaml")
+                creds = OpenStackCredentials.from_clouds_yaml(
+                    cloud, state_dir / "clouds.yaml", access
+                )
                 await creds.asave(cloud, overwrite=True)
-            proxy = proxy_command(state_dir)
-            for block in ("hg-detmold-ssh", "hg-tuebingen-ssh", "hg-marburg-ssh"):
-                key = SSHKey.generate(comment=block, proxy_command=proxy)
-                await key.asave(block, overwrite=True)
             await bootstrap_home(HOME, options=HomeOptions(registry=REGISTRY))
             # a look-alike that is not ours: add must ignore it, removal must leave it
             clouds.conn(SITE_CLOUD).network.create_network(name="hg-tuebingen-net")

@@ -12,10 +12,11 @@ import ipaddress
 
 import pytest
 
-from hybridgrid.access import behind, front_door
+from hybridgrid.access import behind
 from hybridgrid.blocks.registry import load_registry
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
+from hybridgrid.flows.common import door
 from hybridgrid.model import HomeSite, MasterSpec, RemoteSite
 from hybridgrid.tasks import clouds, credentials
 from hybridgrid.tasks import verify as vf
@@ -48,8 +49,8 @@ async def _expectations() -> dict:
     home, site = data.home, data.sites["giessen"]
     home_key = await credentials.ssh_key(home.ssh_key_block)
     site_key = await credentials.ssh_key(site.ssh_key_block)
-    master = front_door(str(home.public_ips["master"]), home.host_keys[home.master], home_key)
-    vpn = front_door(str(site.public_ips["vpn"]), site.host_keys["hg-giessen-vpn"], site_key)
+    master = door(home.cloud, str(home.public_ips["master"]), home.host_keys[home.master], home_key)
+    vpn = door(site.cloud, str(site.public_ips["vpn"]), site.host_keys["hg-giessen-vpn"], site_key)
     worker = behind(
         vpn, str(site.fixed_ips["worker-1"]), site.host_keys["hg-giessen-worker-1"], "ubuntu"
     )

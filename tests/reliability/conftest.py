@@ -60,9 +60,11 @@ def rel(
     """One localcloud for the whole suite and the home `bielefeld` bootstrapped in `reliab`."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
+    from hybridgrid.access import CloudAccess
     from hybridgrid.blocks.openstack import OpenStackCredentials
     from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
     from hybridgrid.model import HomeSite, MasterSpec
+    from localcloud.dataplane.cli import proxy_command
 
     state_dir: Path = tmp_path_factory.mktemp("reliab-clouds")
     handle = server.start(
@@ -77,12 +79,13 @@ def rel(
         clouds_yaml = state_dir / "clouds.yaml"
 
         async def blocks() -> None:
+            access = CloudAccess(proxy_command=proxy_command(state_dir))
             for cloud in CLOUDS:
-                creds = OpenStackCredentials.from_clouds_yaml(cloud, clouds_yaml)
+                creds = OpenStackCredentials.from_clouds_yaml(cloud, clouds_yaml, access)
                 await creds.asave(cloud, overwrite=True)
-            expired = OpenStackCredentials.from_clouds_yaml("marburg-appcred", clouds_yaml)
+            expired = OpenStackCredentials.from_clouds_yaml("marburg-appcred", clouds_yaml, access)
             await expired.asave("marburg-appcred", overwrite=True)
-            wrong = OpenStackCredentials.from_clouds_yaml(SITE_CLOUD, clouds_yaml)
+            wrong = OpenStackCredentials.from_clouds_yaml(SITE_CLOUD, clouds_yaml, access)
             wrong = wrong.model_copy(update={"password": _secret("not-the-password-0")})
             await wrong.asave("giessen-wrong", overwrite=True)
 

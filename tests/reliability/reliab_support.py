@@ -267,15 +267,15 @@ class Rel:
         return env
 
     def key_block(self, site: str) -> str:
-        """`hg-<site>-ssh` with localcloud's proxy command (made before the site's first run,
-        so the flow does not make one without the proxy)."""
+        """`hg-<site>-ssh`, a key the operator brings (plain: the clouds' access settings say
+        how servers are reached), made before the site's first run so the leak scan knows
+        its private key."""
         from hybridgrid.blocks.ssh import SSHKey
-        from localcloud.dataplane.cli import proxy_command
 
         name = f"hg-{site}-ssh"
 
         async def save() -> None:
-            key = SSHKey.generate(comment=name, proxy_command=proxy_command(self.state_dir))
+            key = SSHKey.generate(comment=name)
             self.ssh_private_keys.append(key.private_key.get_secret_value())
             await key.asave(name, overwrite=True)
 

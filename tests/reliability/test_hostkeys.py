@@ -15,8 +15,8 @@ import asyncio
 import pytest
 from reliab_support import REGISTRY, SITE_CLOUD, SUMMARY
 
-from hybridgrid.access import front_door
 from hybridgrid.blocks.registry import load_registry
+from hybridgrid.flows.common import door
 from hybridgrid.model import RemoteSite
 from hybridgrid.tasks.credentials import ssh_key
 from hybridgrid.tasks.remote import HostKeyMismatch, wait_for_ssh
@@ -66,7 +66,7 @@ def site(rel):
 
 def _target(entry):
     key = asyncio.run(ssh_key(entry.ssh_key_block))
-    return front_door(str(entry.public_ips["vpn"]), entry.host_keys[VPN], key), key
+    return door(entry.cloud, str(entry.public_ips["vpn"]), entry.host_keys[VPN], key), key
 
 
 def test_changed_host_key_stops_the_rerun(rel, site):

@@ -2,11 +2,12 @@
 program while wg0 is down, e.g. a second VPN daemon on the master or a wg0 stopped for
 maintenance with something else started meanwhile.
 
-DESIGN §4: "a doomed run fails before it creates anything": add-remote-site's pre-flight reads,
-over one SSH command on the master, who holds the hub's port (`ss -ulpn`) and wg0's listen port
-(`wg show`), and stops with one error naming the port, the host, the program and the fix, with
-0 mutating API calls and nothing registered. A normal rerun (wg0 itself holds the port —
-through wireguard-go, a userspace process, on these hosts) is not refused.
+"A doomed run fails before it creates anything" (docs/architecture.md §4, pre-flight):
+add-remote-site's pre-flight reads, over one SSH command on the master, who holds the hub's
+port (`ss -ulpn`) and wg0's listen port (`wg show`), and stops with one error naming the
+port, the host, the program and the fix, with 0 mutating API calls and nothing registered.
+A normal rerun (wg0 itself holds the port — through wireguard-go, a userspace process, on
+these hosts) is not refused.
 
 The hub is restored afterwards (listener stopped, wg0 up), and remove-remote-site (a no-op
 when nothing was registered) cleans up whatever a regression would have built.
@@ -120,8 +121,8 @@ def test_nothing_tagged_after_the_error(rel, port_in_use):
 def test_wg0_holding_its_own_port_is_not_refused(rel, port_in_use):
     """With wg0 up on 51820 (after the restore; its socket owned by wireguard-go) the same
     check the pre-flight runs finds the port bound and reports no problem."""
-    from hybridgrid.access import front_door
     from hybridgrid.blocks.registry import load_registry
+    from hybridgrid.flows.common import door
     from hybridgrid.tasks.credentials import ssh_key
     from hybridgrid.tasks.node_tasks import udp_port_state
     from hybridgrid.tasks.preflight import hub_port_problems
@@ -137,7 +138,7 @@ def test_wg0_holding_its_own_port_is_not_refused(rel, port_in_use):
     port = next(conn.network.ports(device_id=server.id))
     fip = next(conn.network.ips(port_id=port.id)).floating_ip_address
     key = asyncio.run(ssh_key(home.ssh_key_block))
-    target = front_door(fip, home.host_keys[MASTER], key)
+    target = door(home.cloud, fip, home.host_keys[MASTER], key)
     state = asyncio.run(udp_port_state(target, home.ssh_key_block, home.listen_port))
     assert state.bound and state.wg0_port == 51820, state
     assert any(h.startswith("wireguard-go (pid ") for h in state.holders), state

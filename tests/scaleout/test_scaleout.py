@@ -138,8 +138,7 @@ def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOut]:
         )
         assert up.returncode == 0, up.stdout + up.stderr
         so = ScaleOut(state, env)
-        ssh = ["hg-bielefeld-ssh", *(f"hg-{s}-ssh" for s in SITES)]
-        so.clouds = start_clouds(clouds_dir, ["bielefeld", SITE_CLOUD], so.stack, ssh_blocks=ssh)
+        so.clouds = start_clouds(clouds_dir, ["bielefeld", SITE_CLOUD], so.stack)
         so.stack.python("-m", "hybridgrid.deployments.setup", "--registry", REGISTRY)
         home = so.stack.run_deployment("bootstrap-home", "bootstrap-home", HOME)
         run = so.stack.wait_runs([home], timeout=240)[home]

@@ -4,7 +4,7 @@ runs through the REST API, and a localcloud with the data plane whose blocks liv
 server. Every process is started in its own session and ended by its process-group id.
 
 Run as a script it saves blocks into the server named by PREFECT_API_URL (so the test process
-never switches its own Prefect settings): ``python hg_stack.py blocks STATE_DIR CLOUD… --ssh B…``.
+never switches its own Prefect settings): ``python hg_stack.py blocks STATE_DIR CLOUD…``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -190,9 +192,11 @@ class PrefectStack:
 
     # ------------------------------------------------------------------ REST API
     def client(self):
-        import httpx
-
-        return httpx.Client(base_url=self.api_url, timeout=30)
+        """HTTP to the server's API; a 503 (SQLite busy under concurrent writes) is retried a
+        few times with backoff, as Prefect's own client does."""
+        return httpx.Client(
+            base_url=self.api_url, timeout=30, transport=_RetryOn503(httpx.HTTPTransport())
+        )
 
     def deployment(self, flow: str, name: str) -> dict[str, Any]:
         with self.client() as c:
@@ -200,13 +204,37 @@ class PrefectStack:
             r.raise_for_status()
             return r.json()
 
+    def block_document(self, name: str, slug: str) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.get(f"/block_types/slug/{slug}/block_documents/name/{name}")
+            r.raise_for_status()
+            return r.json()
+
     def run_deployment(self, flow: str, name: str, parameters: dict[str, Any]) -> str:
+        """A flow run of the deployment as the UI's form makes it: block names in
+        `parameters` become block references (hybridgrid.deployments.forms)."""
         dep = self.deployment(flow, name)
+        parameters = self.form_parameters(dep, parameters)
         with self.client() as c:
             r = c.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
             if r.status_code >= 400:
                 raise RuntimeError(f"run of {flow}/{name} refused ({r.status_code}): {r.text}")
             return r.json()["id"]
+
+    def form_parameters(self, dep: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from hybridgrid.deployments.forms import as_form_parameters
+
+        async def convert() -> dict[str, Any]:
+            async with get_client() as client:
+                return await as_form_parameters(client, dep["parameter_openapi_schema"], parameters)
+
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+            return asyncio.run(convert())
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
         with self.client() as c:
@@ -300,16 +328,36 @@ def yaml_deployment(deployment_name: str) -> dict[str, Any] | None:
     return None
 
 
+class _RetryOn503(httpx.BaseTransport):
+    """An httpx transport that resends a request answered 503, at most 5 times (≤ ~15 s)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: Any) -> Any:
+        for attempt in range(5):
+            response = self.inner.handle_request(request)
+            if response.status_code != 503 or attempt == 4:
+                return response
+            response.close()
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 # ---------------------------------------------------------------------- localcloud
-def start_clouds(state_dir: Path, clouds: list[str], stack: PrefectStack, ssh_blocks: list[str]):
-    """localcloud with the data plane; its credentials blocks (named as the clouds) and SSHKey
-    blocks that reach servers through localcloud's proxy, saved on `stack`'s server."""
+def start_clouds(state_dir: Path, clouds: list[str], stack: PrefectStack):
+    """localcloud with the data plane and its credentials blocks (named as the clouds, access:
+    localcloud's proxy, as `hybridgrid cloud import --proxy-command` saves them), saved on
+    `stack`'s server. No SSH key block: the flows make those, as for a new user."""
     from localcloud import server
 
     handle = server.start(state_dir, clouds=clouds, port=free_port(), dataplane=True)
     try:
         here = str(Path(__file__).resolve())
-        stack.python(here, "blocks", str(state_dir), *clouds, "--ssh", *ssh_blocks)
+        stack.python(here, "blocks", str(state_dir), *clouds)
     except BaseException:
         server.down(state_dir)
         raise
@@ -319,21 +367,17 @@ def start_clouds(state_dir: Path, clouds: list[str], stack: PrefectStack, ssh_bl
 def _save_blocks(argv: list[str]) -> None:
     import asyncio
 
+    from hybridgrid.access import CloudAccess
     from hybridgrid.blocks.openstack import OpenStackCredentials
-    from hybridgrid.blocks.ssh import SSHKey
     from localcloud.dataplane.cli import proxy_command
 
     state_dir = Path(argv[0])
-    split = argv.index("--ssh") if "--ssh" in argv else len(argv)
-    clouds, ssh = argv[1:split], argv[split + 1 :]
+    access = CloudAccess(proxy_command=proxy_command(state_dir))
 
     async def save() -> None:
-        for cloud in clouds:
-            creds = OpenStackCredentials.from_clouds_yaml(cloud, state_dir / "clouds.yaml")
+        for cloud in argv[1:]:
+            creds = OpenStackCredentials.from_clouds_yaml(cloud, state_dir / "clouds.yaml", access)
             await creds.asave(cloud, overwrite=True)
-        proxy = proxy_command(state_dir)
-        for name in ssh:
-            await SSHKey.generate(comment=name, proxy_command=proxy).asave(name, overwrite=True)
 
     asyncio.run(save())
 

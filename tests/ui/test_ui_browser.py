@@ -122,12 +122,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     pw = browser = None
     try:
         stack.start_server()
-        clouds = start_clouds(
-            clouds_dir,
-            ["bielefeld", SITE_CLOUD],
-            stack,
-            ssh_blocks=["hg-bielefeld-ssh", f"hg-{SITE}-ssh"],
-        )
+        clouds = start_clouds(clouds_dir, ["bielefeld", SITE_CLOUD], stack)
         _deploy(stack)
         stack.start_worker(pool_of("add-remote-site"), "ui-worker")
         home = stack.run_deployment("bootstrap-home", "bootstrap-home", HOME)
@@ -173,7 +168,7 @@ def test_add_remote_site_from_the_custom_run_form(ui: UI) -> None:
     # the typed form rendered from the pydantic parameters: site.name, site.cloud, site.workers;
     # cloud is optional (empty = the site name), name is the one required field
     page.get_by_label("Name", exact=True).fill(SITE)
-    page.get_by_label("Cloud (Optional)", exact=True).fill(SITE_CLOUD)
+    _pick_block(page, SITE_CLOUD)  # the cloud: a dropdown of the saved credentials blocks
     page.get_by_label("Workers (Optional)", exact=True).fill("1")
     _choose_options(page, "AddSiteOptions")
     page.get_by_label("Registry (Optional)", exact=True).fill(REGISTRY)
@@ -182,7 +177,9 @@ def test_add_remote_site_from_the_custom_run_form(ui: UI) -> None:
     page.get_by_role("button", name="Submit").click()
     (run,) = _new_runs(ui, dep["id"], set())  # the form made exactly one run
     typed = {k: run["parameters"]["site"].get(k) for k in ("name", "cloud", "workers")}
-    assert typed == {"name": SITE, "cloud": SITE_CLOUD, "workers": 1}, run["parameters"]
+    cloud_block = ui.stack.block_document(SITE_CLOUD, "hybridgrid-openstack-credentials")
+    picked = {"$ref": {"block_document_id": cloud_block["id"]}}
+    assert typed == {"name": SITE, "cloud": picked, "workers": 1}, run["parameters"]
     assert run["parameters"]["options"]["registry"] == REGISTRY
     done = ui.stack.wait_runs([run["id"]], timeout=240)[run["id"]]
     assert done["state_type"] == "COMPLETED", ui.stack.run_logs(run["id"])
@@ -223,7 +220,8 @@ def test_site_form_accepts_an_empty_cloud(ui: UI) -> None:
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_role("menuitem", name="Custom run").click()
             page.wait_for_url("**/run**")
-            assert page.get_by_label("Cloud (Optional)", exact=True).input_value() == ""
+            picker = page.get_by_role("button", name="Select a block").first
+            assert picker.inner_text().strip() == "Select a block...", picker.inner_text()
             page.get_by_label("Name", exact=True).fill("weimar")
             _shot(page, "add-remote-site-form-empty-cloud")
             page.get_by_role("button", name="Submit").click()
@@ -257,6 +255,12 @@ def _new_runs(ui: UI, deployment_id: str, before: set[str]) -> list[dict[str, An
                 if r["id"] not in before and not r["auto_scheduled"]
             ]
         time.sleep(0.5)
+
+
+def _pick_block(page, name: str) -> None:
+    """A block picker of the form: open its dropdown, choose the block by name."""
+    page.get_by_role("button", name="Select a block").first.click()
+    page.get_by_role("option", name=name, exact=True).click()
 
 
 def _choose_options(page, model_title: str) -> None:
