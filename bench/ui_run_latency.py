@@ -79,14 +79,16 @@ def site_parameters(api_url: str) -> dict:
     from hybridgrid.cli_runs import add_site_call
     from hybridgrid.flows.add_remote_site import AddSiteOptions
     from hybridgrid.model import RemoteSite
+    from hybridgrid.prefect_client import form_parameters
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         data = asyncio.run(load_registry("hybridgrid"))
-    if not data.sites:
-        raise SystemExit("the registry has no site: run `make demo` first")
-    name, entry = sorted(data.sites.items())[0]
-    call = add_site_call(RemoteSite(name=name, cloud=entry.cloud), AddSiteOptions())
-    return {"site": call.parameters["site"]}
+        if not data.sites:
+            raise SystemExit("the registry has no site: run `make demo` first")
+        name, entry = sorted(data.sites.items())[0]
+        call = add_site_call(RemoteSite(name=name, cloud=entry.cloud), AddSiteOptions())
+        call.parameters = {"site": call.parameters["site"]}  # only what the form asks for
+        return asyncio.run(form_parameters(call))  # the cloud as the picker's block reference
 
 
 def measure(api_url: str, deployment: str, parameters: dict, rounds: int) -> list[Phases]:

@@ -1,9 +1,10 @@
 """The flow runs the CLI makes: one function per flow builds its parameters, run name and tags.
 
-These are the only places that turn CLI input into a flow's parameters (as JSON, the form a
-deployment run takes; the in-process path passes the same dict to the flow, which validates
-it into its pydantic models). How a parameter is sent — e.g. the site's `cloud` as a block
-reference — changes here and nowhere else.
+These are the only places that turn CLI input into a flow's parameters (as JSON; the
+in-process path passes the same dict to the flow, which validates it into its pydantic
+models). Blocks are named here (`cloud: giessen`); for a deployment run,
+`prefect_client.form_parameters` turns the names into the block references the deployment's
+form takes (hybridgrid.deployments.forms), as the UI's picker sends them.
 """
 
 from __future__ import annotations

@@ -145,13 +145,25 @@ def run_link(run_id: Any) -> str | None:
     return url_for("flow-run", obj_id=run_id) if run_id else None
 
 
+async def form_parameters(call: FlowCall) -> dict[str, Any]:
+    """The call's parameters as the deployment's form sends them: block names become block
+    references where the schema has a block picker (hybridgrid.deployments.forms)."""
+    from prefect.client.orchestration import get_client
+
+    from hybridgrid.deployments.forms import as_form_parameters
+
+    async with get_client() as client:
+        dep = await client.read_deployment_by_name(call.full_name)
+        return await as_form_parameters(client, dep.parameter_openapi_schema, call.parameters)
+
+
 async def create_run(call: FlowCall):
     """A flow run of the deployment, created and not awaited (what the UI's Run does)."""
     from prefect.deployments import run_deployment
 
     return await run_deployment(
         call.full_name,
-        parameters=call.parameters,
+        parameters=await form_parameters(call),
         flow_run_name=call.run_name,
         tags=call.tags,
         timeout=0,
@@ -284,10 +296,15 @@ def start_deployment_run(call: FlowCall, echo: Callable[[str], None]) -> Outcome
     A refused run (parameters invalid for the deployment's schema) exits 2."""
     from prefect.exceptions import PrefectHTTPStatusError
 
+    from hybridgrid.deployments.forms import UnknownBlock
+
     if not asyncio.run(deployment_exists(call.full_name)):
         return None
     try:
         run = asyncio.run(create_run(call))
+    except UnknownBlock as exc:  # a cloud or key block that does not exist: nothing made
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
     except PrefectHTTPStatusError as exc:
         detail = exc.response.text[:500] if exc.response is not None else str(exc)
         typer.echo(f"error: the server refused a run of {call.full_name}: {detail}", err=True)

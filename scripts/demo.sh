@@ -10,7 +10,8 @@
 #      schedule active) and a process worker polling every second → .demo/worker.pid
 #   4. localcloud with clouds bielefeld + giessen and the spares heidelberg + tuebingen
 #      (state in .localcloud, real namespaces, WireGuard, sshd; port
-#      $HYBRIDGRID_DEMO_LOCALCLOUD_PORT), a credentials block for each cloud
+#      $HYBRIDGRID_DEMO_LOCALCLOUD_PORT), a credentials block for each cloud whose access is
+#      localcloud's proxy (the flows make the sites' SSH key blocks themselves)
 #   5. bootstrap-home and add-remote-site giessen as runs OF THE DEPLOYMENTS (made by the
 #      CLI, which follows them): each shows Retry and "Run again" in the UI
 #   6. the checks: `wg show` on both ends, a Bielefeld worker pinging a Gießen worker
@@ -182,19 +183,16 @@ cloud_args=()
 for cloud in "${CLOUDS[@]}"; do cloud_args+=(--cloud "$cloud"); done
 localcloud up "${cloud_args[@]}" --port "$LC_PORT" --faults "$DEMO/faults.yaml"
 
-say "credentials blocks (and SSH key blocks through localcloud's proxy)"
+say "credentials blocks, access through localcloud's proxy"
+# localcloud's floating IPs are reached through its proxy: that is each cloud's access
+# setting. The flows make the sites' SSH key blocks themselves.
 PROXY=$(python -c 'import sys; from localcloud.dataplane.cli import proxy_command; print(proxy_command(sys.argv[1]))' "$LOCALCLOUD_STATE_DIR")
 read -ra new_clouds <<<"$(missing_blocks hybridgrid-openstack-credentials "${CLOUDS[@]}")"
 for cloud in "${new_clouds[@]}"; do
-    hybridgrid cloud import "$cloud" --clouds-yaml "$LOCALCLOUD_STATE_DIR/clouds.yaml"
+    hybridgrid cloud import "$cloud" --clouds-yaml "$LOCALCLOUD_STATE_DIR/clouds.yaml" \
+        --proxy-command "$PROXY"
 done
-key_blocks=()
-for cloud in "${CLOUDS[@]}"; do key_blocks+=("hg-$cloud-ssh"); done
-read -ra new_keys <<<"$(missing_blocks hybridgrid-ssh-key "${key_blocks[@]}")"
-for block in "${new_keys[@]}"; do
-    hybridgrid key create "$block" --proxy-command "$PROXY"
-done
-((${#new_clouds[@]} + ${#new_keys[@]})) || echo "every cloud has its blocks already"
+((${#new_clouds[@]})) || echo "every cloud has its credentials block already"
 
 say "bootstrap-home: the Bielefeld cluster from $SPEC (a run of deployment bootstrap-home)"
 t=$SECONDS

@@ -143,26 +143,27 @@ def prefect_server(tmp_path_factory) -> Server:
 
 @pytest.fixture(scope="module")
 def deployed(prefect_server: Server, seed_clouds):
-    """Pool, limits, deployments, blocks and a running process worker on the real server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from hybridgrid.blocks.ssh import SSHKey
+    """Pool, limits, deployments, the clouds' credentials blocks (access: localcloud's proxy,
+    as `make demo` imports them; the flows make the SSH key blocks) and a running process
+    worker on the real server."""
     from localcloud.dataplane.cli import proxy_command
 
     s = prefect_server
     setup = s.run(sys.executable, "-m", "hybridgrid.deployments.setup")
     deploy = s.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
     clouds_yaml = str(seed_clouds.state_dir / "clouds.yaml")
+    proxy = proxy_command(seed_clouds.state_dir)
     for cloud in ("bielefeld", "giessen"):
-        s.run(str(BIN / "hybridgrid"), "cloud", "import", cloud, "--clouds-yaml", clouds_yaml)
-
-    async def keys() -> None:
-        for block in ("hg-bielefeld-ssh", "hg-giessen-ssh"):
-            key = SSHKey.generate(comment=block, proxy_command=proxy_command(seed_clouds.state_dir))
-            await key.asave(block, overwrite=True)
-
-    with temporary_settings(updates={PREFECT_API_URL: s.url}):
-        asyncio.run(keys())
+        s.run(
+            str(BIN / "hybridgrid"),
+            "cloud",
+            "import",
+            cloud,
+            "--clouds-yaml",
+            clouds_yaml,
+            "--proxy-command",
+            proxy,
+        )
     log = open(s.home / "worker.log", "w")  # noqa: SIM115 - closed in finally
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
@@ -187,11 +188,21 @@ def deployed(prefect_server: Server, seed_clouds):
 
 
 def _run(server: Server, name: str, parameters: dict):
+    """A run as the UI's form makes it: block names become the pickers' block references."""
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from hybridgrid.deployments.forms import as_form_parameters
+
+    async def form() -> dict:
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name(name)
+            return await as_form_parameters(client, dep.parameter_openapi_schema, parameters)
+
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
-        return run_deployment(name, parameters=parameters, timeout=420, poll_interval=1)
+        params = asyncio.run(form())
+        return run_deployment(name, parameters=params, timeout=420, poll_interval=1)
 
 
 async def _read(server: Server):
@@ -249,7 +260,7 @@ def test_worker_runs_the_deployments(deployed):
     ]
     schema = dep.parameter_openapi_schema
     assert schema["required"] == ["site"]
-    fields = schema["definitions"]["RemoteSite"]["properties"]
+    fields = schema["definitions"]["SiteForm"]["properties"]
     assert fields["workers"]["default"] == 1 and fields["subnet"]["description"]
     assert schema["definitions"]["AddSiteOptions"]["properties"]["registry"]["default"]
     assert arts and arts[-1].flow_run_id == site.id
@@ -317,12 +328,17 @@ def test_cli_makes_runs_of_the_deployments_and_follows_them(deployed, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         (ROOT / "examples" / "demo.yaml").read_text()
-        + "  - name: marburg\n    cloud: nosuch\n    subnet: 192.168.88.0/24\n"
+        + "  - name: marburg\n    cloud: giessen\n    subnet: 192.168.88.0/24\n"
+        + "    image: no-such-image\n"
+        + "  - name: fulda\n    cloud: nosuch\n    subnet: 192.168.89.0/24\n"
     )
     failed = _hybridgrid(server, "site", "add", str(bad), "--site", "marburg")
-    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.returncode == 1, failed.stdout + failed.stderr  # the run Failed (pre-flight)
     assert "add-remote-site marburg: FAILED" in failed.stderr
-    assert "no OpenStack credentials block named 'nosuch'" in failed.stderr
+    assert "no-such-image" in failed.stderr
+    refused = _hybridgrid(server, "site", "add", str(bad), "--site", "fulda")
+    assert refused.returncode == 2, refused.stdout + refused.stderr  # no such block: no run
+    assert "no hybridgrid-openstack-credentials block named 'nosuch'" in refused.stderr
 
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
         giessen = asyncio.run(_runs_named(server, "add-remote-site/add-remote-site", "giessen"))
@@ -331,3 +347,5 @@ def test_cli_makes_runs_of_the_deployments_and_follows_them(deployed, tmp_path):
     assert {"hybridgrid", "site:giessen"} <= set(giessen[0].tags)
     assert giessen[0].parameters["site"]["name"] == "giessen"
     assert len(marburg) == 1 and marburg[0].state.is_failed()
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        assert not asyncio.run(_runs_named(server, "add-remote-site/add-remote-site", "fulda"))
