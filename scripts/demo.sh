@@ -139,6 +139,7 @@ if answers; then
 else
     detach "$DEMO/prefect-server.log" "$DEMO/prefect.pid" \
         env -u PREFECT_API_URL PREFECT_HOME="$DEMO/prefect" \
+        PREFECT_SERVER_API_PORT="$PORT" PREFECT_UI_API_URL="$UI/api" \
         prefect server start --host 127.0.0.1 --port "$PORT" --analytics-off
     for _ in $(seq 120); do answers && break; sleep 0.5; done
     answers || { tail -20 "$DEMO/prefect-server.log" >&2; echo "demo: Prefect server did not start" >&2; exit 1; }
