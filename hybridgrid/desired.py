@@ -195,7 +195,9 @@ def facts_of(data: RegistryData, name: str) -> SiteFacts:
     )
 
 
-def facts_for(site: ResolvedSite, *, network_mtu: int = 1450, vpn_fip: str | None = None):
+def facts_for(
+    site: ResolvedSite, *, network_mtu: int = 1450, vpn_fip: str | None = None
+) -> SiteFacts:
     """A site being planned or added: its resolved allocation."""
     return SiteFacts(
         name=site.name,
