@@ -212,6 +212,14 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
         ),
         asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers)),
     )
+
+    def wired(vpn_fip: str | None) -> desired.SiteWiring:
+        facts = desired.facts_for(resolved, network_mtu=net.network.mtu, vpn_fip=vpn_fip)
+        return desired.wiring(
+            data, facts, master_fip=str(master.floating_ip), home_network_mtu=master.network_mtu
+        )
+
+    mtu = wired(None).tunnel_mtu  # a too-small underlay fails here, before any server boots
     master_target = common.door(
         home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
     )
@@ -246,13 +254,7 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
         *(st.ensure_server(site.cloud, s, timeout=options.boot_timeout) for s in worker_specs),
     )
     boot_wait = time.monotonic() - launched
-    wiring = desired.wiring(
-        data,
-        desired.facts_for(resolved, network_mtu=net.network.mtu, vpn_fip=str(vpn_fip.address)),
-        master_fip=str(master.floating_ip),
-        home_network_mtu=master.network_mtu,
-    )
-    mtu = wiring.tunnel_mtu
+    wiring = wired(str(vpn_fip.address))  # everything the link must be, the floating IPs known
     log.info("VPN node %s is ACTIVE at %s (fixed %s)", vpn.name, vpn_fip.address, vpn.fixed_ip)
     common.checkpoint("servers-launched")
 
