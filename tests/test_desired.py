@@ -175,3 +175,12 @@ def test_desired_is_pure():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_tunnel_mtu_is_the_smaller_underlay_less_80_and_too_small_is_an_error():
+    data = built(Topology.model_validate(THREE))
+    facts = desired.facts_of(data, "giessen")
+    assert desired.wiring(data, facts, home_network_mtu=1500).tunnel_mtu == 1370
+    small = facts.model_copy(update={"network_mtu": 1300})
+    with pytest.raises(TopologyError, match="below 1280"):
+        desired.wiring(data, small)
