@@ -15,6 +15,7 @@ demo-down: bootstrap
 test: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest tests -q
+	scripts/conformance.sh
 
 test-fast: bootstrap
 	.venv/bin/python -m pytest tests -q -m "not dataplane and not slow"

@@ -15,6 +15,7 @@ import typer
 
 from hybridgrid.desired import WiredPlan
 from hybridgrid.model import TopologyError
+from hybridgrid.prefect_client import print_artifacts, report_end, require_server, run_flow
 
 app = typer.Typer(
     name="hybridgrid",
@@ -134,6 +135,7 @@ def _registered_allocations(name: str):
 
     from hybridgrid.blocks.registry import load_registry
 
+    require_server()
     try:
         return asyncio.run(load_registry(name)).allocations()
     except Exception as exc:  # any API failure: say which and stop
@@ -171,30 +173,12 @@ def _console():
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-def _run_link(state) -> str | None:
-    from prefect.utilities.urls import url_for
-
-    run_id = getattr(state.state_details, "flow_run_id", None)
-    return url_for("flow-run", obj_id=run_id) if run_id else None
-
-
-def _run_flow(flow, *args):
-    """Run a flow here (against PREFECT_API_URL); (its result or exception, UI link)."""
-    import asyncio
-
-    async def go():
-        state = await flow(*args, return_state=True)
-        return state, await state.aresult(raise_on_failure=False)
-
-    state, result = asyncio.run(go())
-    return result, _run_link(state)
-
-
 def _read_registry(name: str):
     import asyncio
 
     from hybridgrid.blocks.registry import load_registry
 
+    require_server()
     try:
         return asyncio.run(load_registry(name))
     except Exception as exc:  # any API failure: say which and stop
@@ -253,12 +237,17 @@ def site_add(
                 "use the spec the home was bootstrapped from, or another --registry",
             )
         )
+    from hybridgrid.cli_runs import add_site_call
     from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 
     options = AddSiteOptions(
         registry=registry, ssh_key_block=ssh_key_block, boot_timeout=boot_timeout, verify=verify
     )
-    result, link = _run_flow(add_remote_site, remote, options)
+    outcome = run_flow(add_remote_site, add_site_call(remote, options))
+    if outcome.result is None:  # a deployment run, followed: its artifacts tell the checks
+        print_artifacts(outcome)
+        raise typer.Exit(report_end(outcome, f"add-remote-site {site}"))
+    result, link = outcome.result, outcome.link
     console = _console()
     if isinstance(result, BaseException):
         typer.echo(f"error: add-remote-site {site} failed: {result}", err=True)
@@ -296,6 +285,7 @@ def home_bootstrap(
 ) -> None:
     """Create (master: {create: true}) or adopt (master: {name: …}) the home cluster."""
     topology = _load(spec)
+    from hybridgrid.cli_runs import home_call
     from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
 
     options = HomeOptions(
@@ -304,7 +294,11 @@ def home_bootstrap(
         site_pool=topology.site_pool,
         boot_timeout=boot_timeout,
     )
-    result, link = _run_flow(bootstrap_home, topology.home, topology.wireguard, options)
+    outcome = run_flow(bootstrap_home, home_call(topology.home, topology.wireguard, options))
+    if outcome.result is None:  # a deployment run, followed
+        print_artifacts(outcome)
+        raise typer.Exit(report_end(outcome, f"bootstrap-home {topology.home.name}"))
+    result, link = outcome.result, outcome.link
     if isinstance(result, BaseException):
         typer.echo(f"error: bootstrap-home {topology.home.name} failed: {result}", err=True)
         if link:
@@ -444,6 +438,8 @@ def cloud_import(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
 
+    require_server()
+
     async def save() -> bool:
         try:
             old = await OpenStackCredentials.aload(block)
@@ -496,6 +492,8 @@ def key_create(
     import asyncio
 
     from hybridgrid.blocks.ssh import SSHKey
+
+    require_server()
 
     async def make() -> tuple[bool, str]:
         from prefect.exceptions import ObjectNotFound

@@ -1,7 +1,8 @@
 """Day-two commands: `hybridgrid drift`, `hybridgrid site remove`, `hybridgrid site rotate-keys`.
 
-They run the flows here, against PREFECT_API_URL (like `site add`). `register(app, site_app)`
-attaches them to the main CLI's Typer apps (called from `hybridgrid/cli.py`).
+Like `site add`, each makes a followed run of its deployment when the server has it, else
+runs the flow here (hybridgrid/prefect_client.py); with no reachable server they exit 2.
+`register(app, site_app)` attaches them to the main CLI's Typer apps (from `hybridgrid/cli.py`).
 
 Exit codes: 0 clean / done, 1 drift found or the run failed, 2 bad input.
 """
@@ -30,19 +31,17 @@ def _console():
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-def _run(flow: Any, *args: Any, **kwargs: Any) -> tuple[Any, str | None]:
-    """Run a flow in this process: (its result, or the exception it ended with; UI link)."""
-    import asyncio
+def _run(flow: Any, call: Any) -> tuple[Any, str | None]:
+    """Run a flow: a followed run of its deployment when the server has it (then the command
+    ends here with the run's exit code), else in this process: (its result or the exception
+    it ended with, UI link)."""
+    from hybridgrid.prefect_client import print_artifacts, report_end, run_flow
 
-    from prefect.utilities.urls import url_for
-
-    async def go():
-        state = await flow(*args, return_state=True, **kwargs)
-        return state, await state.aresult(raise_on_failure=False)
-
-    state, result = asyncio.run(go())
-    run_id = getattr(state.state_details, "flow_run_id", None)
-    return result, (url_for("flow-run", obj_id=run_id) if run_id else None)
+    outcome = run_flow(flow, call)
+    if outcome.result is None:  # a deployment run: its logs were streamed
+        print_artifacts(outcome)
+        raise typer.Exit(report_end(outcome, call.deployment + " " + call.run_name))
+    return outcome.result, outcome.link
 
 
 def _bad_input(result: BaseException) -> None:
@@ -80,9 +79,10 @@ def drift(
     registry: RegistryOption = "hybridgrid",
 ) -> None:
     """Compare every registered site with its desired state (exit 0 clean, 1 drift)."""
+    from hybridgrid.cli_runs import drift_call
     from hybridgrid.flows.check_drift import DriftFound, check_drift
 
-    result, link = _run(check_drift, repair=repair, sites=site or None, registry=registry)
+    result, link = _run(check_drift, drift_call(repair, site or None, registry))
     report = result.report if isinstance(result, DriftFound) else result
     if isinstance(result, BaseException) and not isinstance(result, DriftFound):
         _bad_input(result)
@@ -109,9 +109,10 @@ def site_remove(
     registry: RegistryOption = "hybridgrid",
 ) -> None:
     """Remove a site: peer off the hub live, then its resources, key pair, key block, entry."""
+    from hybridgrid.cli_runs import remove_call
     from hybridgrid.flows.remove_remote_site import remove_remote_site
 
-    result, link = _run(remove_remote_site, name, registry)
+    result, link = _run(remove_remote_site, remove_call(name, registry))
     if isinstance(result, BaseException):
         _bad_input(result)
         typer.echo(f"error: remove-remote-site {name} failed: {result}", err=True)
@@ -140,11 +141,10 @@ def site_rotate_keys(
     ] = 60,
 ) -> None:
     """New WireGuard keys for a site's VPN node (and the hub with --hub), or a rollback."""
+    from hybridgrid.cli_runs import rotate_call
     from hybridgrid.flows.rotate_keys import rotate_keys
 
-    result, link = _run(
-        rotate_keys, name, hub=hub, registry=registry, handshake_timeout=handshake_timeout
-    )
+    result, link = _run(rotate_keys, rotate_call(name, hub, registry, handshake_timeout))
     if isinstance(result, BaseException):
         _bad_input(result)
         typer.echo(f"error: rotate-keys {name} failed: {result}", err=True)

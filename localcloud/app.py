@@ -14,10 +14,13 @@ import contextlib
 import hmac
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from localcloud import compute, identity, image, network
@@ -43,12 +46,56 @@ def _drop_connection(send: Any) -> bool:
     return True
 
 
-async def _inject(error: int | str, service: str, scope: dict, receive: Any, send: Any) -> None:
+async def _inject(
+    error: int | str, service: str, scope: dict, receive: Any, send: Any, answer: Any
+) -> None:
+    """An injected fault: `send` is uvicorn's own (to drop the connection), `answer` the one
+    that adds the request's headers."""
     if error == "drop" and _drop_connection(send):
         return
     code = 500 if error == "drop" else int(error)
     message = _INJECTED.get(code, "Injected fault (localcloud).")
-    await render(service, code, message)(scope, receive, send)
+    await render(service, code, message)(scope, receive, answer)
+
+
+def _adding_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
+    """`send` with headers added to the response start (request id, microversion)."""
+
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", []), *extra])
+        await send(message)
+
+    return wrapped
+
+
+def _request_id_headers(rid: str, service: str) -> list[tuple[bytes, bytes]]:
+    """Every OpenStack service answers with a request id; Tempest's compute helpers read it
+    (e.g. to find a server's `create` action), Nova also sends its own spelling."""
+    out = [(b"x-openstack-request-id", rid.encode())]
+    if service == "compute":
+        out.append((b"x-compute-request-id", rid.encode()))
+    return out
+
+
+async def _guarded(app: Any, service: str, scope: dict, receive: Any, send: Any) -> None:
+    """Run `app`; an exception that escapes it (the routers' own handler answers first and
+    Starlette re-raises) ends as the service's shaped 500, never as a bare traceback page."""
+    started = False
+
+    async def tracking(message: Any) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking)
+    except Exception as exc:
+        if started:  # already answered (by the exception handler): only keep it out of uvicorn
+            return
+        log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+        message = f"Unexpected API Error: {type(exc).__name__}"
+        await render(service, 500, message)(scope, receive, send)
 
 
 class Gateway:
@@ -80,6 +127,9 @@ class Gateway:
             )(scope, receive, send)
             return
         method = scope["method"]
+        request_id = f"req-{uuid.uuid4()}"
+        scope["lc.request_id"] = request_id  # Nova records it with an instance action
+        answer = _adding_headers(send, _request_id_headers(request_id, service))
         rest = "/" + "/".join(parts[3:])
         token_issue = service == "identity" and method == "POST" and rest == "/v3/auth/tokens"
         discovery = method in ("GET", "HEAD") and len(parts) <= 4
@@ -94,7 +144,7 @@ class Gateway:
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.error is not None and not decision.after:
-            await _inject(decision.error, service, scope, receive, send)
+            await _inject(decision.error, service, scope, receive, send, answer)
             return
         if not (discovery or token_issue):
             headers = dict(scope["headers"])
@@ -102,21 +152,29 @@ class Gateway:
             claims = identity.read_token(rt.token_key, token, cloud.name)
             if claims is None:
                 await render(service, 401, "The request you have made requires authentication.")(
-                    scope, receive, send
+                    scope, receive, answer
                 )
                 return
             scope["lc.auth"] = claims
         scope["lc.cloud"] = cloud
         scope["lc.service"] = service
+        if service == "compute" and len(parts) > 3 and parts[3] == "v2.1":
+            try:
+                mv = compute.negotiate(dict(scope["headers"]))
+            except ApiError as exc:
+                await render(service, exc.status, exc.message)(scope, receive, answer)
+                return
+            scope["lc.mv"] = mv
+            answer = _adding_headers(answer, compute.version_headers(mv))
         if decision.error is not None:  # carried out, then the answer is lost
 
             async def discard(message: Any) -> None:
                 return None
 
             await self.api(scope, receive, discard)
-            await _inject(decision.error, service, scope, receive, send)
+            await _inject(decision.error, service, scope, receive, send, answer)
             return
-        await self.api(scope, receive, send)
+        await _guarded(self.api, service, scope, receive, answer)
 
 
 def _check_admin(request: Request) -> None:
@@ -145,6 +203,15 @@ def create_app(runtime: Runtime) -> Gateway:
         return render(
             request.scope.get("lc.service", "identity"), exc.status, exc.message, exc.kind
         )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # e.g. 405 for a method no route takes: in the service's own error shape
+        return render(request.scope.get("lc.service", "identity"), exc.status_code, str(exc.detail))
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return render(request.scope.get("lc.service", "identity"), 400, f"Invalid request: {exc}")
 
     @api.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:

@@ -54,6 +54,14 @@ def read_token(key: bytes, token: str | None, cloud: str) -> dict[str, Any] | No
     return claims
 
 
+# The one user holds every role on the one project.
+ROLES = [
+    {"id": "c0ffee00000000000000000000000001", "name": "admin"},
+    {"id": "c0ffee00000000000000000000000002", "name": "member"},
+    {"id": "c0ffee00000000000000000000000003", "name": "reader"},
+]
+
+
 def _unauthorized(message: str = "The request you have made requires authentication.") -> ApiError:
     return ApiError(401, message)
 
@@ -99,11 +107,7 @@ def token_body(cloud: Cloud, claims: dict[str, Any]) -> dict[str, Any]:
         "issued_at": iso(claims["i"]),
         "project": {"id": project["id"], "name": project["name"], "domain": DOMAIN},
         "is_domain": False,
-        "roles": [
-            {"id": "c0ffee00000000000000000000000001", "name": "admin"},
-            {"id": "c0ffee00000000000000000000000002", "name": "member"},
-            {"id": "c0ffee00000000000000000000000003", "name": "reader"},
-        ],
+        "roles": [dict(r) for r in ROLES],
         "catalog": catalog(cloud),
     }
     if claims.get("a"):
@@ -115,19 +119,32 @@ def token_body(cloud: Cloud, claims: dict[str, Any]) -> dict[str, Any]:
 def _check_domain(ref: dict[str, Any] | None) -> bool:
     if not ref:
         return True
+    if not isinstance(ref, dict):
+        return False
     return ref.get("id") in (None, "default") and ref.get("name") in (None, "Default")
 
 
 def authenticate(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
     """Claims for a valid auth request, else a 401 (or 400 for a malformed body)."""
-    ident = (body.get("auth") or {}).get("identity")
+    auth = body.get("auth")
+    ident = auth.get("identity") if isinstance(auth, dict) else None
     if not isinstance(ident, dict) or not isinstance(ident.get("methods"), list):
         raise ApiError(400, "Expecting to find identity in auth - the server could not comply.")
-    methods = ident["methods"]
+    methods = [m for m in ident["methods"] if isinstance(m, str)]
+    for method in ("password", "application_credential", "token"):
+        if method in methods and not isinstance(ident.get(method), dict | None):
+            raise ApiError(400, f"Expecting to find {method} in identity as an object.")
+    scope = auth.get("scope")
+    if not isinstance(scope, dict | None) or not isinstance(
+        (scope or {}).get("project"), dict | None
+    ):
+        raise ApiError(400, "Expecting to find scope as an object with a project object.")
     meta = cloud.store.meta
     appcred = None
     if "password" in methods:
         u = (ident.get("password") or {}).get("user") or {}
+        if not isinstance(u, dict):
+            raise ApiError(400, "Expecting to find user in password as an object.")
         user = meta["user"]
         ok_user = (u.get("id") == user["id"]) or (
             u.get("name") == user["name"] and _check_domain(u.get("domain"))
@@ -136,7 +153,7 @@ def authenticate(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
             str(u.get("password", "")).encode(), user["password"].encode()
         ):
             raise _unauthorized("The request you have made requires authentication.")
-        scope = (body["auth"].get("scope") or {}).get("project")
+        scope = (auth.get("scope") or {}).get("project")
         if scope is not None:
             project = meta["project"]
             ok = scope.get("id") == project["id"] or (
@@ -149,6 +166,7 @@ def authenticate(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
         appcred = meta["appcred"]
         ok_id = a.get("id") == appcred["id"] or (
             a.get("name") == appcred["name"]
+            and isinstance(a.get("user") or {}, dict)
             and (a.get("user") or {}).get("name", meta["user"]["name"]) == meta["user"]["name"]
         )
         if not ok_id or not hmac.compare_digest(
@@ -291,26 +309,103 @@ async def get_project(request: Request, project_id: str) -> JSONResponse:
     return JSONResponse({"project": _project(cloud)})
 
 
+def _user(cloud: Cloud) -> dict[str, Any]:
+    u = cloud.user
+    return {
+        "id": u["id"],
+        "name": u["name"],
+        "domain_id": "default",
+        "enabled": True,
+        "default_project_id": cloud.project["id"],
+        "password_expires_at": None,
+        "options": {},
+        "links": {"self": f"{cloud.endpoint('identity')}/users/{u['id']}"},
+    }
+
+
+def _the_user(cloud: Cloud, user_id: str) -> dict[str, Any]:
+    if user_id not in (cloud.user["id"], cloud.user["name"]):
+        raise ApiError(404, f"Could not find user: {user_id}.")
+    return _user(cloud)
+
+
+def _role(cloud: Cloud, role: dict[str, Any]) -> dict[str, Any]:
+    link = f"{cloud.endpoint('identity')}/roles/{role['id']}"
+    return {**role, "domain_id": None, "description": None, "options": {}, "links": {"self": link}}
+
+
+def _listing(key: str, items: list[dict[str, Any]], request: Request) -> JSONResponse:
+    """A Keystone list, filtered by `name` when given (Keystone's one common filter)."""
+    name = request.query_params.get("name")
+    if name is not None:
+        items = [i for i in items if i.get("name") == name]
+    return JSONResponse({key: items, "links": {"self": str(request.url), "next": None}})
+
+
+@router.get("/{cloud}/identity/v3/users")
+async def list_users(request: Request) -> JSONResponse:
+    return _listing("users", [_user(_cloud(request))], request)
+
+
 @router.get("/{cloud}/identity/v3/users/{user_id}")
 async def get_user(request: Request, user_id: str) -> JSONResponse:
+    return JSONResponse({"user": _the_user(_cloud(request), user_id)})
+
+
+@router.get("/{cloud}/identity/v3/users/{user_id}/projects")
+async def list_user_projects(request: Request, user_id: str) -> JSONResponse:
     cloud = _cloud(request)
-    u = cloud.user
-    if user_id != u["id"]:
-        raise ApiError(404, f"Could not find user: {user_id}.")
-    return JSONResponse(
+    _the_user(cloud, user_id)
+    return _listing("projects", [_project(cloud)], request)
+
+
+@router.get("/{cloud}/identity/v3/roles")
+async def list_roles(request: Request) -> JSONResponse:
+    cloud = _cloud(request)
+    return _listing("roles", [_role(cloud, r) for r in ROLES], request)
+
+
+@router.get("/{cloud}/identity/v3/roles/{role_id}")
+async def get_role(request: Request, role_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    role = next((r for r in ROLES if role_id in (r["id"], r["name"])), None)
+    if role is None:
+        raise ApiError(404, f"Could not find role: {role_id}.")
+    return JSONResponse({"role": _role(cloud, role)})
+
+
+@router.get("/{cloud}/identity/v3/projects/{project_id}/users/{user_id}/roles")
+async def list_project_user_roles(request: Request, project_id: str, user_id: str) -> JSONResponse:
+    cloud = _cloud(request)
+    if project_id not in (cloud.project["id"], cloud.project["name"]):
+        raise ApiError(404, f"Could not find project: {project_id}.")
+    _the_user(cloud, user_id)
+    return _listing("roles", [_role(cloud, r) for r in ROLES], request)
+
+
+@router.get("/{cloud}/identity/v3/role_assignments")
+async def list_role_assignments(request: Request) -> JSONResponse:
+    """The one user holds every role on the one project; filters that exclude it empty the list."""
+    cloud = _cloud(request)
+    q = request.query_params
+    wanted = {
+        "user.id": cloud.user["id"],
+        "scope.project.id": cloud.project["id"],
+    }
+    if any(q.get(k) not in (None, v) for k, v in wanted.items()) or q.get("group.id"):
+        return JSONResponse({"role_assignments": [], "links": {"self": str(request.url)}})
+    roles = [r for r in ROLES if q.get("role.id") in (None, r["id"])]
+    base = f"{cloud.endpoint('identity')}/projects/{cloud.project['id']}/users/{cloud.user['id']}"
+    assignments = [
         {
-            "user": {
-                "id": u["id"],
-                "name": u["name"],
-                "domain_id": "default",
-                "enabled": True,
-                "default_project_id": cloud.project["id"],
-                "password_expires_at": None,
-                "options": {},
-                "links": {"self": f"{cloud.endpoint('identity')}/users/{u['id']}"},
-            }
+            "role": {"id": r["id"], "name": r["name"]} if "include_names" in q else {"id": r["id"]},
+            "user": {"id": cloud.user["id"]},
+            "scope": {"project": {"id": cloud.project["id"]}},
+            "links": {"assignment": f"{base}/roles/{r['id']}"},
         }
-    )
+        for r in roles
+    ]
+    return JSONResponse({"role_assignments": assignments, "links": {"self": str(request.url)}})
 
 
 @router.get("/{cloud}/identity/v3/domains")

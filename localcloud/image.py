@@ -55,14 +55,17 @@ def image_view(cloud: Cloud, image: dict[str, Any]) -> dict[str, Any]:
 @router.get("/{cloud}/image")
 @router.get("/{cloud}/image/versions")
 async def versions(request: Request) -> JSONResponse:
+    """Glance answers its root with 300 Multiple Choices, `/versions` with 200."""
     href = _cloud(request).endpoint("image") + "/v2/"
+    status = 200 if request.url.path.endswith("/versions") else 300
     return JSONResponse(
         {
             "versions": [
                 {"id": "v2.16", "status": "CURRENT", "links": [{"rel": "self", "href": href}]},
                 {"id": "v2.0", "status": "SUPPORTED", "links": [{"rel": "self", "href": href}]},
             ]
-        }
+        },
+        status_code=status,
     )
 
 

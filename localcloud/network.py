@@ -5,6 +5,7 @@ tags, quotas, extensions. The rules themselves live in neutron_model."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -99,8 +100,10 @@ def _extension(alias: str) -> dict[str, Any]:
 def _extensions(cloud: Cloud) -> list[str]:
     return [
         e
-        for e in (*EXTENSIONS, "extraroute-atomic")
-        if cloud.config.has_extension(e) or e == "extraroute-atomic"
+        # subnet-external-network: subnets of an external network are visible to every
+        # project (what localcloud does; Tempest checks it against this alias)
+        for e in (*EXTENSIONS, "extraroute-atomic", "subnet-external-network")
+        if cloud.config.has_extension(e) or e in ("extraroute-atomic", "subnet-external-network")
     ]
 
 
@@ -172,7 +175,8 @@ async def update_quota(request: Request, project_id: str) -> JSONResponse:
     body = await _body(request, "quota")
     nm.check_fields(body, _NEUTRON_QUOTAS)
     cloud.store.set_meta(
-        "quotas", cloud.store.meta.get("quotas", {}) | {k: int(v) for k, v in body.items()}
+        "quotas",
+        cloud.store.meta.get("quotas", {}) | {k: quota_limit(k, v) for k, v in body.items()},
     )
     q = cloud.quotas()
     return JSONResponse({"quota": {k: getattr(q, k) for k in _NEUTRON_QUOTAS}})
@@ -391,6 +395,15 @@ def _external_network(cloud: Cloud, net_id: str | None, request: str, is_not: st
     return network
 
 
+def quota_limit(key: str, value: Any) -> int:
+    """A quota limit as Neutron and Nova take it: an integer (or its digits), -1 = unlimited."""
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise bad_request(f"Invalid input for {key}. Reason: '{value}' is not an integer >= -1.")
+    return value
+
+
 def _set_gateway(cloud: Cloud, router: Doc, info: dict[str, Any] | None) -> None:
     """Create, keep or remove the router's gateway port as `external_gateway_info` asks."""
     old_port_id = router.get("_gw_port_id")
@@ -406,6 +419,10 @@ def _set_gateway(cloud: Cloud, router: Doc, info: dict[str, Any] | None) -> None
         router["external_gateway_info"] = None
         router["_gw_port_id"] = None
         return
+    if not isinstance(info, dict):
+        raise bad_request(
+            f"Invalid input for external_gateway_info. Reason: '{info}' is not a dictionary."
+        )
     nm.check_fields(info, {"network_id", "enable_snat", "external_fixed_ips", "qos_policy_id"})
     network = _external_network(cloud, info.get("network_id"), "router", "an external network")
     gw = router.get("external_gateway_info") or {}
@@ -737,6 +754,23 @@ def _create_sg(cloud: Cloud, body: dict[str, Any]) -> Doc:
 _PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "sctp": 132, "icmpv6": 58, "ipv6-icmp": 58}
 
 
+def _check_icmp(icmp_type: Any, code: Any) -> None:
+    """ICMP rules carry type and code in port_range_min/max (Neutron's messages)."""
+    for value, what in ((icmp_type, "type"), (code, "code")):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255
+        ):
+            raise bad_request(
+                f"Invalid value for ICMP {what} (port-range-{'min' if what == 'type' else 'max'}): {value}. It must be 0 to 255.",
+                "SecurityGroupInvalidIcmpValue",
+            )
+    if icmp_type is None and code is not None:
+        raise bad_request(
+            f"ICMP code (port-range-max) {code} is provided but ICMP type (port-range-min) is missing.",
+            "SecurityGroupMissingIcmpType",
+        )
+
+
 def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
     nm.check_fields(body, RULE_FIELDS)
     sg = cloud.store.get("security_groups", body.get("security_group_id") or "")
@@ -768,6 +802,8 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
                 "SecurityGroupRuleInvalidProtocol",
             )
     pmin, pmax = body.get("port_range_min"), body.get("port_range_max")
+    if protocol in ("icmp", "1", "icmpv6", "ipv6-icmp", "58"):
+        _check_icmp(pmin, pmax)
     for v in (pmin, pmax):
         if v is not None and (not isinstance(v, int) or not 0 <= v <= 65535):
             raise bad_request(f"Invalid value for port {v}.", "SecurityGroupInvalidPortValue")
@@ -777,9 +813,11 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
             "SecurityGroupProtocolRequiredWithPorts",
         )
     if protocol in ("tcp", "udp", "sctp", "6", "17", "132"):
+        if pmin == 0 or pmax == 0:
+            raise bad_request("Invalid value for port 0.", "SecurityGroupInvalidPortValue")
         if pmin is not None and pmax is None:
-            pmax = pmin
-        if pmin is not None and pmax is not None and pmin > pmax:
+            pmax = pmin  # one port (lenient: Neutron wants both; clients send both)
+        if (pmin is None and pmax is not None) or (pmin is not None and pmin > pmax):
             raise bad_request(
                 "For TCP/UDP protocols, port_range_min must be <= port_range_max",
                 "SecurityGroupInvalidPortRange",
@@ -987,6 +1025,12 @@ def _update_router(cloud: Cloud, id_: str, body: dict[str, Any]) -> Doc:
 
 def _update_sg(cloud: Cloud, id_: str, body: dict[str, Any]) -> Doc:
     doc = nm.get(cloud, "security_groups", id_)
+    # The default group is found by its name (server create, port create): a second one
+    # would make every later lookup ambiguous. Neutron's name validator refuses it too.
+    if doc["name"] != "default" and body.get("name") == "default":
+        raise conflict(
+            "Default security group already exists.", "SecurityGroupDefaultAlreadyExists"
+        )
     if doc["name"] == "default" and body.get("name", "default") != "default":
         raise conflict(
             "Insufficient rights for renaming the default security group.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,7 +44,22 @@ def get(cloud: Cloud, kind: str, id_: str) -> Doc:
     return doc
 
 
+def _check_common(body: dict[str, Any]) -> None:
+    tags = body.get("tags")
+    if tags is not None and (
+        not isinstance(tags, list)
+        or not all(isinstance(t, str) and 0 < len(t) <= 255 for t in tags)
+    ):
+        raise bad_request(f"Invalid input for tags. Reason: '{tags}' is not a list of strings.")
+    for key in ("name", "description", "project_id", "tenant_id"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise bad_request(
+                f"Invalid input for {key}. Reason: '{body[key]}' is not a valid string."
+            )
+
+
 def common_fields(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
+    _check_common(body)
     now = now_iso()
     pid = cloud.project["id"]
     return {
@@ -236,6 +252,8 @@ def fixed_ips_for(cloud: Cloud, network: Doc, requested: list[dict] | None) -> l
     if requested is None:
         v4 = [s for s in subnets if s["ip_version"] == 4]
         return [{"subnet_id": v4[0]["id"], "ip_address": allocate_ip(cloud, v4[0])}] if v4 else []
+    if not isinstance(requested, list):
+        raise bad_request(f"Invalid input for fixed_ips. Reason: '{requested}' is not a list.")
     out = []
     for item in requested:
         if not isinstance(item, dict):
@@ -251,7 +269,13 @@ def fixed_ips_for(cloud: Cloud, network: Doc, requested: list[dict] | None) -> l
                     "InvalidInput",
                 )
         elif item.get("ip_address"):
-            addr = ipaddress.ip_address(item["ip_address"])
+            try:
+                addr = ipaddress.ip_address(item["ip_address"])
+            except ValueError as exc:
+                raise bad_request(
+                    f"Invalid input for fixed_ips. Reason: '{item['ip_address']}' is not a valid IP address.",
+                    "InvalidInput",
+                ) from exc
             subnet = next((s for s in subnets if addr in ipaddress.ip_network(s["cidr"])), None)
             if subnet is None:
                 raise bad_request(
@@ -288,6 +312,8 @@ def check_extension_fields(cloud: Cloud, body: dict[str, Any]) -> None:
 
 
 def resolve_security_groups(cloud: Cloud, ids: list[str]) -> list[str]:
+    if not isinstance(ids, list):
+        raise bad_request(f"Invalid input for security_groups. Reason: '{ids}' is not a list.")
     out = []
     for sg in ids:
         doc = cloud.store.get("security_groups", sg)
@@ -299,6 +325,9 @@ def resolve_security_groups(cloud: Cloud, ids: list[str]) -> list[str]:
 
 def default_sg_id(cloud: Cloud) -> str:
     return next(s["id"] for s in cloud.store.all("security_groups") if s["name"] == "default")
+
+
+_MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 
 
 def check_address_pairs(pairs: Any) -> list[dict]:
@@ -313,7 +342,12 @@ def check_address_pairs(pairs: Any) -> list[dict]:
         unknown = set(p) - {"ip_address", "mac_address"}
         if unknown:
             raise bad_request(f"Unrecognized attribute(s) '{', '.join(sorted(unknown))}'")
+        mac = p.get("mac_address")
+        if mac is not None and not (isinstance(mac, str) and _MAC.match(mac)):
+            raise bad_request(f"Invalid input for operation: '{mac}' is not a valid MAC address.")
         try:
+            if not isinstance(p["ip_address"], str):
+                raise ValueError(p["ip_address"])
             ipaddress.ip_network(p["ip_address"], strict=False)
         except ValueError as exc:
             raise bad_request(

@@ -53,6 +53,8 @@ class Store:
         return list(self.cache.get(kind, {}).values())
 
     def get(self, kind: str, id_: str) -> Doc | None:
+        if not isinstance(id_, str):  # an id from a malformed request body: no such resource
+            return None
         return self.cache.get(kind, {}).get(id_)
 
     def edit(self, kind: str, id_: str) -> Doc | None:

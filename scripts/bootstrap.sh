@@ -65,3 +65,4 @@ fi
 
 # The browser (Chromium) and scale-out (PostgreSQL) tests' extra Debian packages.
 scripts/ui_deps.sh
+scripts/tempest_venv.sh  # Tempest for the conformance step, in .venv-tempest (not .venv)

@@ -148,3 +148,46 @@ def test_api_trace_records_each_request_and_503s():
         ("GET", "/api/flow_runs/{id}", 200),
     ]
     assert "2 requests (0 POST/PUT/PATCH/DELETE, 1 answered 503)" in apitrace.summary(tr.calls)
+
+
+# ---------------------------------------------------------------- Run → first task
+
+
+def _state(kind: str, at: str) -> dict:
+    return {"type": kind, "timestamp": f"2026-12-04T04:00:{at}+00:00"}
+
+
+def test_run_latency_phases_split_the_timeline():
+    from hgbench.run_latency import phases as run_phases
+
+    states = [
+        _state("RUNNING", "05.000"),
+        _state("SCHEDULED", "00.000"),
+        _state("PENDING", "01.000"),
+        _state("PENDING", "01.500"),  # a second Pending (a retry of the proposal) is ignored
+        _state("COMPLETED", "09.000"),
+    ]
+    tasks = ["2026-12-04T04:00:06.000Z", "2026-12-04T04:00:05.250Z"]
+    p = run_phases("2026-12-04T04:00:00.000000Z", states, tasks)
+    assert (p.pickup, p.process, p.first_task, p.total) == (1.0, 4.0, 0.25, 5.25)
+
+
+def test_run_latency_refuses_a_run_that_never_started_a_task():
+    from hgbench.run_latency import phases as run_phases
+
+    with pytest.raises(ValueError, match="RUNNING"):
+        run_phases("2026-12-04T04:00:00Z", [_state("PENDING", "01.000")], [])
+    with pytest.raises(ValueError, match="a task run"):
+        states = [_state("PENDING", "01.000"), _state("RUNNING", "02.000")]
+        run_phases("2026-12-04T04:00:00Z", states, [])
+
+
+def test_run_latency_summary_median_and_worst():
+    from hgbench.run_latency import BOUND, Phases, summary
+
+    runs = [Phases(pickup=1, process=4, first_task=0.2, total=t) for t in (5.2, 4.9, 6.1)]
+    s = summary(runs)
+    assert s["total"] == 5.2 and s["worst_total"] == 6.1 and s["pickup"] == 1
+    assert Row(figure="x", value=s["total"], bound=BOUND).met == "NO"
+    with pytest.raises(ValueError):
+        summary([])

@@ -163,5 +163,8 @@ def boot(d):
 
 
 if __name__ == "__main__":
+    # Ubuntu's umask, whatever the host's: files made here without an explicit mode (and
+    # by runcmd, which inherits it) are as on a cloud image; private ones set their own.
+    os.umask(0o022)
     data = json.loads(sys.stdin.read())
     {"prepare": prepare, "boot": boot}[sys.argv[1]](data)

@@ -36,6 +36,9 @@ GUEST_PYTHON = next(
 # Runs as PID 1 of the new PID namespace, inside the new mount/UTS namespaces.
 HOLDER_SCRIPT = r"""
 set -e
+# The API process runs under umask 077 (its state files are secrets); a server is an Ubuntu
+# machine with its usual 022, and directories that must stay private get explicit modes.
+umask 022
 hostname "$LC_HOSTNAME"
 mount -t sysfs lcsys /sys
 mount -t tmpfs -o mode=755,size=64m lcrun /run
@@ -45,6 +48,9 @@ mount -t tmpfs -o mode=700,size=512m lcovl /run/lc
 for d in etc var opt srv usr/local; do
   u=/run/lc/$(echo $d | tr / _)
   mkdir -p $u.up $u.work
+  # the overlay's root takes the upper directory's mode and owner: those of the real /$d
+  chmod --reference=/$d $u.up
+  chown --reference=/$d $u.up
   mount -t overlay lcov -o lowerdir=/$d,upperdir=$u.up,workdir=$u.work /$d
 done
 mount -t tmpfs -o mode=700,size=16m lcwg /etc/wireguard

@@ -143,35 +143,42 @@ def prefect_server(tmp_path_factory) -> Server:
 
 @pytest.fixture(scope="module")
 def deployed(prefect_server: Server, seed_clouds):
-    """Pool, limits, deployments, blocks and a running process worker on the real server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from hybridgrid.blocks.ssh import SSHKey
+    """Pool, limits, deployments, the clouds' credentials blocks (access: localcloud's proxy,
+    as `make demo` imports them; the flows make the SSH key blocks) and a running process
+    worker on the real server."""
     from localcloud.dataplane.cli import proxy_command
 
     s = prefect_server
     setup = s.run(sys.executable, "-m", "hybridgrid.deployments.setup")
     deploy = s.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
     clouds_yaml = str(seed_clouds.state_dir / "clouds.yaml")
+    proxy = proxy_command(seed_clouds.state_dir)
     for cloud in ("bielefeld", "giessen"):
-        s.run(str(BIN / "hybridgrid"), "cloud", "import", cloud, "--clouds-yaml", clouds_yaml)
-
-    async def keys() -> None:
-        for block in ("hg-bielefeld-ssh", "hg-giessen-ssh"):
-            key = SSHKey.generate(comment=block, proxy_command=proxy_command(seed_clouds.state_dir))
-            await key.asave(block, overwrite=True)
-
-    with temporary_settings(updates={PREFECT_API_URL: s.url}):
-        asyncio.run(keys())
+        s.run(
+            str(BIN / "hybridgrid"),
+            "cloud",
+            "import",
+            cloud,
+            "--clouds-yaml",
+            clouds_yaml,
+            "--proxy-command",
+            proxy,
+        )
     log = open(s.home / "worker.log", "w")  # noqa: SIM115 - closed in finally
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
         cwd=ROOT,
-        env=s.env(PREFECT_WORKER_QUERY_SECONDS="2"),
+        # as `make demo` sets it: polls every second, SIGINT at its default
+        env=s.env(
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PREFECT_WORKER_PREFETCH_SECONDS="10",
+            PREFECT_LOGGING_LEVEL="INFO",  # the runs' INFO lines reach the API (and the CLI)
+        ),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         yield s, seed_clouds, setup, deploy, worker
@@ -181,11 +188,21 @@ def deployed(prefect_server: Server, seed_clouds):
 
 
 def _run(server: Server, name: str, parameters: dict):
+    """A run as the UI's form makes it: block names become the pickers' block references."""
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from hybridgrid.deployments.forms import as_form_parameters
+
+    async def form() -> dict:
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name(name)
+            return await as_form_parameters(client, dep.parameter_openapi_schema, parameters)
+
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
-        return run_deployment(name, parameters=parameters, timeout=420, poll_interval=1)
+        params = asyncio.run(form())
+        return run_deployment(name, parameters=params, timeout=420, poll_interval=1)
 
 
 async def _read(server: Server):
@@ -243,7 +260,7 @@ def test_worker_runs_the_deployments(deployed):
     ]
     schema = dep.parameter_openapi_schema
     assert schema["required"] == ["site"]
-    fields = schema["definitions"]["RemoteSite"]["properties"]
+    fields = schema["definitions"]["SiteForm"]["properties"]
     assert fields["workers"]["default"] == 1 and fields["subnet"]["description"]
     assert schema["definitions"]["AddSiteOptions"]["properties"]["registry"]["default"]
     assert arts and arts[-1].flow_run_id == site.id
@@ -251,3 +268,84 @@ def test_worker_runs_the_deployments(deployed):
     assert ": verified" in text and "NOT verified" not in text and "192.168.77.0/24" in text
     rc, out = clouds.exec("hg-bielefeld-master", "wg show wg0 peers", "bielefeld")
     assert rc == 0 and len(out.split()) == 1, out
+
+
+async def _runs_named(server: Server, deployment: str, name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        dep = await client.read_deployment_by_name(deployment)
+        return await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+            sort=FlowRunSort.START_TIME_DESC,
+        )
+
+
+def _hybridgrid(server: Server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "hybridgrid"), *args],
+        cwd=ROOT,
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.dataplane
+@pytest.mark.slow
+def test_cli_makes_runs_of_the_deployments_and_follows_them(deployed, tmp_path):
+    """`hybridgrid home bootstrap` / `site add` with the deployments registered: each makes a
+    flow run OF THE DEPLOYMENT named after the site, streams its logs, prints its link and
+    exits with its state (0 Completed, 1 Failed)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = deployed[0]
+    demo = str(ROOT / "examples" / "demo.yaml")
+    home = _hybridgrid(server, "home", "bootstrap", demo)
+    assert home.returncode == 0, home.stdout + home.stderr
+    assert "of deployment bootstrap-home/bootstrap-home" in home.stdout
+    assert "bootstrap-home bielefeld: Completed" in home.stdout
+
+    site = _hybridgrid(server, "site", "add", demo, "--site", "giessen")
+    assert site.returncode == 0, site.stdout + site.stderr
+    assert "flow run 'giessen' of deployment add-remote-site/add-remote-site" in site.stdout
+    assert "Beginning flow run 'giessen'" in site.stdout  # the run's logs, streamed here
+    assert "verify handshake    ok" in site.stdout
+    assert "add-remote-site giessen: Completed" in site.stdout
+    assert ": verified" in site.stdout  # the run's summary artifact
+    assert f"http://127.0.0.1:{server.port}/runs/flow-run/" in site.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "examples" / "demo.yaml").read_text()
+        + "  - name: marburg\n    cloud: giessen\n    subnet: 192.168.88.0/24\n"
+        + "    image: no-such-image\n"
+        + "  - name: fulda\n    cloud: nosuch\n    subnet: 192.168.89.0/24\n"
+    )
+    failed = _hybridgrid(server, "site", "add", str(bad), "--site", "marburg")
+    assert failed.returncode == 1, failed.stdout + failed.stderr  # the run Failed (pre-flight)
+    assert "add-remote-site marburg: FAILED" in failed.stderr
+    assert "no-such-image" in failed.stderr
+    refused = _hybridgrid(server, "site", "add", str(bad), "--site", "fulda")
+    assert refused.returncode == 2, refused.stdout + refused.stderr  # no such block: no run
+    assert "no hybridgrid-openstack-credentials block named 'nosuch'" in refused.stderr
+
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        giessen = asyncio.run(_runs_named(server, "add-remote-site/add-remote-site", "giessen"))
+        marburg = asyncio.run(_runs_named(server, "add-remote-site/add-remote-site", "marburg"))
+    assert giessen and giessen[0].state.is_completed()
+    assert {"hybridgrid", "site:giessen"} <= set(giessen[0].tags)
+    assert giessen[0].parameters["site"]["name"] == "giessen"
+    assert len(marburg) == 1 and marburg[0].state.is_failed()
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        assert not asyncio.run(_runs_named(server, "add-remote-site/add-remote-site", "fulda"))
