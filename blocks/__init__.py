@@ -3,8 +3,9 @@
 `OpenStackCredentials` (a cloud's credentials and its way in, `access`: docs/architecture.md
 §6), `SSHKey` (an SSH identity) and `SiteRegistry` (docs/architecture.md §7). Tasks and flows
 take block *names*, so no secret is a task parameter, result or log line. `registry.py` also
-holds, today, the registry's data models (`RegistryData`, `HomeEntry`, `SiteEntry`) and its
-locked update; the target (issue 16) moves the data models into the core.
+holds the locked update; the registry's data models (`RegistryData`, `HomeEntry`,
+`SiteEntry`, `Verification`) live in the core (`hybridgrid.registry_data`) and are
+re-exported here.
 
 May import: the core (`hybridgrid.model`, `hybridgrid.access`), Prefect, openstacksdk
 (`openstack.py` builds the connection), asyncssh; never `hybridgrid.flows`. Today

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hybridgrid import drift, naming
+from hybridgrid import desired, naming
 from hybridgrid.access import behind
 from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock, no_default
 from hybridgrid.blocks.registry import (
@@ -33,12 +33,12 @@ from hybridgrid.blocks.registry import (
 )
 from hybridgrid.blocks.ssh import SSHKey
 from hybridgrid.flows import common
-from hybridgrid.model import MAX_ADDRESS_PAIRS, RemoteSite, plan, tunnel_mtu
+from hybridgrid.model import MAX_ADDRESS_PAIRS, RemoteSite, plan
 from hybridgrid.report import NodeLine, SiteSummary, publish
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
 from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.openstack import RuleSpec, ServerSpec
+from hybridgrid.tasks.openstack import ServerSpec
 from hybridgrid.tasks.preflight import (
     Needs,
     PreflightError,
@@ -158,7 +158,7 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
         )
         problems: list[str] = []
         if master.port_security:
-            pairs = [str(n) for n in common.home_side(data, draft)]
+            pairs = [str(n) for n in desired.home_side(data, draft.subnet)]
             problems += pair_limit_problems(
                 f"master {home.master}",
                 master.port_id,
@@ -197,37 +197,29 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
     common.checkpoint("allocated")
 
     # 4. site network, group and key pair, and every home-side lookup, concurrently
-    # The desired rules are defined once, in hybridgrid.drift (the drift check compares
-    # against the same lists); the UDP rules join once the floating IPs are known (step 6).
-    def site_rules(master_fip: str | None) -> list[RuleSpec]:
-        return drift.site_group_rules(
-            ssh_source=site.ssh_source,
-            subnet=resolved.subnet,
-            home_subnet=home.subnet,
-            wg_cidr=wg.cidr,
-            site_pool=data.site_pool,
-            listen_port=resolved.listen_port,
-            master_fip=master_fip,
-        )
-
-    def home_rules(vpn_fip: str | None) -> list[RuleSpec]:
-        return drift.home_group_rules(
-            subnet=resolved.subnet, home_listen_port=home.listen_port, vpn_fip=vpn_fip
-        )
-
+    # The wiring is defined once, in hybridgrid.desired (plan, verification and the drift
+    # check read the same); the UDP rules join once the floating IPs are known (step 6).
+    unlinked = desired.wiring(data, desired.facts_for(resolved))
     net, site_sg, keypair, master, home_sg, home_workers = await asyncio.gather(
         st.ensure_site_network(site.cloud, site.name, str(resolved.subnet), site.external_network),
-        st.ensure_group(site.cloud, site.name, site_sg_name, drift.dedupe_rules(site_rules(None))),
+        st.ensure_group(site.cloud, site.name, site_sg_name, unlinked.site_rules),
         st.ensure_keypair(
             site.cloud, naming.resource_name(site.name, naming.KEY), site_key.public_key
         ),
         common.master_with_floating_ip(home, master),
         st.ensure_group(
-            home.cloud, home.name, home_sg_name, home_rules(None), rule_owner=site.name
+            home.cloud, home.name, home_sg_name, unlinked.home_rules, rule_owner=site.name
         ),
         asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers)),
     )
-    mtu = tunnel_mtu(min(master.network_mtu, net.network.mtu))
+
+    def wired(vpn_fip: str | None) -> desired.SiteWiring:
+        facts = desired.facts_for(resolved, network_mtu=net.network.mtu, vpn_fip=vpn_fip)
+        return desired.wiring(
+            data, facts, master_fip=str(master.floating_ip), home_network_mtu=master.network_mtu
+        )
+
+    mtu = wired(None).tunnel_mtu  # a too-small underlay fails here, before any server boots
     master_target = common.door(
         home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
     )
@@ -262,19 +254,15 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
         *(st.ensure_server(site.cloud, s, timeout=options.boot_timeout) for s in worker_specs),
     )
     boot_wait = time.monotonic() - launched
+    wiring = wired(str(vpn_fip.address))  # everything the link must be, the floating IPs known
     log.info("VPN node %s is ACTIVE at %s (fixed %s)", vpn.name, vpn_fip.address, vpn.fixed_ip)
     common.checkpoint("servers-launched")
 
     # 6. UDP 51820 from each peer's /32; the home group on the master's and workers' ports;
     #    host keys from the console logs
     _, _, vpn_keys, *worker_keys = await asyncio.gather(
-        st.ensure_rules(
-            site.cloud,
-            site_sg.group.id,
-            site.name,
-            drift.dedupe_rules(site_rules(str(master.floating_ip))),
-        ),
-        st.ensure_rules(home.cloud, home_sg.group.id, site.name, home_rules(str(vpn_fip.address))),
+        st.ensure_rules(site.cloud, site_sg.group.id, site.name, wiring.site_rules),
+        st.ensure_rules(home.cloud, home_sg.group.id, site.name, wiring.home_rules),
         common.host_keys(data, site.name, site.cloud, vpn.id, vpn.name, "vpn"),
         *(
             common.host_keys(data, site.name, site.cloud, w.id, w.name, f"worker-{i}")
@@ -308,16 +296,7 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
     #    under the per-master lock), pairs on the VPN node's port, routes on both sides' workers
     spoke_pub = await nodes.ensure_node_key(vpn_target, key_block)
     common.checkpoint("spoke-key")
-    spoke_allowed = common.spoke_allowed_ips(data, resolved)
-    spoke_cfg = common.spoke_config(
-        data,
-        wg_address=resolved.wg_address,
-        listen_port=resolved.listen_port,
-        mtu=mtu,
-        hub_public_key=hub_pub,
-        master_fip=str(master.floating_ip),
-        allowed_ips=spoke_allowed,
-    )
+    spoke_cfg = desired.spoke_config(data, wiring, hub_pub)
     entry_update = dict(
         spoke_public_key=spoke_pub,
         hub_public_key=hub_pub,
@@ -349,7 +328,6 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
         behind(master_target, str(w.fixed_ip), home.host_keys.get(w.name, []), home_key.user)
         for w in home_workers
     ]
-    home_routes = common.home_side(data, resolved)
 
     async def the_spoke():
         res = await nodes.apply_wireguard(vpn_target, key_block, spoke_cfg)
@@ -365,7 +343,7 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
             port = await st.ensure_port(
                 home.cloud,
                 master.port_id,
-                [str(n) for n in common.home_side(data, resolved)],
+                [str(n) for n in wiring.master_pairs],
                 [home_sg.group.id],
             )
         log.info("Peer %s on the hub %s: %s", site.name, home.master, res.action)
@@ -374,13 +352,13 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
 
     async def pairs_and_routes():
         port, *_ = await asyncio.gather(
-            st.ensure_port(site.cloud, vpn.port_id, [str(n) for n in spoke_allowed], []),
+            st.ensure_port(site.cloud, vpn.port_id, [str(n) for n in wiring.vpn_pairs], []),
             *(
-                nodes.ensure_routes(t, key_block, spoke_allowed, vpn.fixed_ip)
+                nodes.ensure_routes(t, key_block, wiring.site_routes, vpn.fixed_ip)
                 for t in worker_targets
             ),
             *(
-                nodes.ensure_routes(t, home.ssh_key_block, home_routes, master.fixed_ip)
+                nodes.ensure_routes(t, home.ssh_key_block, wiring.home_routes, master.fixed_ip)
                 for t in home_targets
                 if t.host_keys
             ),
@@ -403,8 +381,8 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
         tunnel_mtu=mtu,
         home_subnet=str(home.subnet),
         site_subnet=str(resolved.subnet),
-        hub_allowed_ips=[str(n) for n in resolved.hub_allowed_ips],
-        spoke_allowed_ips=[str(n) for n in spoke_allowed],
+        hub_allowed_ips=[str(n) for n in wiring.hub_allowed_ips],
+        spoke_allowed_ips=[str(n) for n in wiring.spoke_allowed_ips],
         nodes=[
             NodeLine(
                 role="master (hub)",
@@ -450,8 +428,6 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
             home=home,
             site_name=site.name,
             site_cloud=site.cloud,
-            wg=wg,
-            mtu=mtu,
             master=master,
             master_target=master_target,
             home_key_block=home.ssh_key_block,
@@ -461,8 +437,7 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
             vpn_target=vpn_target,
             site_key_block=key_block,
             spoke_pub=spoke.public_key,
-            resolved=resolved,
-            spoke_allowed=spoke_allowed,
+            wiring=wiring,
             worker_targets=list(zip(workers, worker_targets, strict=True)),
             home_targets=list(zip(home_workers, home_targets, strict=True)),
         )

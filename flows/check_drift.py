@@ -14,16 +14,9 @@ import asyncio
 
 from prefect import flow, get_run_logger
 
-from hybridgrid import naming
+from hybridgrid import desired, naming
 from hybridgrid.blocks.registry import DEFAULT_REGISTRY, HomeEntry, RegistryData, load_registry
-from hybridgrid.drift import (
-    DriftReport,
-    SiteDrift,
-    compare,
-    desired_site,
-    home_group_rules,
-    site_group_rules,
-)
+from hybridgrid.drift import DriftReport, SiteDrift, compare, desired_site
 from hybridgrid.flows import common
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.model import TopologyError, plan
@@ -179,12 +172,10 @@ async def check_sites(
     sites: list[SiteDrift] = []
     for name, (api, nodes) in zip(names, site_obs, strict=True):
         entry = data.sites[name]
-        resolved = _resolved(data, name)
-        spoke_allowed = common.spoke_allowed_ips(data, resolved) if resolved else []
-        if resolved is None or not entry.spoke_public_key:
+        if _resolved(data, name) is None or not entry.spoke_public_key:
             sites.append(_incomplete(name))
             continue
-        want = desired_site(data, name, spoke_allowed=spoke_allowed, home=home_obs, api=api)
+        want = desired_site(data, name, home=home_obs, api=api)
         sites.append(compare(want, home_obs, api, nodes))
     return DriftReport(registry=registry, sites=sites)
 
@@ -292,23 +283,17 @@ async def _remove_stale_rules(site: str, registry: str) -> int:
         return master_fip, vpn_fip, hsg.id if hsg else None, ssg.id if ssg else None
 
     master_fip, vpn_fip, home_sg, site_sg = await asyncio.to_thread(facts)
+    # the wiring as it must be with the floating IPs the ports have now
+    now = desired.wiring(
+        data,
+        desired.facts_of(data, site).model_copy(update={"vpn_fip": vpn_fip}),
+        master_fip=master_fip,
+    )
     jobs = []
     if site_sg and master_fip:
-        keep = site_group_rules(
-            ssh_source=list(entry.spec.ssh_source),
-            subnet=entry.subnet,
-            home_subnet=home.subnet,
-            wg_cidr=data.wireguard.cidr,
-            site_pool=data.site_pool,
-            listen_port=entry.listen_port,
-            master_fip=master_fip,
-        )
-        jobs.append(dt.remove_stale_rules(entry.cloud, site_sg, site, keep))
+        jobs.append(dt.remove_stale_rules(entry.cloud, site_sg, site, now.site_rules))
     if home_sg and vpn_fip:
-        keep = home_group_rules(
-            subnet=entry.subnet, home_listen_port=home.listen_port, vpn_fip=vpn_fip
-        )
-        jobs.append(dt.remove_stale_rules(home.cloud, home_sg, site, keep))
+        jobs.append(dt.remove_stale_rules(home.cloud, home_sg, site, now.home_rules))
     done = await asyncio.gather(*jobs)
     return sum(len(x) for x in done)
 

@@ -1,5 +1,6 @@
 """Pieces the flows share: run names and tags, the registry's view of the home, SSH key
-blocks, the hub lock and hub config, spoke AllowedIPs, and the layered verification."""
+blocks, the hub lock and the hub's apply, and the layered verification (what a site's wiring
+must be is `hybridgrid.desired`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator
-from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.exceptions import ObjectNotFound
 
-from hybridgrid import naming
+from hybridgrid import desired, naming
 from hybridgrid.access import front_door
 from hybridgrid.blocks.registry import (
     HomeEntry,
@@ -23,16 +23,13 @@ from hybridgrid.blocks.registry import (
     update_registry,
 )
 from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.desired import SiteWiring
 from hybridgrid.model import (
     HomeSite,
     MasterSpec,
     RemoteSite,
-    ResolvedSite,
     Topology,
     TopologyError,
-    WireGuardSettings,
-    hub_allowed_ips,
-    master_pairs,
 )
 from hybridgrid.tasks import clouds
 from hybridgrid.tasks import node_tasks as nodes
@@ -42,7 +39,6 @@ from hybridgrid.tasks.credentials import ssh_key, use_ssh_key
 from hybridgrid.tasks.openstack import read
 from hybridgrid.tasks.remote import SSHTarget
 from hybridgrid.tasks.wgstate import ExpectedPeer
-from hybridgrid.tasks.wireguard import WgConfig, WgInterface, WgPeer
 
 
 class VerificationFailed(RuntimeError):
@@ -268,76 +264,6 @@ def hub_lock_name(home: str) -> str:
     return f"hybridgrid-hub-{home}"
 
 
-def hub_config(data: RegistryData, mtu: int) -> WgConfig:
-    """The master's wg0: one peer per registered site that has a spoke key (pure)."""
-    home = data.home
-    assert home is not None
-    wg = data.wireguard
-    peers = []
-    for name, entry in sorted(data.sites.items()):
-        if not entry.spoke_public_key or "vpn" not in entry.public_ips:
-            continue
-        peers.append(
-            WgPeer(
-                public_key=entry.spoke_public_key,
-                endpoint=f"{entry.public_ips['vpn']}:{entry.listen_port}",
-                allowed_ips=hub_allowed_ips(entry.wg_address, entry.subnet),
-                keepalive=wg.keepalive or None,
-                name=naming.resource_name(name, naming.VPN),
-            )
-        )
-    return WgConfig(
-        interface=WgInterface(
-            address=IPv4Interface(f"{home.wg_address}/{wg.cidr.prefixlen}"),
-            listen_port=home.listen_port,
-            mtu=mtu,
-        ),
-        peers=peers,
-    )
-
-
-def spoke_config(
-    data: RegistryData,
-    *,
-    wg_address: Any,
-    listen_port: int,
-    mtu: int,
-    hub_public_key: str,
-    master_fip: str,
-    allowed_ips: list[IPv4Network],
-) -> WgConfig:
-    """A VPN node's wg0: its overlay address, and the hub as its only peer (pure)."""
-    home, wg = data.home, data.wireguard
-    assert home is not None
-    return WgConfig(
-        interface=WgInterface(
-            address=IPv4Interface(f"{wg_address}/{wg.cidr.prefixlen}"),
-            listen_port=listen_port,
-            mtu=mtu,
-        ),
-        peers=[
-            WgPeer(
-                public_key=hub_public_key,
-                endpoint=f"{master_fip}:{home.listen_port}",
-                allowed_ips=allowed_ips,
-                keepalive=wg.keepalive or None,
-                name=home.master,
-            )
-        ],
-    )
-
-
-def hub_mtu(data: RegistryData, tunnel_mtu: int) -> int:
-    """The hub's wg0 MTU: the smallest any registered site's underlay allows."""
-    from hybridgrid.model import tunnel_mtu as mtu_of
-
-    home = data.home
-    assert home is not None
-    mtus = [tunnel_mtu, mtu_of(home.network_mtu)]
-    mtus += [mtu_of(e.network_mtu) for e in data.sites.values() if e.spoke_public_key]
-    return min(mtus)
-
-
 async def apply_hub(
     registry: str,
     site: str,
@@ -359,7 +285,7 @@ async def apply_hub(
         return d
 
     data = await update_registry(record, registry)
-    cfg = hub_config(data, hub_mtu(data, tunnel_mtu))
+    cfg = desired.hub_config(data, desired.hub_mtu(data, tunnel_mtu))
     res = await nodes.apply_wireguard(master_target, key_block, cfg)
 
     def record_home(d: RegistryData) -> None:
@@ -371,43 +297,6 @@ async def apply_hub(
     return res
 
 
-def spoke_allowed_ips(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
-    """The hub is a spoke's only peer: the overlay, home, the site pool (so sites added later
-    are reachable without touching this one) and other sites' subnets outside the pool."""
-    home = data.home
-    assert home is not None
-    nets = [data.wireguard.cidr, home.subnet, data.site_pool]
-    for name, entry in sorted(data.sites.items()):
-        if name != site.name and not entry.subnet.subnet_of(data.site_pool):
-            nets.append(entry.subnet)
-    out: list[IPv4Network] = []
-    for n in nets:
-        if n not in out:
-            out.append(n)
-    return out
-
-
-def home_side(data: RegistryData, site: ResolvedSite) -> list[IPv4Network]:
-    """What the home side sends to the sites through the master: the allowed-address pairs on
-    the master's port and the routes on home workers. The overlay, the site pool and any site
-    subnet outside the pool: the same list for every site in the pool, so concurrent runs
-    write the same and a later site needs no change at home (nor a pair of its own)."""
-    subnets = [e.subnet for _, e in sorted(data.sites.items())] + [site.subnet]
-    return master_pairs(data.wireguard.cidr, data.site_pool, subnets)
-
-
-def home_side_without(data: RegistryData, site: str) -> tuple[list[IPv4Network], list[IPv4Network]]:
-    """Removing `site` (pure): (released, kept). Released: its subnet (a pair or route of its
-    own, also as older versions made them inside the pool) and what no remaining site needs —
-    with the last site gone, the pool's and the overlay's too. Kept: the remaining sites'."""
-    entry = data.sites[site]
-    wg, pool = data.wireguard.cidr, data.site_pool
-    rest = [e.subnet for n, e in sorted(data.sites.items()) if n != site]
-    kept = master_pairs(wg, pool, rest) if rest else []
-    mine = [entry.subnet, *master_pairs(wg, pool, [entry.subnet])]
-    return [n for n in dict.fromkeys(mine) if n not in kept], kept
-
-
 # ---------------------------------------------------------------- verification
 
 
@@ -416,8 +305,6 @@ async def verify_site(
     home: HomeEntry,
     site_name: str,
     site_cloud: str,
-    wg: WireGuardSettings,
-    mtu: int,
     master: st.NodeFacts,
     master_target: SSHTarget,
     home_key_block: str,
@@ -427,11 +314,11 @@ async def verify_site(
     vpn_target: SSHTarget,
     site_key_block: str,
     spoke_pub: str,
-    resolved: ResolvedSite,
-    spoke_allowed: list[IPv4Network],
+    wiring: SiteWiring,
     worker_targets: list[tuple[Any, SSHTarget]],
     home_targets: list[tuple[st.NodeFacts, SSHTarget]],
 ) -> list[vf.LayerResult]:
+    mtu = wiring.tunnel_mtu
     api = vf.verify_api(
         [
             (
@@ -441,7 +328,7 @@ async def verify_site(
                     port_id=master.port_id,
                     wg_source=vpn_fip,
                     wg_port=home.listen_port,
-                    pairs=[str(resolved.subnet), str(wg.cidr)],
+                    pairs=[str(n) for n in wiring.home_must_cover],
                 ),
             ),
             (
@@ -450,8 +337,8 @@ async def verify_site(
                     node=f"VPN node {vpn.name}",
                     port_id=vpn.port_id,
                     wg_source=str(master.floating_ip),
-                    wg_port=resolved.listen_port,
-                    pairs=[str(n) for n in spoke_allowed],
+                    wg_port=wiring.listen_port,
+                    pairs=[str(n) for n in wiring.vpn_pairs],
                 ),
             ),
         ]
@@ -467,8 +354,8 @@ async def verify_site(
                     ExpectedPeer(
                         public_key=spoke_pub,
                         name=vpn.name,
-                        endpoint=f"{vpn_fip}:{resolved.listen_port}",
-                        allowed_ips=list(resolved.hub_allowed_ips),
+                        endpoint=f"{vpn_fip}:{wiring.listen_port}",
+                        allowed_ips=list(wiring.hub_allowed_ips),
                     )
                 ],
                 only_listed=False,
@@ -483,14 +370,14 @@ async def verify_site(
                         public_key=hub_pub,
                         name=home.master,
                         endpoint=f"{master.floating_ip}:{home.listen_port}",
-                        allowed_ips=list(spoke_allowed),
+                        allowed_ips=list(wiring.spoke_allowed_ips),
                     )
                 ],
             ),
         ]
     )
     api_layer, wg_layers = await asyncio.gather(api, wgl)
-    hub_addr, spoke_addr = str(home.wg_address), str(resolved.wg_address)
+    hub_addr, spoke_addr = str(home.wg_address), str(wiring.wg_address)
     tunnel_cause = "wg0 is up but packets do not cross: check AllowedIPs and the handshake"
     overlay = vf.verify_pings(
         "overlay ping",

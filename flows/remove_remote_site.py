@@ -15,7 +15,7 @@ import asyncio
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from hybridgrid import naming
+from hybridgrid import desired, naming
 from hybridgrid.access import behind
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
@@ -77,9 +77,9 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
 
     async with common.hub_lock(home.name):
         data = await update_registry(leave, registry)
-        cfg = common.hub_config(data, common.hub_mtu(data, tunnel_mtu(home.network_mtu)))
+        cfg = desired.hub_config(data, desired.hub_mtu(data, tunnel_mtu(home.network_mtu)))
         hub = await nodes.remove_wg_peer(master_target, home.ssh_key_block, cfg)
-        released, kept = common.home_side_without(data, site)
+        released, kept = desired.released_on_removal(data, site)
         port = await st.remove_pairs(home.cloud, master.port_id, [str(n) for n in released])
     log.info("Peer %s off the hub %s (%s)", site, home.master, hub.action)
     common.checkpoint("peer-removed")

@@ -17,7 +17,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from hybridgrid import naming
+from hybridgrid import desired, naming
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     HomeEntry,
@@ -26,7 +26,7 @@ from hybridgrid.blocks.registry import (
     update_registry,
 )
 from hybridgrid.flows import common
-from hybridgrid.model import TopologyError, plan, tunnel_mtu
+from hybridgrid.model import TopologyError, tunnel_mtu
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import rotation_tasks as rot
 from hybridgrid.tasks.credentials import ssh_key
@@ -59,19 +59,9 @@ class _Spoke(BaseModel):
 
 
 def _spoke_config(data: RegistryData, site: str, hub_pub: str, master_fip: str) -> WgConfig:
-    """The spoke's wg0 as add_remote_site renders it: the hub as its only peer."""
-    home, entry = data.home, data.sites[site]
-    assert home is not None and entry.spec is not None
-    resolved = plan(common.topology_for(data, [entry.spec]), data.allocations()).site(site)
-    return common.spoke_config(
-        data,
-        wg_address=entry.wg_address,
-        listen_port=entry.listen_port,
-        mtu=tunnel_mtu(min(home.network_mtu, entry.network_mtu)),
-        hub_public_key=hub_pub,
-        master_fip=master_fip,
-        allowed_ips=common.spoke_allowed_ips(data, resolved),
-    )
+    """The spoke's wg0 as add_remote_site renders it (the site's wiring): the hub its only
+    peer."""
+    return desired.spoke_config(data, desired.wiring(data, site, master_fip=master_fip), hub_pub)
 
 
 async def _spoke(data: RegistryData, site: str) -> _Spoke:
@@ -215,7 +205,7 @@ async def _rotate_hub(
             )
 
         await point_spokes(new_hub)
-        hub_cfg = common.hub_config(data, common.hub_mtu(data, tunnel_mtu(home.network_mtu)))
+        hub_cfg = desired.hub_config(data, desired.hub_mtu(data, tunnel_mtu(home.network_mtu)))
         await rot.activate_key(master_target, home.ssh_key_block, hub_cfg)
         late = await rot.wait_handshakes(
             [

@@ -13,7 +13,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from hybridgrid.model import Plan, TopologyError
+from hybridgrid.desired import WiredPlan
+from hybridgrid.model import TopologyError
 from hybridgrid.prefect_client import print_artifacts, report_end, require_server, run_flow
 
 app = typer.Typer(
@@ -47,8 +48,9 @@ def _lines(items) -> str:
     return "\n".join(str(i) for i in items)
 
 
-def plan_table(p: Plan):
-    """The plan as a rich table: the hub first, then one row per spoke."""
+def plan_table(p: WiredPlan):
+    """The plan as a rich table: the hub first, then one row per spoke (AllowedIPs from each
+    site's wiring, the same `hybridgrid.desired` the flows build from)."""
     from rich.table import Table
 
     auto = {"spec": "", "registry": " (registered)", "pool": " (allocated)"}
@@ -84,8 +86,8 @@ def plan_table(p: Plan):
             f"{s.subnet}{auto[s.subnet_from]}",
             f"{s.wg_address}{auto[s.wg_address_from]}",
             str(s.listen_port),
-            _lines(s.hub_allowed_ips),
-            _lines(s.spoke_allowed_ips),
+            _lines(s.wiring.hub_allowed_ips),
+            _lines(s.wiring.spoke_allowed_ips),
             str(p.tunnel_mtu),
         )
     return table
@@ -109,7 +111,7 @@ def plan(
     ] = None,
 ) -> None:
     """Show the resolved plan of a topology spec without touching any cloud."""
-    from hybridgrid.model import plan as resolve
+    from hybridgrid.desired import plan as resolve
     from hybridgrid.spec import load_spec
 
     try:

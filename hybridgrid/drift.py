@@ -16,10 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from hybridgrid import naming
-from hybridgrid.blocks.registry import RegistryData
-from hybridgrid.model import hub_allowed_ips
-from hybridgrid.tasks.openstack import RuleSpec
+from hybridgrid import desired, naming
+from hybridgrid.registry_data import RegistryData
+from hybridgrid.rules import RuleSpec
 from hybridgrid.tasks.wgstate import HANDSHAKE_MAX_AGE, WgState
 
 Check = Literal[
@@ -218,55 +217,6 @@ class DesiredSite(BaseModel):
     home_via: IPv4Address | None
     site_pings: list[PingWant] = Field(default_factory=list)  # from site workers
     home_pings: list[PingWant] = Field(default_factory=list)  # from home workers
-
-
-def site_group_rules(
-    *,
-    ssh_source: list[IPv4Network],
-    subnet: IPv4Network,
-    home_subnet: IPv4Network,
-    wg_cidr: IPv4Network,
-    site_pool: IPv4Network,
-    listen_port: int,
-    master_fip: str | None,
-) -> list[RuleSpec]:
-    """The rules add_remote_site puts into hg-<site>-sg (same list, same order)."""
-    rules = [
-        RuleSpec(protocol="tcp", port_min=22, port_max=22, remote_ip_prefix=str(p))
-        for p in ssh_source
-    ] + [
-        RuleSpec(remote_ip_prefix=str(subnet)),
-        RuleSpec(remote_ip_prefix=str(home_subnet)),
-        RuleSpec(remote_ip_prefix=str(wg_cidr)),
-        RuleSpec(remote_ip_prefix=str(site_pool)),
-    ]
-    if master_fip:
-        rules.append(
-            RuleSpec(
-                protocol="udp",
-                port_min=listen_port,
-                port_max=listen_port,
-                remote_ip_prefix=f"{master_fip}/32",
-            )
-        )
-    return dedupe_rules(rules)
-
-
-def home_group_rules(
-    *, subnet: IPv4Network, home_listen_port: int, vpn_fip: str | None
-) -> list[RuleSpec]:
-    """The rules add_remote_site adds, described with the site, to the home group."""
-    rules = [RuleSpec(remote_ip_prefix=str(subnet))]
-    if vpn_fip:
-        rules.append(
-            RuleSpec(
-                protocol="udp",
-                port_min=home_listen_port,
-                port_max=home_listen_port,
-                remote_ip_prefix=f"{vpn_fip}/32",
-            )
-        )
-    return rules
 
 
 def stale_rules(rules: list[RuleObs], owner: str, desired: list[RuleSpec]) -> list[RuleObs]:
@@ -687,58 +637,24 @@ def _norm(ip: str) -> str:
     return str(ipaddress.ip_network(ip, strict=False))
 
 
-def dedupe_rules(rules: list[RuleSpec]) -> list[RuleSpec]:
-    """The rules in order, each once (by `RuleSpec.key`): two sources may ask for one rule."""
-    seen, out = set(), []
-    for r in rules:
-        if r.key() not in seen:
-            seen.add(r.key())
-            out.append(r)
-    return out
-
-
-def desired_site(
-    data: RegistryData,
-    name: str,
-    *,
-    spoke_allowed: list[IPv4Network],
-    home: HomeObs,
-    api: SiteApiObs,
-) -> DesiredSite:
-    """The site's desired state from the registry, following the floating IPs the clouds
-    show now (rules, endpoints). `spoke_allowed` is `flows.common.spoke_allowed_ips`."""
+def desired_site(data: RegistryData, name: str, *, home: HomeObs, api: SiteApiObs) -> DesiredSite:
+    """The site's desired state: its wiring (`hybridgrid.desired`), following the floating
+    IPs the clouds show now (rules, endpoints), plus the objects and pings to look for."""
     h = data.home
     entry = data.sites[name]
     assert h is not None
-    spec = entry.spec
-    workers = (
-        spec.workers if spec else len([k for k in entry.resource_ids if k.startswith("worker-")])
-    )
+    registered = str(entry.public_ips["vpn"]) if "vpn" in entry.public_ips else None
+    current = registered if (registered in api.vpn_fips or not api.vpn_fips) else api.vpn_fips[0]
+    master_fip = home.master_fip or desired.registered_master_fip(data)
+    facts = desired.facts_of(data, name).model_copy(update={"vpn_fip": current})
+    w = desired.wiring(data, facts, master_fip=master_fip)
     vpn = naming.resource_name(name, naming.VPN)
     servers = {vpn: entry.resource_ids.get("vpn")}
-    for i in range(1, workers + 1):
+    for i in range(1, facts.workers + 1):
         servers[naming.resource_name(name, naming.WORKER, i)] = entry.resource_ids.get(
             f"worker-{i}"
         )
-    registered = str(entry.public_ips["vpn"]) if "vpn" in entry.public_ips else None
-    current = registered if (registered in api.vpn_fips or not api.vpn_fips) else api.vpn_fips[0]
-    master_fip = home.master_fip or (
-        str(h.public_ips["master"]) if "master" in h.public_ips else None
-    )
-    wg = data.wireguard
-    home_w1 = home.workers[0] if home.workers else None
-    site_w1 = naming.resource_name(name, naming.WORKER, 1)
-    site_w1_ip = str(entry.fixed_ips["worker-1"]) if "worker-1" in entry.fixed_ips else None
-    site_pings = (
-        [PingWant(src=site_w1, dst_name=home_w1.name, dst=home_w1.fixed_ip)]
-        if home_w1 and site_w1_ip
-        else []
-    )
-    home_pings = (
-        [PingWant(src=home_w1.name, dst_name=site_w1, dst=site_w1_ip)]
-        if home_w1 and site_w1_ip
-        else []
-    )
+    site_pings, home_pings = _pings(data, name, home)
     vpn_fixed = entry.fixed_ips.get("vpn")
     return DesiredSite(
         site=name,
@@ -753,31 +669,35 @@ def desired_site(
         registered_vpn_fip=registered,
         current_vpn_fip=current,
         master_fip=master_fip,
-        site_rules=site_group_rules(
-            ssh_source=list(spec.ssh_source) if spec else [],
-            subnet=entry.subnet,
-            home_subnet=h.subnet,
-            wg_cidr=wg.cidr,
-            site_pool=data.site_pool,
-            listen_port=entry.listen_port,
-            master_fip=master_fip,
-        ),
-        home_rules=home_group_rules(
-            subnet=entry.subnet, home_listen_port=h.listen_port, vpn_fip=current
-        ),
-        master_pairs=[str(entry.subnet), str(wg.cidr)],
-        vpn_pairs=[str(n) for n in spoke_allowed],
+        site_rules=w.site_rules,
+        home_rules=w.home_rules,
+        master_pairs=[str(n) for n in w.home_must_cover],
+        vpn_pairs=[str(n) for n in w.vpn_pairs],
         hub_name=h.master or "master",
         hub_key=h.public_key,
         spoke_key=entry.spoke_public_key,
-        hub_peer_allowed=hub_allowed_ips(entry.wg_address, entry.subnet),
-        spoke_peer_allowed=spoke_allowed,
-        hub_endpoint=f"{current}:{entry.listen_port}" if current else None,
-        spoke_endpoint=f"{master_fip}:{h.listen_port}" if master_fip else None,
-        site_routes=spoke_allowed if workers else [],
+        hub_peer_allowed=w.hub_allowed_ips,
+        spoke_peer_allowed=w.spoke_allowed_ips,
+        hub_endpoint=w.hub_endpoint,
+        spoke_endpoint=w.spoke_endpoint,
+        site_routes=w.site_routes,
         site_via=vpn_fixed,
-        home_routes=[entry.subnet, wg.cidr],
+        home_routes=w.home_must_cover,
         home_via=IPv4Address(home.master_fixed_ip) if home.master_fixed_ip else None,
         site_pings=site_pings,
         home_pings=home_pings,
+    )
+
+
+def _pings(data: RegistryData, name: str, home: HomeObs) -> tuple[list[PingWant], list[PingWant]]:
+    """Worker 1 of the site and the first home worker ping each other (when both exist)."""
+    entry = data.sites[name]
+    home_w1 = home.workers[0] if home.workers else None
+    site_w1 = naming.resource_name(name, naming.WORKER, 1)
+    site_w1_ip = str(entry.fixed_ips["worker-1"]) if "worker-1" in entry.fixed_ips else None
+    if not (home_w1 and site_w1_ip):
+        return [], []
+    return (
+        [PingWant(src=site_w1, dst_name=home_w1.name, dst=home_w1.fixed_ip)],
+        [PingWant(src=home_w1.name, dst_name=site_w1, dst=site_w1_ip)],
     )

@@ -340,12 +340,11 @@ class ResolvedSite(RemoteSite):
     listen_port: int
     subnet_from: Literal["spec", "registry", "pool"] = "spec"
     wg_address_from: Literal["spec", "registry", "pool"] = "spec"
-    hub_allowed_ips: list[IPv4Network] = Field(description="AllowedIPs of this peer on the hub")
-    spoke_allowed_ips: list[IPv4Network] = Field(description="AllowedIPs of the hub on the spoke")
 
 
 class Plan(_Model):
-    """A topology with every address decided, plus what each side's WireGuard config needs."""
+    """A topology with every address decided. What each site's wiring must be follows from
+    it in `hybridgrid.desired` (`desired.plan` adds it per site)."""
 
     wireguard: WireGuardSettings
     site_pool: IPv4Network
@@ -361,33 +360,8 @@ class Plan(_Model):
         raise KeyError(name)
 
 
-def hub_allowed_ips(wg_address: IPv4Address, subnet: IPv4Network) -> list[IPv4Network]:
-    """The hub's peer entry for a site routes the site's overlay /32 and its subnet."""
-    return [IPv4Network(f"{wg_address}/32"), subnet]
-
-
 # Neutron's default `max_allowed_address_pair`; the API does not expose the configured value.
 MAX_ADDRESS_PAIRS = 10
-
-
-def master_pairs(
-    wireguard_cidr: IPv4Network, site_pool: IPv4Network, subnets: Iterable[IPv4Network]
-) -> list[IPv4Network]:
-    """Allowed-address pairs on the master's port: the overlay and the whole site pool (one
-    pair for every site in it, so a hub is not capped at Neutron's 10 pairs), plus any site
-    subnet outside the pool."""
-    out = [wireguard_cidr, site_pool]
-    for n in subnets:
-        if not n.subnet_of(site_pool) and n not in out:
-            out.append(n)
-    return out
-
-
-def spoke_allowed_ips(
-    wireguard_cidr: IPv4Network, home_subnet: IPv4Network, other_subnets: Iterable[IPv4Network]
-) -> list[IPv4Network]:
-    """A spoke's only peer is the hub: the overlay, home, and other sites go through it."""
-    return [wireguard_cidr, home_subnet, *other_subnets]
 
 
 def tunnel_mtu(network_mtu: int) -> int:
@@ -535,7 +509,6 @@ def plan(
     for site in topology.sites:
         net, net_from = subnets[site.name]
         addr, addr_from = addrs[site.name]
-        others = [subnets[o.name][0] for o in topology.sites if o.name != site.name]
         resolved.append(
             ResolvedSite(
                 **site.model_dump(exclude={"subnet", "wg_address", "listen_port"}),
@@ -544,8 +517,6 @@ def plan(
                 listen_port=site.listen_port or topology.wireguard.port,
                 subnet_from=net_from,
                 wg_address_from=addr_from,
-                hub_allowed_ips=hub_allowed_ips(addr, net),
-                spoke_allowed_ips=spoke_allowed_ips(cidr, topology.home.subnet, others),
             )
         )
     return Plan(

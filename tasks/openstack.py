@@ -28,6 +28,7 @@ from openstack.connection import Connection
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
+from hybridgrid.rules import RuleSpec as RuleSpec  # moved to the core; re-exported
 from hybridgrid.tasks.retry import PermanentError, is_transient, progress_logger
 
 Action = Literal["created", "reused", "updated", "deleted", "absent"]
@@ -113,29 +114,6 @@ class PortRecord(Record):
     allowed_address_pairs: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
     port_security_enabled: bool = True
-
-
-class RuleSpec(BaseModel):
-    """One security-group rule as hybridgrid wants it."""
-
-    direction: Literal["ingress", "egress"] = "ingress"
-    protocol: Literal["tcp", "udp", "icmp"] | None = None
-    port_min: int | None = None
-    port_max: int | None = None
-    remote_ip_prefix: str | None = None
-
-    def key(self) -> tuple[Any, ...]:
-        prefix = _norm(self.remote_ip_prefix) if self.remote_ip_prefix else None
-        port_max = self.port_max if self.port_max is not None else self.port_min
-        if prefix == "0.0.0.0/0":
-            prefix = None
-        return (self.direction, "IPv4", self.protocol, self.port_min, port_max, prefix, None)
-
-    def describe(self) -> str:
-        port_max = self.port_max if self.port_max is not None else self.port_min
-        ports = "" if self.port_min is None else f" {self.port_min}-{port_max}"
-        source = self.remote_ip_prefix or "any"
-        return f"{self.direction} {self.protocol or 'any'}{ports} from {source}"
 
 
 def wireguard_rule(peer_ip: str, port: int = 51820) -> RuleSpec:

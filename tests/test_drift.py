@@ -23,16 +23,14 @@ from hybridgrid.drift import (
     WorkerObs,
     compare,
     desired_site,
-    home_group_rules,
     parse_pings,
     parse_routes,
     ping_command,
     ping_many_command,
-    site_group_rules,
     stale_rules,
 )
 from hybridgrid.model import RemoteSite
-from hybridgrid.tasks.openstack import RuleSpec
+from hybridgrid.rules import RuleSpec
 from hybridgrid.tasks.wgstate import WgInterfaceState, WgPeerState, WgState
 
 
@@ -119,16 +117,21 @@ def wg(own: str, peers: list[WgPeerState]) -> WgState:
 
 def healthy() -> tuple[HomeObs, SiteApiObs, SiteNodesObs]:
     now = time.time()
-    site_rules = site_group_rules(
-        ssh_source=[IPv4Network("0.0.0.0/0")],
-        subnet=SUBNET,
-        home_subnet=IPv4Network("192.168.66.0/24"),
-        wg_cidr=IPv4Network("10.0.0.0/24"),
-        site_pool=IPv4Network("192.168.64.0/18"),
-        listen_port=51820,
-        master_fip=MASTER_FIP,
-    )
-    home_rules = home_group_rules(subnet=SUBNET, home_listen_port=51820, vpn_fip=VPN_FIP)
+    # the rules add-site makes (written out: the test pins them, hybridgrid.desired states them)
+    site_rules = [
+        RuleSpec(protocol="tcp", port_min=22, port_max=22, remote_ip_prefix="0.0.0.0/0"),
+        *(
+            RuleSpec(remote_ip_prefix=n)
+            for n in (str(SUBNET), "192.168.66.0/24", "10.0.0.0/24", "192.168.64.0/18")
+        ),
+        RuleSpec(
+            protocol="udp", port_min=51820, port_max=51820, remote_ip_prefix=f"{MASTER_FIP}/32"
+        ),
+    ]
+    home_rules = [
+        RuleSpec(remote_ip_prefix=str(SUBNET)),
+        RuleSpec(protocol="udp", port_min=51820, port_max=51820, remote_ip_prefix=f"{VPN_FIP}/32"),
+    ]
     home = HomeObs(
         master_port_id="p-master",
         master_fixed_ip="192.168.66.2",
@@ -192,7 +195,7 @@ def healthy() -> tuple[HomeObs, SiteApiObs, SiteNodesObs]:
 
 
 def judge(home: HomeObs, api: SiteApiObs, nodes: SiteNodesObs):
-    want = desired_site(registry(), "giessen", spoke_allowed=SPOKE_ALLOWED, home=home, api=api)
+    want = desired_site(registry(), "giessen", home=home, api=api)
     return compare(want, home, api, nodes)
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from hybridgrid.blocks.registry import HomeEntry, RegistryData, SiteEntry
-from hybridgrid.flows.common import home_side, home_side_without
-from hybridgrid.model import ResolvedSite
+from hybridgrid.desired import home_side, released_on_removal
 from hybridgrid.tasks.removal_tasks import route_del_command
 
 WG, POOL = IPv4Network("10.0.0.0/24"), IPv4Network("192.168.64.0/18")
@@ -34,20 +33,14 @@ def registry(*subnets: str) -> RegistryData:
     )
 
 
-def resolved(name: str, subnet: str) -> ResolvedSite:
-    data = registry(subnet)
-    e = data.sites["s0"]
-    return ResolvedSite.model_construct(name=name, subnet=e.subnet, wg_address=e.wg_address)
-
-
 def test_twelve_sites_in_the_pool_need_two_pairs():
     data = registry(*[f"192.168.{70 + i}.0/24" for i in range(12)])
-    assert home_side(data, resolved("new", "192.168.90.0/24")) == [WG, POOL]
+    assert home_side(data, net("192.168.90.0/24")) == [WG, POOL]
 
 
 def test_a_subnet_outside_the_pool_brings_its_own_pair_and_route():
     data = registry("192.168.70.0/24", "172.16.5.0/24")
-    assert home_side(data, resolved("new", "172.16.9.0/24")) == [
+    assert home_side(data, net("172.16.9.0/24")) == [
         WG,
         POOL,
         net("172.16.5.0/24"),
@@ -57,15 +50,15 @@ def test_a_subnet_outside_the_pool_brings_its_own_pair_and_route():
 
 def test_removing_one_of_several_sites_frees_only_its_own():
     data = registry("192.168.70.0/24", "192.168.71.0/24", "172.16.5.0/24")
-    released, kept = home_side_without(data, "s0")
+    released, kept = released_on_removal(data, "s0")
     assert released == [net("192.168.70.0/24")]  # a legacy pair of its own, if any
     assert kept == [WG, POOL, net("172.16.5.0/24")]
-    released, kept = home_side_without(data, "s2")
+    released, kept = released_on_removal(data, "s2")
     assert released == [net("172.16.5.0/24")] and kept == [WG, POOL]
 
 
 def test_removing_the_last_site_frees_the_pool_and_the_overlay():
-    released, kept = home_side_without(registry("192.168.70.0/24"), "s0")
+    released, kept = released_on_removal(registry("192.168.70.0/24"), "s0")
     assert released == [net("192.168.70.0/24"), WG, POOL] and kept == []
 
 

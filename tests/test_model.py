@@ -1,4 +1,5 @@
-"""The topology model: seed values, validation errors, allocation, AllowedIPs, MTU, names."""
+"""The topology model: seed values, validation errors, allocation, MTU, names (the wiring
+that follows from a plan: tests/test_desired.py)."""
 
 from ipaddress import IPv4Address, IPv4Network
 
@@ -9,15 +10,11 @@ from pydantic import ValidationError
 
 from hybridgrid import naming
 from hybridgrid.model import (
-    MAX_ADDRESS_PAIRS,
     Allocation,
     Plan,
     Topology,
     TopologyError,
-    hub_allowed_ips,
-    master_pairs,
     plan,
-    spoke_allowed_ips,
     topology_error,
     tunnel_mtu,
 )
@@ -51,8 +48,6 @@ def test_seed_plan_has_the_seed_values():
     assert giessen.wg_address == IPv4Address("10.0.0.2")
     assert (giessen.listen_port, p.wireguard.keepalive) == (51820, 25)
     assert (p.network_mtu, p.tunnel_mtu) == (1450, 1370)
-    assert [str(n) for n in giessen.hub_allowed_ips] == ["10.0.0.2/32", "192.168.77.0/24"]
-    assert [str(n) for n in giessen.spoke_allowed_ips] == ["10.0.0.0/24", "192.168.66.0/24"]
     assert giessen.vpn_flavor == "de.NBI tiny" and giessen.image == "ubuntu-22.04"
 
 
@@ -206,24 +201,6 @@ def test_pool_exhaustion_is_a_clear_error():
     assert "no free /24" in str(info.value) and "enlarge site_pool" in str(info.value)
 
 
-def test_allowed_ips_helpers():
-    assert hub_allowed_ips(IPv4Address("10.0.0.5"), IPv4Network("192.168.70.0/24")) == [
-        IPv4Network("10.0.0.5/32"),
-        IPv4Network("192.168.70.0/24"),
-    ]
-    got = spoke_allowed_ips(
-        IPv4Network("10.0.0.0/24"), IPv4Network("192.168.66.0/24"), [IPv4Network("192.168.1.0/24")]
-    )
-    assert [str(n) for n in got] == ["10.0.0.0/24", "192.168.66.0/24", "192.168.1.0/24"]
-    p = plan(topo({"name": "a"}, {"name": "b"}, {"name": "c"}))
-    assert [str(n) for n in p.site("b").spoke_allowed_ips] == [
-        "10.0.0.0/24",
-        "192.168.66.0/24",
-        str(p.site("a").subnet),
-        str(p.site("c").subnet),
-    ]
-
-
 def test_tunnel_mtu():
     assert tunnel_mtu(1450) == 1370
     assert tunnel_mtu(1500) == 1420
@@ -321,24 +298,6 @@ def test_names_and_tags():
         naming.resource_name("Bad_Site", naming.VPN)
     with pytest.raises(ValueError):
         naming.resource_name("a", naming.WORKER, 0)
-
-
-def test_master_pairs_stay_few_however_many_sites():
-    """One pair covers every site in the pool: 30 sites in it still make 2 pairs, each subnet
-    outside the pool adds one (Neutron's default limit is 10 per port)."""
-    pool, wg = IPv4Network("192.168.64.0/18"), IPv4Network("10.0.0.0/24")
-    inside = [IPv4Network(f"192.168.{64 + i}.0/24") for i in range(30)]
-    assert master_pairs(wg, pool, inside) == [wg, pool]
-    outside = [IPv4Network("172.16.5.0/24"), IPv4Network("172.16.5.0/24")]
-    assert [str(n) for n in master_pairs(wg, pool, inside + outside)] == [
-        "10.0.0.0/24",
-        "192.168.64.0/18",
-        "172.16.5.0/24",
-    ]
-    assert len(master_pairs(wg, pool, inside)) < MAX_ADDRESS_PAIRS
-
-
-# ---- defaults the UI form leaves empty -------------------------------------------------------
 
 
 def test_site_cloud_and_home_name_default_whether_omitted_null_or_empty():

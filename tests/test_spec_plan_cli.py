@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridgrid.model import Plan, TopologyError
+from hybridgrid.desired import WiredPlan
+from hybridgrid.model import TopologyError
 from hybridgrid.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def test_plan_table_shows_the_seed_values():
 def test_plan_json_is_the_resolved_plan():
     out = run("plan", str(SEED), "--json")
     assert out.returncode == 0, out.stderr
-    p = Plan.model_validate_json(out.stdout)
+    p = WiredPlan.model_validate_json(out.stdout)
     g = p.site("giessen")
     assert (str(p.home.subnet), str(p.home.wg_address)) == ("192.168.66.0/24", "10.0.0.1")
     assert (str(g.subnet), str(g.wg_address), g.listen_port) == (
@@ -70,7 +71,14 @@ def test_plan_json_is_the_resolved_plan():
         51820,
     )
     assert (p.wireguard.keepalive, p.tunnel_mtu, p.network_mtu) == (25, 1370, 1450)
-    assert [str(n) for n in g.spoke_allowed_ips] == ["10.0.0.0/24", "192.168.66.0/24"]
+    # what the flow applies (tests/e2e/test_seed.py): the site pool too, so later sites are
+    # reachable without touching this one. The plan used to leave the pool out.
+    assert [str(n) for n in g.wiring.spoke_allowed_ips] == [
+        "10.0.0.0/24",
+        "192.168.66.0/24",
+        "192.168.64.0/18",
+    ]
+    assert [str(n) for n in g.wiring.hub_allowed_ips] == ["10.0.0.2/32", "192.168.77.0/24"]
 
 
 def test_plan_allocates_heidelberg_and_honours_network_mtu():
@@ -172,7 +180,7 @@ def test_plan_keeps_registered_allocations(prefect_harness):
         env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
     )
     assert out.returncode == 0, out.stderr
-    p = Plan.model_validate_json(out.stdout)
+    p = WiredPlan.model_validate_json(out.stdout)
     h = p.site("heidelberg")
     assert (str(h.subnet), str(h.wg_address), h.subnet_from) == (
         "192.168.90.0/24",

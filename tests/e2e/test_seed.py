@@ -153,3 +153,112 @@ def test_rerun_makes_no_mutating_call(seed):
     assert {c: s["mutating"] for c, s in stats.items()} == {"bielefeld": 0, "giessen": 0}, str(
         stats["giessen"]["by_service"]
     )
+
+
+def _wg_allowed_ips(clouds, server: str, cloud: str) -> dict[str, set[str]]:
+    """`wg show wg0 allowed-ips`: peer public key → its AllowedIPs."""
+    rc, out = clouds.exec(server, "wg show wg0 allowed-ips", cloud)
+    assert rc == 0, out
+    peers = {}
+    for line in out.strip().splitlines():
+        pub, _, nets = line.partition("\t")
+        peers[pub] = set(nets.split())
+    return peers
+
+
+def _routes_via(clouds, server: str, cloud: str) -> dict[str, str | None]:
+    from hybridgrid.drift import parse_routes
+
+    rc, out = clouds.exec(server, "ip -4 -o route show", cloud)
+    assert rc == 0, out
+    return {str(r.destination): (str(r.via) if r.via else None) for r in parse_routes(out)}
+
+
+def _rule_keys(conn, group_id: str, owner: str | None = None) -> set[tuple]:
+    from hybridgrid.drift import RuleObs
+
+    return {
+        RuleObs(
+            id=r.id,
+            direction=r.direction,
+            ethertype=r.ether_type,
+            protocol=r.protocol,
+            port_min=r.port_range_min,
+            port_max=r.port_range_max,
+            remote_ip_prefix=r.remote_ip_prefix,
+        ).key()
+        for r in conn.network.security_group_rules(security_group_id=group_id)
+        if r.direction == "ingress" and (owner is None or r.description == owner)
+    }
+
+
+def test_plan_agrees_with_the_built_link(seed):
+    """`hybridgrid plan examples/seed.yaml --json` (with the registry's allocations) against
+    what localcloud and the nodes show: every AllowedIPs on both ends, the pairs on the
+    master's and the VPN node's ports, both groups' rules, the worker routes on both sides."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hybridgrid import desired, naming
+    from hybridgrid.desired import WiredPlan
+
+    clouds, _, _ = seed
+    exe = Path(sys.executable).parent / "hybridgrid"
+    spec = Path(__file__).resolve().parents[2] / "examples" / "seed.yaml"
+    out = subprocess.run(
+        [str(exe), "plan", str(spec), "--json", "--registry", "hybridgrid"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=clouds.env(),
+    )
+    assert out.returncode == 0, out.stderr
+    planned = WiredPlan.model_validate_json(out.stdout).site("giessen").wiring
+    data = asyncio.run(load_registry())
+    home, entry = data.home, data.sites["giessen"]
+    built = desired.wiring(data, "giessen")  # the same, with the floating IPs now known
+    strs = lambda nets: {str(n) for n in nets}  # noqa: E731
+
+    # AllowedIPs, both ends
+    hub_peers = _wg_allowed_ips(clouds, home.master, "bielefeld")
+    spoke_peers = _wg_allowed_ips(clouds, "hg-giessen-vpn", "giessen")
+    assert hub_peers[entry.spoke_public_key] == strs(planned.hub_allowed_ips)
+    assert spoke_peers == {home.public_key: strs(planned.spoke_allowed_ips)}
+    assert planned.spoke_allowed_ips == [
+        ipaddress.IPv4Network(n) for n in ("10.0.0.0/24", "192.168.66.0/24", "192.168.64.0/18")
+    ]
+
+    # allowed-address pairs on the master's and the VPN node's ports
+    conn_b, conn_g = clouds.conn("bielefeld"), clouds.conn("giessen")
+    master = next(conn_b.compute.servers(name=home.master))
+    vpn = next(conn_g.compute.servers(name="hg-giessen-vpn"))
+    mport = next(conn_b.network.ports(device_id=master.id))
+    vport = next(conn_g.network.ports(device_id=vpn.id))
+    assert {p["ip_address"] for p in mport.allowed_address_pairs} == strs(planned.master_pairs)
+    assert {p["ip_address"] for p in vport.allowed_address_pairs} == strs(planned.vpn_pairs)
+
+    # rules: the site's group whole, the home group's rules owned by the site; the plan has
+    # all but the UDP ones (they need the floating IPs), the registry's wiring all
+    site_sg = entry.resource_ids["sg"]
+    home_sg = next(conn_b.network.security_groups(name=naming.resource_name(home.name, "sg")))
+    have_site = _rule_keys(conn_g, site_sg)
+    have_home = _rule_keys(conn_b, home_sg.id, naming.site_tag("giessen"))
+    assert have_site == {r.key() for r in built.site_rules}
+    assert have_home == {r.key() for r in built.home_rules}
+    no_udp = lambda rules: [r for r in rules if r.protocol != "udp"]  # noqa: E731
+    assert planned.site_rules == no_udp(built.site_rules)
+    assert planned.home_rules == no_udp(built.home_rules)
+
+    # worker routes: the site's via the VPN node, the home's via the master
+    site_routes = _routes_via(clouds, "hg-giessen-worker-1", "giessen")
+    home_routes = _routes_via(clouds, "hg-bielefeld-worker-1", "bielefeld")
+    vpn_ip, master_ip = str(entry.fixed_ips["vpn"]), mport.fixed_ips[0]["ip_address"]
+    assert {n: site_routes.get(n) for n in strs(planned.site_routes)} == dict.fromkeys(
+        strs(planned.site_routes), vpn_ip
+    )
+    assert {n: home_routes.get(n) for n in strs(planned.home_routes)} == dict.fromkeys(
+        strs(planned.home_routes), master_ip
+    )
+    assert planned.tunnel_mtu == 1370
