@@ -269,7 +269,8 @@ Prefect profile '$PROFILE' is active: \`hybridgrid sites\` / \`hybridgrid drift\
 Next steps:
   1. Open the UI: $UI
   2. Add a site from the UI: Deployments → add-remote-site → Run → Custom run;
-     site name heidelberg, cloud heidelberg → Submit (tuebingen is a spare cloud too).
+     type site name heidelberg, pick cloud heidelberg from the dropdown → Submit
+     (tuebingen is a spare cloud too).
   3. Watch the drift schedule: Deployments → check-drift (every 15 minutes), or run
      \`hybridgrid drift\` now.
 
