@@ -483,15 +483,32 @@ def key_create(
     user: Annotated[str, typer.Option(help="login user on the servers")] = "ubuntu",
     proxy_command: Annotated[
         str | None,
-        typer.Option(help="OpenSSH ProxyCommand to reach floating IPs (%h %p), e.g. a bastion"),
+        typer.Option(
+            help="older use, only for clouds whose access is direct: set the way in on the "
+            "cloud instead (hybridgrid cloud import NAME --proxy-command …)"
+        ),
     ] = None,
-    jump_host: Annotated[str | None, typer.Option(help="[user@]host[:port] to jump via")] = None,
+    jump_host: Annotated[
+        str | None,
+        typer.Option(help="not used: set the cloud's bastion (cloud import NAME --bastion …)"),
+    ] = None,
 ) -> None:
     """Make an ed25519 SSH key pair as an SSHKey block, unless the block exists (kept as is:
-    servers may already trust it). The private key is never printed."""
+    servers may already trust it). The private key is never printed. How servers are reached
+    is the cloud's access setting (hybridgrid cloud import), not the key's."""
     import asyncio
 
     from hybridgrid.blocks.ssh import SSHKey
+
+    if jump_host is not None:
+        fail(
+            TopologyError(
+                "--jump-host",
+                "a key's jump host is not used: a bastion needs a pinned host key",
+                "hybridgrid cloud import CLOUD --bastion USER@HOST "
+                "--bastion-host-key 'ssh-ed25519 …'",
+            )
+        )
 
     require_server()
 
@@ -506,9 +523,7 @@ def key_create(
             ):
                 raise
         try:
-            key = SSHKey.generate(
-                user=user, comment=block, proxy_command=proxy_command, jump_host=jump_host
-            )
+            key = SSHKey.generate(user=user, comment=block, proxy_command=proxy_command)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_INVALID) from None
