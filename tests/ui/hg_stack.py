@@ -387,3 +387,32 @@ if __name__ == "__main__":
         _save_blocks(sys.argv[2:])
     else:
         raise SystemExit(__doc__)
+
+
+# ---------------------------------------------------------------------- the run form
+def pick_block(page: Any, name: str) -> None:
+    """A block picker of a run form: open its dropdown, choose the block, wait until the
+    dropdown has closed (a click while it closes is swallowed)."""
+    page.get_by_role("button", name="Select a block").first.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    page.get_by_role("listbox").wait_for(state="hidden")
+
+
+def submit_form(page: Any) -> None:
+    """Submit a Custom run form and wait until the UI says the run was made: the run's page
+    (v1) or a "scheduled to start" toast (v2). If neither shows within 20 s and the form is
+    still there, the click was lost: click once more, as a user would."""
+    import re
+
+    made = page.get_by_text(re.compile("scheduled to start|Flow run created")).or_(
+        page.get_by_role("tab", name="Task Runs")
+    )
+    submit = page.get_by_role("button", name="Submit")
+    submit.click()
+    try:
+        made.first.wait_for(timeout=20_000)
+    except Exception:
+        if not submit.count():
+            raise
+        submit.click()
+        made.first.wait_for(timeout=20_000)

@@ -28,8 +28,10 @@ from hg_stack import (
     PREFECT_FILE,
     REPO,
     PrefectStack,
+    pick_block,
     pool_of,
     start_clouds,
+    submit_form,
     yaml_deployment,
 )
 
@@ -168,13 +170,13 @@ def test_add_remote_site_from_the_custom_run_form(ui: UI) -> None:
     # the typed form rendered from the pydantic parameters: site.name, site.cloud, site.workers;
     # cloud is optional (empty = the site name), name is the one required field
     page.get_by_label("Name", exact=True).fill(SITE)
-    _pick_block(page, SITE_CLOUD)  # the cloud: a dropdown of the saved credentials blocks
+    pick_block(page, SITE_CLOUD)  # the cloud: a dropdown of the saved credentials blocks
     page.get_by_label("Workers (Optional)", exact=True).fill("1")
     _choose_options(page, "AddSiteOptions")
     page.get_by_label("Registry (Optional)", exact=True).fill(REGISTRY)
     _shot(page, "add-remote-site-form")
     dep = ui.stack.deployment("add-remote-site", "add-remote-site")
-    page.get_by_role("button", name="Submit").click()
+    submit_form(page)
     (run,) = _new_runs(ui, dep["id"], set())  # the form made exactly one run
     typed = {k: run["parameters"]["site"].get(k) for k in ("name", "cloud", "workers")}
     cloud_block = ui.stack.block_document(SITE_CLOUD, "hybridgrid-openstack-credentials")
@@ -224,7 +226,7 @@ def test_site_form_accepts_an_empty_cloud(ui: UI) -> None:
             assert picker.inner_text().strip() == "Select a block...", picker.inner_text()
             page.get_by_label("Name", exact=True).fill("weimar")
             _shot(page, "add-remote-site-form-empty-cloud")
-            page.get_by_role("button", name="Submit").click()
+            submit_form(page)
             made = _new_runs(ui, dep["id"], before)
             assert len(made) == 1, made  # the form did not stop at a required field
             sent = made[0]["parameters"]["site"]
@@ -255,12 +257,6 @@ def _new_runs(ui: UI, deployment_id: str, before: set[str]) -> list[dict[str, An
                 if r["id"] not in before and not r["auto_scheduled"]
             ]
         time.sleep(0.5)
-
-
-def _pick_block(page, name: str) -> None:
-    """A block picker of the form: open its dropdown, choose the block by name."""
-    page.get_by_role("button", name="Select a block").first.click()
-    page.get_by_role("option", name=name, exact=True).click()
 
 
 def _choose_options(page, model_title: str) -> None:
@@ -376,7 +372,7 @@ def test_check_drift_custom_run_with_repair(ui: UI) -> None:
     assert switch.get_attribute("aria-checked") == "true"
     _field(page, "registry").locator("textarea, input").first.fill(REGISTRY)
     _shot(page, "check-drift-form")
-    page.get_by_role("button", name="Submit").click()
+    submit_form(page)
     (run,) = _new_runs(ui, dep["id"], before)
     assert run["parameters"].get("repair") is True, json.dumps(run["parameters"])
     assert run["parameters"].get("registry") == REGISTRY, json.dumps(run["parameters"])

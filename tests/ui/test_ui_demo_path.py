@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hg_stack import CHROMIUM, CHROMIUM_FLAGS, REPO
+from hg_stack import CHROMIUM, CHROMIUM_FLAGS, REPO, pick_block, submit_form
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataplane]
 
@@ -190,14 +190,9 @@ def _custom_run(page: Any, demo: Demo, site: str, cloud: str) -> None:
     page.get_by_role("menuitem", name="Custom run").click()
     page.wait_for_url("**/run**")
     page.get_by_label("Name", exact=True).fill(site)
-    page.get_by_role("button", name="Select a block").first.click()
-    page.get_by_role("option", name=cloud, exact=True).click()
+    pick_block(page, cloud)
     _shot(page, f"{site}-form")
-    page.get_by_role("button", name="Submit").click()
-    # the UI says so: the run's page (v1), or the deployment's page with a toast (v2)
-    page.get_by_text(re.compile("scheduled to start|Flow run created")).or_(
-        page.get_by_role("tab", name="Task Runs")
-    ).first.wait_for()
+    submit_form(page)
     _shot(page, f"{site}-submitted")
 
 
