@@ -3,8 +3,10 @@ child processes (own PREFECT_HOME, own port), `prefect deploy --all` from the re
 runs through the REST API, and a localcloud with the data plane whose blocks live on that
 server. Every process is started in its own session and ended by its process-group id.
 
-Run as a script it saves blocks into the server named by PREFECT_API_URL (so the test process
-never switches its own Prefect settings): ``python hg_stack.py blocks STATE_DIR CLOUD…``.
+Run as a script it saves blocks into the server named by PREFECT_API_URL (so saving blocks
+never switches the test process's Prefect settings): ``python hg_stack.py blocks STATE_DIR
+CLOUD…``. Only `PrefectStack.form_parameters` points the process's client at the stack, inside
+a `temporary_settings` block, to read block ids for the form's block references.
 """
 
 from __future__ import annotations
