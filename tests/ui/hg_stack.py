@@ -418,3 +418,13 @@ def submit_form(page: Any) -> None:
             raise
         submit.click()
         made.first.wait_for(timeout=20_000)
+
+
+def body_with(page: Any, texts: tuple[str, ...], timeout: float = 20.0) -> str:
+    """The page's text once it holds every one of texts, or as it is after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = page.inner_text("body")
+        if all(t in body for t in texts) or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)

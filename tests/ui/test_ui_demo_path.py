@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hg_stack import CHROMIUM, CHROMIUM_FLAGS, REPO, pick_block, submit_form
+from hg_stack import CHROMIUM, CHROMIUM_FLAGS, REPO, body_with, pick_block, submit_form
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataplane]
 
@@ -256,8 +256,9 @@ def test_a_new_site_from_the_form_and_a_retried_failure(demo: Demo, page: Any) -
     heading = page.get_by_role("heading", level=1).filter(has_text=f"Site {NEW_SITE}")
     heading.first.wait_for()
     assert heading.first.inner_text().rstrip(" ✅").endswith(": verified")
-    body = page.inner_text("body")
-    assert all(layer in body for layer in LAYERS), body[:2000]
+    # The page renders its panes in more than one pass: wait (bounded) for the table.
+    body = body_with(page, LAYERS)
+    assert all(layer in body for layer in LAYERS), body[:4000]
     _shot(page, f"{NEW_SITE}-artifact")
 
     # 4: site to site through the hub
