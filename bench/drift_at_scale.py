@@ -121,7 +121,7 @@ async def _check(names: list[str]) -> tuple[float, bool, str, int]:
 def measure(sizes: list[int], rounds: int, parallel: int = 4) -> dict:
     from hgbench.addsite import realistic_faults
 
-    from localcloud import server
+    from localcloud import control as server
 
     names = _site_names(max(sizes))
     out: dict = {"sizes": {}, "problems": []}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from localcloud import server
+from localcloud import control as server
 from localcloud.clientconf import cloud_entry
 
 BOUND_MS = 20.0

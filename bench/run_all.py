@@ -66,7 +66,7 @@ def prefect_rows(n: int, rounds: int) -> tuple[list[Row], dict]:
 def addsite_rows(args, tmp: Path, prefect_m: dict, notes: list[str]) -> list[Row]:
     from hgbench import addsite
 
-    from localcloud import server
+    from localcloud import control as server
 
     boot, console = (3.0, 1.0) if args.quick else (20.0, 3.0)
     state_dir = tmp / "localcloud"

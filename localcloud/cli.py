@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from localcloud import server
+from localcloud import control
 from localcloud.config import DEFAULT_STATE_DIR
 
 app = typer.Typer(
@@ -58,8 +58,8 @@ def up(
             _fail(f"--faults {faults}: no such file")
         fault_data = yaml.safe_load(faults.read_text()) or {}
     try:
-        handle = server.start(state_dir, clouds=cloud or None, port=port, faults=fault_data)
-    except (server.LocalcloudError, ValueError) as exc:
+        handle = control.start(state_dir, clouds=cloud or None, port=port, faults=fault_data)
+    except (control.LocalcloudError, ValueError) as exc:
         _fail(str(exc))
         return
     typer.echo(f"localcloud is up (pid {handle.pid}) on http://127.0.0.1:{handle.port}")
@@ -73,7 +73,7 @@ def up(
 @app.command()
 def stop(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Stop the API server; every resource stays for the next `up`."""
-    if server.stop(state_dir):
+    if control.stop(state_dir):
         typer.echo("localcloud stopped (state kept)")
     else:
         typer.echo("localcloud was not running")
@@ -83,8 +83,8 @@ def stop(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
 def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Stop and remove everything localcloud made, state included."""
     try:
-        server.down(state_dir)
-    except server.LocalcloudError as exc:
+        control.down(state_dir)
+    except control.LocalcloudError as exc:
         _fail(str(exc))
     typer.echo(f"localcloud removed ({state_dir})")
 
@@ -95,7 +95,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List clouds, endpoints and servers."""
-    info = server.status(state_dir)
+    info = control.status(state_dir)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -123,8 +123,8 @@ def stats(
 ) -> None:
     """API calls counted per cloud, service and method (mutating = all but GET/HEAD/token)."""
     try:
-        handle = server.handle(state_dir)
-    except server.LocalcloudError as exc:
+        handle = control.handle(state_dir)
+    except control.LocalcloudError as exc:
         _fail(str(exc))
         return
     if reset:
@@ -159,7 +159,7 @@ def faults_cmd(
         if data is None and not off:
             _fail(f"{file}: no such file")
         try:
-            server.set_faults(state_dir, data)
+            control.set_faults(state_dir, data)
         except ValueError as exc:
             _fail(f"{file}: {exc}")
         typer.echo("fault injection off" if off else f"fault injection from {file}")

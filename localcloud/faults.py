@@ -2,7 +2,7 @@
 
 Configured by ``<state-dir>/faults.yaml`` (or the file named by ``LOCALCLOUD_FAULTS_FILE``),
 re-read whenever the file changes, so tests and benchmarks switch faults on and off while the
-server runs (``localcloud.server.set_faults`` writes it atomically). The file maps a cloud
+server runs (``localcloud.control.set_faults`` writes it atomically). The file maps a cloud
 name, or ``"*"`` for every cloud, to a `CloudFaults`::
 
     bielefeld:

@@ -1,7 +1,7 @@
 """Tempest (OpenStack's own API tests) against an API-only localcloud: the conformance step.
 
 Run by scripts/conformance.sh with the product's .venv (it starts localcloud through
-`localcloud.server`); Tempest itself runs from .venv-tempest (scripts/tempest_venv.sh).
+`localcloud.control`); Tempest itself runs from .venv-tempest (scripts/tempest_venv.sh).
 
 1. Starts localcloud on its own state directory and a free loopback port, API only, one cloud.
 2. Writes a Tempest workspace: tempest.conf (`use_dynamic_credentials = false`) and a
@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from localcloud import server
+from localcloud import control as server
 from localcloud.clientconf import cloud_entry, connect
 
 ROOT = Path(__file__).resolve().parent.parent

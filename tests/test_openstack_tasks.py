@@ -18,7 +18,7 @@ from hybridgrid import naming
 from hybridgrid.tasks import clouds
 from hybridgrid.tasks import openstack as ops
 from hybridgrid.tasks.retry import transient_options
-from localcloud import server
+from localcloud import control as server
 from localcloud.clientconf import connect
 
 CLOUD = "giessen"  # the credentials "block" name the tasks get

@@ -19,7 +19,7 @@ from hybridgrid.tasks.preflight import (
     preflight,
 )
 from hybridgrid.tasks.retry import transient_options
-from localcloud import server
+from localcloud import control as server
 from localcloud.clientconf import connect
 
 CLOUDS = ["giessen", "plain"]

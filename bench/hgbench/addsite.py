@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from localcloud import server
+from localcloud import control as server
 
 HOME_CLOUD, SITE_CLOUD = "bielefeld", "giessen"
 REGISTRY = "bench"

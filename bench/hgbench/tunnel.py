@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from localcloud.dataplane.netns import NETNS_DIR
-from localcloud.dataplane.server import enter_argv, guest_env
 from localcloud.dataplane.state import find_server, load_state
+from localcloud.dataplane.vm import enter_argv, guest_env
 
 PORT = 5201
 

@@ -5,7 +5,7 @@
   internet namespace ``lc<tag>-inet``; address ``198.19.255.2/24``, gateway ``198.19.255.1``
   (the internet namespace's end), so the floating IPs of every cloud are reachable from it
   and it is reachable from the internet namespace (``localcloud proxy``);
-- a holder process as servers have (server.start_holder: private /etc, /run, /home, PID 1
+- a holder process as servers have (vm.start_holder: private /etc, /run, /home, PID 1
   of its own PID namespace) with one fresh ED25519 host key;
 - sshd as in servers (PidFile /run/sshd.pid, its own config) allowing only user ``jump``
   (uid 1001), public keys only, ``AllowTcpForwarding yes`` (``ssh -J`` and asyncssh tunnels
@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel
 
 from localcloud.config import load_config
-from localcloud.dataplane import names, server
+from localcloud.dataplane import names, vm
 from localcloud.dataplane.cli import proxy_command
 from localcloud.dataplane.hostkeys import fingerprint, generate_host_keys
 from localcloud.dataplane.namespace_backend import (
@@ -81,7 +81,7 @@ BASTION_MTU = 1450  # as the clouds' external networks
 BASTION_HOSTNAME = "bastion"
 RECORD_FILE = "bastion.json"
 DIRECT_PATHS_TABLE = 1000  # routing table (and rule priority) of the bastion-only clouds
-OVERLAY_ROOTS = ("/etc", "/var", "/opt", "/srv", "/usr/local")  # as server.HOLDER_SCRIPT
+OVERLAY_ROOTS = ("/etc", "/var", "/opt", "/srv", "/usr/local")  # as vm.HOLDER_SCRIPT
 
 GUEST_SOURCE = Path(__file__).with_name("bastion_guest.py").read_text()
 
@@ -346,7 +346,7 @@ def _create(state_dir: Path, tag: str, keys: list[str]) -> BastionRecord:
     host_key = next(k for k in generate_host_keys() if k.kind == "ed25519")
     logs = state_dir / "dataplane" / "logs"
     logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pid = server.start_holder(ns, BASTION_HOSTNAME, [host_key], logs / "bastion.log")
+    pid = vm.start_holder(ns, BASTION_HOSTNAME, [host_key], logs / "bastion.log")
     log.info("bastion: %s up in %.0f ms", ns, (time.monotonic() - t0) * 1e3)
     return BastionRecord(
         ns=ns, pid=pid, address=BASTION_ADDRESS, port=BASTION_PORT, user=BASTION_USER,
@@ -383,7 +383,7 @@ def _link(ns: str, inet: str) -> None:
 def _configure(rec: BastionRecord, keys: list[str]) -> None:
     """User, authorized keys, sshd config; sshd started unless it runs (idempotent)."""
     payload = {
-        "guest_source": server.GUEST_SOURCE,
+        "guest_source": vm.GUEST_SOURCE,
         "user": BASTION_USER,
         "uid": BASTION_UID,
         "authorized_keys": keys,
@@ -392,15 +392,15 @@ def _configure(rec: BastionRecord, keys: list[str]) -> None:
         # 077): give them the host's modes, so that `jump` can read /etc/passwd.
         "dir_modes": {d: stat.S_IMODE(os.stat(d).st_mode) for d in OVERLAY_ROOTS},
     }
-    proc = server.exec_in(
+    proc = vm.exec_in(
         rec.pid,
-        [server.GUEST_PYTHON, "-I", "-S", "-c", GUEST_SOURCE],
+        [vm.GUEST_PYTHON, "-I", "-S", "-c", GUEST_SOURCE],
         input=json.dumps(payload),
         timeout=30,
     )
     if proc.returncode != 0:
         raise DataplaneError(f"bastion: setting up sshd failed: {proc.stderr.strip()[-800:]}")
-    server.wait_listening(rec.ns, rec.port)
+    vm.wait_listening(rec.ns, rec.port)
 
 
 def _teardown(state_dir: Path, ns: str, pid: int | None, tag: str) -> None:
@@ -411,7 +411,7 @@ def _teardown(state_dir: Path, ns: str, pid: int | None, tag: str) -> None:
         ip(names.inet_ns(tag), "link", "del", names.BASTION_INET_LINK, check=False)
         _close_direct_paths(names.inet_ns(tag), {})  # no bastion: every cloud open again
     _record_path(state_dir).unlink(missing_ok=True)
-    server.reap()
+    vm.reap()
     _drop_safety_route_after_last_bastion()
 
 

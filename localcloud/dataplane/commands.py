@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from localcloud.dataplane import server as server_mod
+from localcloud.dataplane import vm
 from localcloud.dataplane.cli import STATE_DIR_HELP, _state_dir, run_proxy
 from localcloud.dataplane.netns import DataplaneError, is_alive
 from localcloud.dataplane.state import find_server, load_state
@@ -53,7 +53,7 @@ def exec_command(
     if not rec.pid or not is_alive(rec.pid, rec.ns):
         typer.echo(f"localcloud exec: server {rec.name} is not running", err=True)
         raise typer.Exit(2)
-    proc = subprocess.run([*server_mod.enter_argv(rec.pid), *cmd], env=server_mod.guest_env())
+    proc = subprocess.run([*vm.enter_argv(rec.pid), *cmd], env=vm.guest_env())
     raise typer.Exit(proc.returncode)
 
 

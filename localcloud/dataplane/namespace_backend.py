@@ -8,7 +8,7 @@ Layout (per localcloud instance, tag = hash of the state dir):
   are enforced here (see firewall.py).
 - ``lc<tag>-r<router>``: one namespace per router: ``qg…`` leg on the external bridge,
   ``qr…`` legs on tenant bridges, SNAT, floating-IP DNAT/SNAT, extra routes.
-- ``lc<tag>-s<server>``: one per server, with a holder process (see server.py).
+- ``lc<tag>-s<server>``: one per server, with a holder process (see vm.py).
 The root namespace gets nothing but ``unreachable`` routes for the simulated public ranges.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from localcloud.backend import CloudSnapshot, Network, Port, Router, Subnet
 from localcloud.backend import Server as ServerSpec
-from localcloud.dataplane import firewall, names, server
+from localcloud.dataplane import firewall, names, vm
 from localcloud.dataplane.cloudconfig import CloudInit, UserDataError, parse_user_data
 from localcloud.dataplane.hostkeys import console_text, generate_host_keys
 from localcloud.dataplane.netns import (
@@ -96,7 +96,7 @@ class NamespaceBackend:
     # ---------------------------------------------------------------- public API
     def apply(self, snapshot: CloudSnapshot) -> None:
         with self._lock:
-            server.reap()
+            vm.reap()
             errors: list[str] = []
             self._ensure_instance()
             try:
@@ -117,7 +117,7 @@ class NamespaceBackend:
 
     def close(self) -> None:
         with self._lock:
-            server.reap()
+            vm.reap()
             if self.dir.exists():
                 save_state(self.state_dir, self.state)
 
@@ -132,7 +132,7 @@ class NamespaceBackend:
                 if ns.startswith(names.prefix(self.tag)):
                     delete_namespace(ns)
             self._remove_unreachable_routes()
-            server.reap()
+            vm.reap()
             shutil.rmtree(self.dir, ignore_errors=True)
             self.state = DataplaneState(tag=self.tag)
 
@@ -144,7 +144,7 @@ class NamespaceBackend:
         return rec.pid
 
     def exec(self, server_ref: str, argv: list[str], *, cloud: str | None = None, **kw):
-        return server.exec_in(self.server_pid(server_ref, cloud), argv, **kw)
+        return vm.exec_in(self.server_pid(server_ref, cloud), argv, **kw)
 
     def namespaces(self) -> list[str]:
         return [ns for ns in list_namespaces() if ns.startswith(names.prefix(self.tag))]
@@ -375,7 +375,7 @@ class NamespaceBackend:
             sysctl(ns, NO_IPV6)
             keys = generate_host_keys()
             logf = self.dir / "logs" / f"{names.short(spec.id, 16)}.log"
-            pid = server.start_holder(ns, spec.name, keys, logf)
+            pid = vm.start_holder(ns, spec.name, keys, logf)
             rec = ServerRecord(
                 id=spec.id, cloud=cloud.name, name=spec.name, ns=ns, pid=pid,
                 host_keys=[k.public_only() for k in keys],
@@ -418,7 +418,7 @@ class NamespaceBackend:
         The server's files stay, like a VM's disk; `kill -1` only reaches its own PID namespace.
         """
         assert rec.pid
-        server.exec_in(rec.pid, ["sh", "-c", "rm -f /run/sshd.pid; kill -KILL -1; true"])
+        vm.exec_in(rec.pid, ["sh", "-c", "rm -f /run/sshd.pid; kill -KILL -1; true"])
         ip_batch(rec.ns, [f"link set {ifname} down" for ifname in rec.ifaces.values()])
         rec.booted = False
 
@@ -443,11 +443,11 @@ class NamespaceBackend:
             cloud_init = CloudInit() if rec.cloud_init_done else parse_user_data(spec.user_data)
         except UserDataError as exc:  # cloud-init boots anyway and says why on the console
             cloud_init, warnings = CloudInit(), f"cloud-init: {exc}\n"
-        warnings += server.boot(rec.pid, spec.name, spec.authorized_keys, cloud_init)
+        warnings += vm.boot(rec.pid, spec.name, spec.authorized_keys, cloud_init)
         if warnings:
             self._write_console(spec.id, warnings, append=True)
         rec.cloud_init_done = True
-        server.wait_listening(rec.ns)
+        vm.wait_listening(rec.ns)
         fixed = [f.ip_address for p in spec.port_ids if p in ports for f in ports[p].fixed_ips]
         self._write_console(spec.id, console_text(spec.name, rec.host_keys, fixed), append=True)
         rec.booted = True

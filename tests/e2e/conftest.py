@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from localcloud import server
+from localcloud import control as server
 
 pytestmark = pytest.mark.dataplane
 KILL_ENV = "HYBRIDGRID_KILL_AFTER"

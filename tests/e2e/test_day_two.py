@@ -25,7 +25,7 @@ from hybridgrid.blocks.registry import load_registry
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
 from hybridgrid.model import HomeSite, MasterSpec, RemoteSite
-from localcloud import server
+from localcloud import control as server
 
 pytestmark = pytest.mark.dataplane
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from localcloud import server
+from localcloud import control
 from localcloud.clientconf import connect
 
 OPENSTACK_CLI = Path(sys.executable).parent / "openstack"
@@ -43,8 +43,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_localcloud(state_dir: Path, clouds: list[str], **kwargs: Any) -> server.Handle:
-    return server.start(state_dir, clouds=clouds, port=free_port(), dataplane=False, **kwargs)
+def start_localcloud(state_dir: Path, clouds: list[str], **kwargs: Any) -> control.Handle:
+    return control.start(state_dir, clouds=clouds, port=free_port(), dataplane=False, **kwargs)
 
 
 @pytest.fixture
@@ -53,30 +53,30 @@ def free_tcp_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def lc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Handle]:
+def lc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[control.Handle]:
     """One localcloud for the whole session (bielefeld, giessen, plain)."""
     state_dir = tmp_path_factory.mktemp("localcloud-api")
     handle = start_localcloud(state_dir, API_CLOUDS, cloud_options=API_CLOUD_OPTIONS)
     try:
         yield handle
     finally:
-        server.down(state_dir)
+        control.down(state_dir)
 
 
 @pytest.fixture(scope="session")
-def conn(lc: server.Handle) -> Any:
+def conn(lc: control.Handle) -> Any:
     """openstacksdk connection to bielefeld (password auth)."""
     return connect(lc.state_dir, "bielefeld")
 
 
 @pytest.fixture(scope="session")
-def giessen(lc: server.Handle) -> Any:
+def giessen(lc: control.Handle) -> Any:
     """openstacksdk connection to giessen (application-credential auth)."""
     return connect(lc.state_dir, "giessen-appcred")
 
 
 @pytest.fixture
-def faults(lc: server.Handle) -> Iterator[Any]:
+def faults(lc: control.Handle) -> Iterator[Any]:
     """Set faults with `faults(dict)`; always switched off again afterwards."""
     try:
         yield lc.set_faults
@@ -84,7 +84,7 @@ def faults(lc: server.Handle) -> Iterator[Any]:
         lc.set_faults(None)
 
 
-def _openstack_cli(handle: server.Handle, cloud: str, *args: str, parse: bool = True) -> Any:
+def _openstack_cli(handle: control.Handle, cloud: str, *args: str, parse: bool = True) -> Any:
     """Run the unmodified `openstack` CLI against localcloud; JSON output parsed."""
     env = {**os.environ, **handle.env()}
     for key in [k for k in env if k.startswith("OS_") and k != "OS_CLIENT_CONFIG_FILE"]:
@@ -99,7 +99,7 @@ def _openstack_cli(handle: server.Handle, cloud: str, *args: str, parse: bool = 
 
 
 @pytest.fixture(scope="session")
-def os_cli(lc: server.Handle) -> Any:
+def os_cli(lc: control.Handle) -> Any:
     """`os_cli("bielefeld", "server", "list")` runs the real `openstack` CLI (JSON parsed)."""
 
     def run(cloud: str, *args: str, parse: bool = True) -> Any:
@@ -113,7 +113,7 @@ def new_localcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Factory for an extra, private localcloud (own state dir and port); all torn down."""
     made: list[Path] = []
 
-    def make(clouds: list[str], **kwargs: Any) -> server.Handle:
+    def make(clouds: list[str], **kwargs: Any) -> control.Handle:
         state_dir = tmp_path_factory.mktemp("localcloud-extra")
         made.append(state_dir)
         return start_localcloud(state_dir, clouds, **kwargs)
@@ -122,7 +122,7 @@ def new_localcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield make
     finally:
         for state_dir in made:
-            server.down(state_dir)
+            control.down(state_dir)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,11 +16,11 @@ import pytest
 import uvicorn
 from openstack import exceptions
 
+from localcloud.api_main import build_runtime
 from localcloud.app import create_app
 from localcloud.backend import CloudSnapshot
 from localcloud.clientconf import connect
 from localcloud.config import CloudConfig, LocalcloudConfig, save_config
-from localcloud.serve import build_runtime
 
 
 class RecordingBackend:

@@ -19,7 +19,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localcloud import server
+from localcloud import control
 
 EXAMPLES = 60
 
@@ -102,7 +102,7 @@ def api(tmp_path_factory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    handle = server.start(
+    handle = control.start(
         state_dir, clouds=["fuzz"], port=port, dataplane=False,
         cloud_options={"fuzz": {"quotas": quotas}},
     )  # fmt: skip
@@ -122,7 +122,7 @@ def api(tmp_path_factory):
         )
         yield a
     finally:
-        server.down(state_dir)
+        control.down(state_dir)
 
 
 def _templates(a: Api) -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from localcloud import server
+from localcloud import control
 from localcloud.clientconf import cloud_entry, connect
 
 LOCALCLOUD = Path(sys.executable).parent / "localcloud"
@@ -66,10 +66,10 @@ def test_console_script_up_status_stats_stop_down(tmp_path, free_tcp_port):
 
         (tmp_path / "f.yaml").write_text("one:\n  error_rate: 0.25\n")
         assert _run("faults", str(tmp_path / "f.yaml"), "--state-dir", str(state)).returncode == 0
-        rules = server.handle(state).admin("GET", "/_localcloud/faults")["one"]["errors"]
+        rules = control.handle(state).admin("GET", "/_localcloud/faults")["one"]["errors"]
         assert [r["rate"] for r in rules] == [0.25]
         assert _run("faults", "--off", "--state-dir", str(state)).returncode == 0
-        assert server.handle(state).admin("GET", "/_localcloud/faults") == {}
+        assert control.handle(state).admin("GET", "/_localcloud/faults") == {}
 
         text = _run("status", "--state-dir", str(state)).stdout
         assert "script-vm" in text and "ACTIVE" in text and "10.9.0." in text
@@ -80,7 +80,7 @@ def test_console_script_up_status_stats_stop_down(tmp_path, free_tcp_port):
         assert down.returncode == 0, down.stderr
         assert not state.exists()
     finally:
-        server.down(state)
+        control.down(state)
 
 
 def test_stop_then_up_keeps_every_resource(new_localcloud):
@@ -107,9 +107,9 @@ def test_stop_then_up_keeps_every_resource(new_localcloud):
     token = conn.session.get_token()
     old_ips = {p.fixed_ips[0]["ip_address"] for p in conn.network.ports(network_id=net.id)}
 
-    assert server.stop(handle.state_dir)
-    assert server.running_pid(handle.state_dir) is None
-    again = server.start(handle.state_dir)  # same port, same clouds, from the state dir
+    assert control.stop(handle.state_dir)
+    assert control.running_pid(handle.state_dir) is None
+    again = control.start(handle.state_dir)  # same port, same clouds, from the state dir
     assert again.port == handle.port and again.pid != handle.pid
 
     # A token from before the restart still works (signed, not stored in memory).

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from dataplane_fixtures import CloudBuilder, tcp_rule
 
-from localcloud import server as lc_server
+from localcloud import control
 from localcloud.config import external_cidr
 from localcloud.dataplane import bastion, make_backend, names
 from localcloud.dataplane.netns import (
@@ -345,7 +345,7 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
     """`localcloud up` (API + data plane), `bastion up --json`, `status --json`, `down`."""
     state_dir = tmp_path / "lc"
     _, pub = _keypair(tmp_path, "id_cli")
-    handle = lc_server.start(state_dir, clouds=["bielefeld"], port=_free_port(), dataplane=True)
+    handle = control.start(state_dir, clouds=["bielefeld"], port=_free_port(), dataplane=True)
     tag = names.instance_tag(state_dir)
     try:
         out = json.loads(

@@ -55,7 +55,7 @@ def guest(tmp_path_factory):
     builder.add_floating_ip(server, FIP)
     ssh = builder.add_group("ssh", [tcp_rule(22)])
     builder.port_of(server).security_group_ids.append(ssh.id)
-    old_umask = os.umask(0o077)  # as the API process (localcloud/serve.py) runs
+    old_umask = os.umask(0o077)  # as the API process (localcloud/api_main.py) runs
     backend = make_backend(state_dir)
     try:
         backend.apply(builder.snapshot())

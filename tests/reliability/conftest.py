@@ -24,7 +24,7 @@ from reliab_support import (
     _secret,
 )
 
-from localcloud import server
+from localcloud import control as server
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

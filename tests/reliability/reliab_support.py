@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from localcloud import server
+from localcloud import control as server
 
 REGISTRY = "reliab"
 HOME_CLOUD = "bielefeld"

@@ -54,7 +54,7 @@ def _servers(rel) -> list:
 
 
 def _in_server(rec, cmd: str, stdin: str = "") -> tuple[int, str]:
-    from localcloud.dataplane import server as server_mod
+    from localcloud.dataplane import vm as server_mod
 
     proc = subprocess.run(
         [*server_mod.enter_argv(rec.pid), "sh", "-c", cmd],

@@ -116,7 +116,7 @@ def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOut]:
     reason = _needs()
     if reason:
         pytest.skip(reason)
-    from localcloud import server
+    from localcloud import control as server
 
     # PostgreSQL runs as `postgres`, which cannot enter pytest's 0700 tmp tree: own dir in /tmp
     state = Path(tempfile.mkdtemp(prefix="hg-scaleout-"))

@@ -354,7 +354,7 @@ def start_clouds(state_dir: Path, clouds: list[str], stack: PrefectStack):
     """localcloud with the data plane and its credentials blocks (named as the clouds, access:
     localcloud's proxy, as `hybridgrid cloud import --proxy-command` saves them), saved on
     `stack`'s server. No SSH key block: the flows make those, as for a new user."""
-    from localcloud import server
+    from localcloud import control as server
 
     handle = server.start(state_dir, clouds=clouds, port=free_port(), dataplane=True)
     try:

@@ -116,7 +116,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    from localcloud import server
+    from localcloud import control as server
 
     root = tmp_path_factory.mktemp("ui-stack")
     SHOTS.mkdir(parents=True, exist_ok=True)

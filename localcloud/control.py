@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from localcloud.api_main import BACKEND_FILE, make_backend
 from localcloud.clientconf import CLOUDS_YAML
 from localcloud.config import (
     CONFIG_FILE,
@@ -33,7 +34,6 @@ from localcloud.config import (
     save_config,
 )
 from localcloud.faults import write_faults
-from localcloud.serve import BACKEND_FILE, make_backend
 from localcloud.store import Store
 
 PID_FILE = "server.pid"
@@ -133,7 +133,7 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     state = stat.rsplit(")", 1)[1].split()[0]
-    return state != "Z" and b"localcloud.serve" in cmdline
+    return state != "Z" and b"localcloud.api_main" in cmdline
 
 
 def running_pid(state_dir: Path) -> int | None:
@@ -229,7 +229,7 @@ def start(
         env["LOCALCLOUD_DATAPLANE"] = "1"
     with open(state_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "localcloud.serve", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "localcloud.api_main", "--state-dir", str(state_dir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

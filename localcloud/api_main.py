@@ -1,4 +1,5 @@
-"""The API process: ``python -m localcloud.serve --state-dir DIR`` (started by ``localcloud up``).
+"""The API process: ``python -m localcloud.api_main --state-dir DIR`` (``localcloud up``
+starts it).
 
 Reads ``DIR/localcloud.yaml``, opens each cloud's SQLite store, seeds new clouds, writes
 ``DIR/clouds.yaml`` and serves every cloud on 127.0.0.1:<port>. Secrets are never passed on
@@ -73,7 +74,7 @@ def build_runtime(state_dir: Path, config: LocalcloudConfig, backend: Backend) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcloud.serve")
+    parser = argparse.ArgumentParser(prog="python -m localcloud.api_main")
     parser.add_argument("--state-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     os.umask(0o077)
