@@ -17,6 +17,7 @@ from typing import Any
 from localcloud.backend import Backend
 from localcloud.config import CloudConfig, Quotas
 from localcloud.faults import FaultInjector
+from localcloud.snapshot import build_snapshot
 from localcloud.store import Store
 
 log = logging.getLogger("localcloud")
@@ -71,12 +72,11 @@ class Applier:
         await asyncio.shield(fut)
 
     async def _run(self, fut: asyncio.Future) -> None:
-        from localcloud.snapshot import build_snapshot
-
         async with self.lock:
             self._queued = None
             try:
-                snap = build_snapshot(self.runtime.clouds[self.cloud])
+                cloud = self.runtime.clouds[self.cloud]
+                snap = build_snapshot(cloud.name, cloud.config.index, cloud.store)
                 await asyncio.to_thread(self.runtime.backend.apply, snap)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -1,4 +1,8 @@
-"""Build the backend's `CloudSnapshot` from one cloud's store (pure: reads only)."""
+"""Build the backend's `CloudSnapshot` from one cloud's store (pure: reads only).
+
+Imports only the store and the backend's models: the runtime calls it (one direction), so it
+takes the cloud's name, index and store rather than the runtime's `Cloud`.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from localcloud.backend import (
     Server,
     Subnet,
 )
-from localcloud.runtime import Cloud
+from localcloud.store import Doc, Store
 
 
 def _decode(user_data: str | None) -> str | None:
@@ -31,11 +35,9 @@ def _decode(user_data: str | None) -> str | None:
         return None
 
 
-def build_snapshot(cloud: Cloud) -> CloudSnapshot:
-    store = cloud.store
+def _networks(store: Store) -> list[Network]:
     subnets = store.all("subnets")
-    ports = store.all("ports")
-    networks = [
+    return [
         Network(
             id=n["id"],
             name=n["name"],
@@ -54,43 +56,49 @@ def build_snapshot(cloud: Cloud) -> CloudSnapshot:
         )
         for n in store.all("networks")
     ]
-    snap_ports = [
-        Port(
-            id=p["id"],
-            network_id=p["network_id"],
-            mac_address=p["mac_address"],
-            fixed_ips=[FixedIP(**ip) for ip in p["fixed_ips"]],
-            device_id=p["device_id"],
-            device_owner=p["device_owner"],
-            port_security_enabled=p["port_security_enabled"],
-            allowed_address_pairs=[AddressPair(**a) for a in p["allowed_address_pairs"]],
-            security_group_ids=list(p["security_groups"]),
-        )
-        for p in ports
-    ]
+
+
+def _port(p: Doc) -> Port:
+    return Port(
+        id=p["id"],
+        network_id=p["network_id"],
+        mac_address=p["mac_address"],
+        fixed_ips=[FixedIP(**ip) for ip in p["fixed_ips"]],
+        device_id=p["device_id"],
+        device_owner=p["device_owner"],
+        port_security_enabled=p["port_security_enabled"],
+        allowed_address_pairs=[AddressPair(**a) for a in p["allowed_address_pairs"]],
+        security_group_ids=list(p["security_groups"]),
+    )
+
+
+def _rule(r: Doc) -> Rule:
+    return Rule(
+        id=r["id"],
+        direction=r["direction"],
+        ethertype=r["ethertype"],
+        protocol=r["protocol"],
+        port_range_min=r["port_range_min"],
+        port_range_max=r["port_range_max"],
+        remote_ip_prefix=r["remote_ip_prefix"],
+        remote_group_id=r["remote_group_id"],
+    )
+
+
+def _security_groups(store: Store) -> list[SecurityGroup]:
     rules = store.all("security_group_rules")
-    groups = [
+    return [
         SecurityGroup(
             id=g["id"],
             name=g["name"],
-            rules=[
-                Rule(
-                    id=r["id"],
-                    direction=r["direction"],
-                    ethertype=r["ethertype"],
-                    protocol=r["protocol"],
-                    port_range_min=r["port_range_min"],
-                    port_range_max=r["port_range_max"],
-                    remote_ip_prefix=r["remote_ip_prefix"],
-                    remote_group_id=r["remote_group_id"],
-                )
-                for r in rules
-                if r["security_group_id"] == g["id"]
-            ],
+            rules=[_rule(r) for r in rules if r["security_group_id"] == g["id"]],
         )
         for g in store.all("security_groups")
     ]
-    routers = [
+
+
+def _routers(store: Store, ports: list[Doc]) -> list[Router]:
+    return [
         Router(
             id=r["id"],
             name=r["name"],
@@ -105,7 +113,10 @@ def build_snapshot(cloud: Cloud) -> CloudSnapshot:
         )
         for r in store.all("routers")
     ]
-    fips = [
+
+
+def _floating_ips(store: Store) -> list[FloatingIP]:
+    return [
         FloatingIP(
             id=f["id"],
             floating_ip_address=f["floating_ip_address"],
@@ -116,31 +127,36 @@ def build_snapshot(cloud: Cloud) -> CloudSnapshot:
         )
         for f in store.all("floatingips")
     ]
-    servers = []
-    for s in store.all("servers"):
-        keypair = store.get("keypairs", s["key_name"]) if s.get("key_name") else None
-        servers.append(
-            Server(
-                id=s["id"],
-                name=s["name"],
-                status=s.get("_dp_status") or s["status"],
-                port_ids=[
-                    p["id"]
-                    for p in ports
-                    if p["device_id"] == s["id"] and p["device_owner"].startswith("compute:")
-                ],
-                authorized_keys=[keypair["public_key"]] if keypair else [],
-                user_data=_decode(s.get("user_data")),
-                metadata=s["metadata"],
-            )
-        )
+
+
+def _server(store: Store, s: Doc, ports: list[Doc]) -> Server:
+    keypair = store.get("keypairs", s["key_name"]) if s.get("key_name") else None
+    return Server(
+        id=s["id"],
+        name=s["name"],
+        # a booting server is ACTIVE for the backend first: the host starts before Nova says so
+        status=s.get("_dp_status") or s["status"],
+        port_ids=[
+            p["id"]
+            for p in ports
+            if p["device_id"] == s["id"] and p["device_owner"].startswith("compute:")
+        ],
+        authorized_keys=[keypair["public_key"]] if keypair else [],
+        user_data=_decode(s.get("user_data")),
+        metadata=s["metadata"],
+    )
+
+
+def build_snapshot(cloud: str, index: int, store: Store) -> CloudSnapshot:
+    """Everything the backend needs about cloud `cloud` (number `index`), read from `store`."""
+    ports = store.all("ports")
     return CloudSnapshot(
-        cloud=cloud.name,
-        index=cloud.config.index,
-        networks=networks,
-        ports=snap_ports,
-        security_groups=groups,
-        routers=routers,
-        floating_ips=fips,
-        servers=servers,
+        cloud=cloud,
+        index=index,
+        networks=_networks(store),
+        ports=[_port(p) for p in ports],
+        security_groups=_security_groups(store),
+        routers=_routers(store, ports),
+        floating_ips=_floating_ips(store),
+        servers=[_server(store, s, ports) for s in store.all("servers")],
     )
