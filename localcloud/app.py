@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from localcloud import compute, identity, image, network
 from localcloud.errors import ApiError, render
-from localcloud.runtime import SERVICES, Runtime, log
+from localcloud.runtime import SERVICES, Cloud, Runtime, log
 
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 _INJECTED = {
@@ -98,6 +98,48 @@ async def _guarded(app: Any, service: str, scope: dict, receive: Any, send: Any)
         await render(service, 500, message)(scope, receive, send)
 
 
+# Body bytes the gateway reads to classify a server action; actions are small JSON objects.
+_ACTION_PEEK_LIMIT = 64 * 1024
+
+
+async def _peek_body(receive: Any) -> tuple[bytes, bool, Any]:
+    """Read the request body (up to the peek limit) and give a `receive` that replays it:
+    (body read, whether it is complete, receive for the app)."""
+    chunks: list[bytes] = []
+    size, more, first = 0, True, None
+    while more and size <= _ACTION_PEEK_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":  # the client left: hand that on as it came
+            first = message
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = bool(message.get("more_body"))
+    body = b"".join(chunks)
+    replay = [first or {"type": "http.request", "body": body, "more_body": more}]
+
+    async def replaying() -> Any:
+        return replay.pop() if replay else await receive()
+
+    return body, not more and first is None, replaying
+
+
+async def _is_read(service: str, method: str, rest: str, receive: Any) -> tuple[bool, Any]:
+    """Whether a POST only reads (a read-only server action), and the `receive` to go on with."""
+    if not (service == "compute" and method == "POST" and compute.is_action_path(rest)):
+        return False, receive
+    body, complete, receive = await _peek_body(receive)
+    return complete and compute.is_read_only_action(body), receive
+
+
+def _without_trailing_slash(scope: dict) -> dict:
+    path = scope["path"]
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/") or "/"
+        scope = dict(scope, path=path, raw_path=path.encode())
+    return scope
+
+
 class Gateway:
     """Outermost ASGI layer: what every OpenStack request goes through before its router."""
 
@@ -109,63 +151,50 @@ class Gateway:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
             return
-        path = scope["path"]
-        if len(path) > 1 and path.endswith("/"):
-            path = path.rstrip("/") or "/"
-            scope = dict(scope, path=path, raw_path=path.encode())
-        parts = path.split("/")
+        scope = _without_trailing_slash(scope)
+        parts = scope["path"].split("/")
         if len(parts) < 3 or parts[1] == "_localcloud":
             await self.api(scope, receive, send)
             return
-        rt = self.runtime
-        cloud = rt.clouds.get(parts[1])
-        service = parts[2]
-        if cloud is None or service not in SERVICES:
+        cloud = self.runtime.clouds.get(parts[1])
+        if cloud is None or parts[2] not in SERVICES:
             await JSONResponse(
-                {"error": {"code": 404, "message": f"No cloud or service at {path}"}},
+                {"error": {"code": 404, "message": f"No cloud or service at {scope['path']}"}},
                 status_code=404,
             )(scope, receive, send)
             return
-        method = scope["method"]
+        await self._serve(cloud, parts, scope, receive, send)
+
+    async def _serve(
+        self, cloud: Cloud, parts: list[str], scope: dict, receive: Any, send: Any
+    ) -> None:
+        """Count, delay or fail (faults), authenticate, negotiate, then the service's router."""
+        rt, service, method = self.runtime, parts[2], scope["method"]
         request_id = f"req-{uuid.uuid4()}"
         scope["lc.request_id"] = request_id  # Nova records it with an instance action
         answer = _adding_headers(send, _request_id_headers(request_id, service))
         rest = "/" + "/".join(parts[3:])
         token_issue = service == "identity" and method == "POST" and rest == "/v3/auth/tokens"
         discovery = method in ("GET", "HEAD") and len(parts) <= 4
+        read, receive = await _is_read(service, method, rest, receive)
         decision = rt.faults.decide(cloud.name, service, method, rest, token_issue, discovery)
-        rt.stats.count(
-            cloud.name,
-            service,
-            method,
-            mutating=method in _MUTATING and not token_issue,
-            injected=decision.error is not None,
-        )
+        mutating = method in _MUTATING and not token_issue and not read
+        injected = decision.error is not None
+        rt.stats.count(cloud.name, service, method, mutating=mutating, injected=injected)
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.error is not None and not decision.after:
             await _inject(decision.error, service, scope, receive, send, answer)
             return
-        if not (discovery or token_issue):
-            headers = dict(scope["headers"])
-            token = headers.get(b"x-auth-token", b"").decode() or None
-            claims = identity.read_token(rt.token_key, token, cloud.name)
-            if claims is None:
-                await render(service, 401, "The request you have made requires authentication.")(
-                    scope, receive, answer
-                )
-                return
-            scope["lc.auth"] = claims
+        needs_token = not (discovery or token_issue)
+        if needs_token and not await self._authenticated(cloud, service, scope, receive, answer):
+            return
         scope["lc.cloud"] = cloud
         scope["lc.service"] = service
         if service == "compute" and len(parts) > 3 and parts[3] == "v2.1":
-            try:
-                mv = compute.negotiate(dict(scope["headers"]))
-            except ApiError as exc:
-                await render(service, exc.status, exc.message)(scope, receive, answer)
+            answer = await _negotiated(scope, receive, answer)
+            if answer is None:
                 return
-            scope["lc.mv"] = mv
-            answer = _adding_headers(answer, compute.version_headers(mv))
         if decision.error is not None:  # carried out, then the answer is lost
 
             async def discard(message: Any) -> None:
@@ -175,6 +204,32 @@ class Gateway:
             await _inject(decision.error, service, scope, receive, send, answer)
             return
         await _guarded(self.api, service, scope, receive, answer)
+
+    async def _authenticated(
+        self, cloud: Cloud, service: str, scope: dict, receive: Any, answer: Any
+    ) -> bool:
+        """Put the token's claims in the scope, or answer 401."""
+        headers = dict(scope["headers"])
+        token = headers.get(b"x-auth-token", b"").decode() or None
+        claims = identity.read_token(self.runtime.token_key, token, cloud.name)
+        if claims is None:
+            message = "The request you have made requires authentication."
+            await render(service, 401, message)(scope, receive, answer)
+            return False
+        scope["lc.auth"] = claims
+        return True
+
+
+async def _negotiated(scope: dict, receive: Any, answer: Any) -> Any:
+    """Nova's microversion in the scope and `answer` adding its headers; None once a 4xx for a
+    bad version has been sent."""
+    try:
+        mv = compute.negotiate(dict(scope["headers"]))
+    except ApiError as exc:
+        await render("compute", exc.status, exc.message)(scope, receive, answer)
+        return None
+    scope["lc.mv"] = mv
+    return _adding_headers(answer, compute.version_headers(mv))
 
 
 def _check_admin(request: Request) -> None:
@@ -186,17 +241,8 @@ def _check_admin(request: Request) -> None:
         )
 
 
-def create_app(runtime: Runtime) -> Gateway:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await startup(runtime)
-        try:
-            yield
-        finally:
-            await shutdown(runtime)
-
-    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
-    api.state.runtime = runtime
+def _add_error_handlers(api: FastAPI) -> None:
+    """Every error in the shape of the service that was asked (Keystone's by default)."""
 
     @api.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -221,6 +267,10 @@ def create_app(runtime: Runtime) -> Gateway:
             500,
             f"Unexpected API Error: {type(exc).__name__}",
         )
+
+
+def _add_admin_routes(api: FastAPI, runtime: Runtime) -> None:
+    """/_localcloud/*: health (open), stats, faults and settle (admin token)."""
 
     @api.get("/_localcloud/health")
     async def health() -> dict[str, Any]:
@@ -259,6 +309,10 @@ def create_app(runtime: Runtime) -> Gateway:
             out[name] = {"applied": cloud.applier.applied, "last_error": cloud.applier.last_error}
         return out
 
+
+def _add_service_routers(api: FastAPI) -> None:
+    """The four services, then a catch-all that answers 404 for what none of them has."""
+
     @api.api_route(
         "/{cloud}/{service}/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
     )
@@ -273,6 +327,22 @@ def create_app(runtime: Runtime) -> Gateway:
     catch_all = next(r for r in routes if getattr(r, "name", "") == "unknown")
     routes.remove(catch_all)
     routes.append(catch_all)
+
+
+def create_app(runtime: Runtime) -> Gateway:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await startup(runtime)
+        try:
+            yield
+        finally:
+            await shutdown(runtime)
+
+    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+    api.state.runtime = runtime
+    _add_error_handlers(api)
+    _add_admin_routes(api, runtime)
+    _add_service_routers(api)
     return Gateway(api, runtime)
 
 

@@ -121,7 +121,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     reset: Annotated[bool, typer.Option("--reset", help="Zero the counters.")] = False,
 ) -> None:
-    """API calls counted per cloud, service and method (mutating = all but GET/HEAD/token)."""
+    """API calls per cloud, service and method (mutating: writes but token issue, console reads)."""
     try:
         handle = control.handle(state_dir)
     except control.LocalcloudError as exc:

@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import json
 import re
 import time
 from datetime import datetime
@@ -779,10 +780,7 @@ def _access_ip(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-@router.post(P + "/servers")
-async def create_server(request: Request) -> JSONResponse:
-    cloud = _cloud(request)
-    body = await _body(request, "server")
+def _server_name(body: dict[str, Any]) -> str:
     unknown = sorted(k for k in body if k not in SERVER_FIELDS)
     if unknown:
         raise bad_request(
@@ -793,6 +791,11 @@ async def create_server(request: Request) -> JSONResponse:
         raise bad_request(
             "Invalid input for field/attribute name: a non-empty string of at most 255 characters is required."
         )
+    return name
+
+
+def _counts(body: dict[str, Any]) -> tuple[int, int]:
+    """`min_count` and `max_count` of a multiple create (1 and 1 without them)."""
     min_count = _count(body, "min_count")
     max_count = _count(body, "max_count") if "max_count" in body else min_count
     if min_count < 1 or max_count < 1:
@@ -801,6 +804,10 @@ async def create_server(request: Request) -> JSONResponse:
         )
     if max_count < min_count:
         raise bad_request("min_count must be <= max_count")
+    return min_count, max_count
+
+
+def _image_and_flavor(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     image = find_image(_image_ref(body))
     if image is None:
         raise bad_request(f"Image {_image_ref(body)} could not be found.")
@@ -813,50 +820,33 @@ async def create_server(request: Request) -> JSONResponse:
     flavor = find_flavor(str(flavor_ref))
     if flavor is None:
         raise bad_request(f"Flavor {flavor_ref} could not be found.")
+    return image, flavor
+
+
+def _plain_fields(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
+    """The fields stored as given once checked: key name, access IPs, tags, description."""
     key_name = body.get("key_name")
     if key_name is not None and not isinstance(key_name, str):
         raise bad_request(f"Invalid input for field/attribute key_name. Value: {key_name!r}.")
-    extra = {k: _access_ip(body, k) for k in ("accessIPv4", "accessIPv6")}
+    fields = {k: _access_ip(body, k) for k in ("accessIPv4", "accessIPv6")}
     tags = body.get("tags") or []
     if not isinstance(tags, list) or len(tags) > _MAX_TAGS:
         raise bad_request(f"Invalid input for field/attribute tags: a list of at most {_MAX_TAGS}.")
-    extra["tags"] = list(dict.fromkeys(_check_tag(t) for t in tags))
+    fields["tags"] = list(dict.fromkeys(_check_tag(t) for t in tags))
     description = body.get("description")
     if description is not None and (not isinstance(description, str) or len(description) > 255):
         raise bad_request("Invalid input for field/attribute description: at most 255 characters.")
-    extra["description"] = description
-    keypair = cloud.store.get("keypairs", key_name) if key_name else None
-    if key_name and keypair is None:
+    fields["description"] = description
+    if key_name and cloud.store.get("keypairs", key_name) is None:
         raise bad_request("Invalid key_name provided.")
-    groups = _resolve_groups(cloud, body.get("security_groups"))
-    requested = _requested_networks(cloud, body.get("networks"))
-    user_data = _user_data(body.get("user_data"))
-    metadata = _metadata(body.get("metadata"))
-    if max_count > 1 and any(item.get("port") or item.get("fixed_ip") for item in requested):
-        raise bad_request(
-            "Unable to launch multiple instances with a single configured port ID or fixed IP."
-        )
-    group = await _hinted_group(request)
-    count = _fitting_count(cloud, flavor, min_count, max_count)
-    reservation_id = "r-" + new_id()[:8]
-    made = []
-    with cloud.store.tx():
-        for i in range(count):
-            server_name = f"{name}-{i + 1}" if count > 1 else name
-            made.append(
-                _store_server(
-                    cloud, server_name, requested, groups, flavor, image,
-                    {"key_name": key_name, "metadata": metadata, "user_data": user_data,
-                     "reservation_id": reservation_id, **extra},
-                )
-            )  # fmt: skip
-    for server_id in made:
-        record_action(cloud, request, server_id, "create")
-        if group is not None:
-            _join_group(cloud, group["id"], server_id)
-    await cloud.changed()
-    for server_id in made:
-        cloud.runtime.spawn(boot(cloud, server_id))
+    fields["key_name"] = key_name
+    return fields
+
+
+def _created(
+    cloud: Cloud, body: dict[str, Any], made: list[str], groups: list[Doc], reservation_id: str
+) -> JSONResponse:
+    """Nova's 202: the reservation id if asked for, else the first server's id and links."""
     if body.get("return_reservation_id") in (True, "True", "true"):
         return JSONResponse({"reservation_id": reservation_id}, status_code=202)
     server_id = made[0]
@@ -872,6 +862,43 @@ async def create_server(request: Request) -> JSONResponse:
         status_code=202,
         headers={"Location": _link(cloud, "servers", server_id)[0]["href"]},
     )
+
+
+@router.post(P + "/servers")
+async def create_server(request: Request) -> JSONResponse:
+    cloud = _cloud(request)
+    body = await _body(request, "server")
+    name = _server_name(body)
+    min_count, max_count = _counts(body)
+    image, flavor = _image_and_flavor(body)
+    fields = _plain_fields(cloud, body)
+    groups = _resolve_groups(cloud, body.get("security_groups"))
+    requested = _requested_networks(cloud, body.get("networks"))
+    fields["user_data"] = _user_data(body.get("user_data"))
+    fields["metadata"] = _metadata(body.get("metadata"))
+    if max_count > 1 and any(item.get("port") or item.get("fixed_ip") for item in requested):
+        raise bad_request(
+            "Unable to launch multiple instances with a single configured port ID or fixed IP."
+        )
+    group = await _hinted_group(request)
+    count = _fitting_count(cloud, flavor, min_count, max_count)
+    fields["reservation_id"] = "r-" + new_id()[:8]
+    with cloud.store.tx():
+        made = [
+            _store_server(
+                cloud, f"{name}-{i + 1}" if count > 1 else name, requested, groups, flavor, image,
+                fields,
+            )
+            for i in range(count)
+        ]  # fmt: skip
+    for server_id in made:
+        record_action(cloud, request, server_id, "create")
+        if group is not None:
+            _join_group(cloud, group["id"], server_id)
+    await cloud.changed()
+    for server_id in made:
+        cloud.runtime.spawn(boot(cloud, server_id))
+    return _created(cloud, body, made, groups, fields["reservation_id"])
 
 
 def _fitting_count(cloud: Cloud, flavor: dict[str, Any], min_count: int, max_count: int) -> int:
@@ -1657,6 +1684,36 @@ async def _console(cloud: Cloud, doc: Doc, length: Any) -> JSONResponse:
             # makes the last piece empty), joined again.
             text = "\n".join(text.split("\n")[-n:]) if n > 0 else ""
     return JSONResponse({"output": text})
+
+
+# Server actions that change nothing: they only return console output or a console URL.
+# The API accounting counts them as reads, not as mutating calls (Nova's API reference lists
+# them as "show"/"get" operations; its policy still wants a project member, because a console
+# may show secrets). Only os-getConsoleOutput is implemented; the others answer 400 here.
+READ_ONLY_ACTIONS = frozenset(
+    {
+        "os-getConsoleOutput",
+        "os-getVNCConsole",
+        "os-getSPICEConsole",
+        "os-getRDPConsole",
+        "os-getSerialConsole",
+    }
+)
+_ACTION_PATH = re.compile(r"^/v2\.1/servers/[^/]+/action$")
+
+
+def is_action_path(rest: str) -> bool:
+    """`rest` (the path after /<cloud>/compute) is a server action."""
+    return bool(_ACTION_PATH.match(rest))
+
+
+def is_read_only_action(body: bytes) -> bool:
+    """A server action's body names exactly one action, and that one only reads."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON (the router answers 400), or nested deep
+        return False
+    return isinstance(doc, dict) and len(doc) == 1 and next(iter(doc)) in READ_ONLY_ACTIONS
 
 
 _REFUSED_WHEN_LOCKED = {"os-stop", "os-start", "reboot", "addSecurityGroup", "removeSecurityGroup"}

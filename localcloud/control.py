@@ -222,6 +222,13 @@ def start(
             "run `localcloud stop` first, then `up` with the new clouds or port"
         )
     save_config(state_dir, config)
+    proc = _spawn_api(state_dir, dataplane)
+    _wait_until_answering(proc, state_dir, config, timeout)
+    return _handle(state_dir, config, proc.pid)
+
+
+def _spawn_api(state_dir: Path, dataplane: bool | None) -> subprocess.Popen:
+    """Start the API process in its own session (it outlives the caller), logging to a file."""
     env = dict(os.environ)
     if dataplane is False:
         env["LOCALCLOUD_DATAPLANE"] = "0"
@@ -238,6 +245,13 @@ def start(
             cwd=state_dir,
         )
     (state_dir / PID_FILE).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _wait_until_answering(
+    proc: subprocess.Popen, state_dir: Path, config: LocalcloudConfig, timeout: float
+) -> None:
+    """Health first, then every cloud's identity endpoint; stop the process on a timeout."""
     base_url = f"http://127.0.0.1:{config.port}"
     deadline = time.monotonic() + timeout
     pending = ["/_localcloud/health"] + [f"/{c.name}/identity/v3" for c in config.clouds]
@@ -259,7 +273,6 @@ def start(
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.05)
-    return _handle(state_dir, config, proc.pid)
 
 
 def _terminate(pid: int, timeout: float = 20.0) -> None:

@@ -771,8 +771,7 @@ def _check_icmp(icmp_type: Any, code: Any) -> None:
         )
 
 
-def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
-    nm.check_fields(body, RULE_FIELDS)
+def _rule_group(cloud: Cloud, body: dict[str, Any]) -> Doc:
     sg = cloud.store.get("security_groups", body.get("security_group_id") or "")
     if sg is None:
         raise ApiError(
@@ -780,6 +779,10 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
             f"Security group {body.get('security_group_id')} does not exist",
             "SecurityGroupNotFound",
         )
+    return sg
+
+
+def _rule_direction_and_ethertype(body: dict[str, Any]) -> tuple[str, str]:
     direction = body.get("direction")
     if direction not in ("ingress", "egress"):
         raise bad_request(
@@ -790,17 +793,28 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
         raise bad_request(
             f"Invalid input for ethertype. Reason: {ethertype!r} is not in ['IPv4', 'IPv6']."
         )
+    return direction, ethertype
+
+
+def _rule_protocol(body: dict[str, Any]) -> str | None:
+    """Lower case, a name Neutron knows or a number 0…255; None (also for "any") is any."""
     protocol = body.get("protocol")
-    if protocol is not None:
-        protocol = str(protocol).lower()
-        if protocol == "any":
-            protocol = None
-        elif protocol not in _PROTOCOLS and not (protocol.isdigit() and 0 <= int(protocol) <= 255):
-            raise bad_request(
-                f"Security group rule protocol {protocol} not supported. Only protocol values "
-                f"{sorted(_PROTOCOLS)} and integer representations [0 to 255] are supported.",
-                "SecurityGroupRuleInvalidProtocol",
-            )
+    if protocol is None:
+        return None
+    protocol = str(protocol).lower()
+    if protocol == "any":
+        return None
+    if protocol not in _PROTOCOLS and not (protocol.isdigit() and 0 <= int(protocol) <= 255):
+        raise bad_request(
+            f"Security group rule protocol {protocol} not supported. Only protocol values "
+            f"{sorted(_PROTOCOLS)} and integer representations [0 to 255] are supported.",
+            "SecurityGroupRuleInvalidProtocol",
+        )
+    return protocol
+
+
+def _rule_ports(body: dict[str, Any], protocol: str | None) -> tuple[Any, Any]:
+    """port_range_min/max as stored (ICMP: type and code)."""
     pmin, pmax = body.get("port_range_min"), body.get("port_range_max")
     if protocol in ("icmp", "1", "icmpv6", "ipv6-icmp", "58"):
         _check_icmp(pmin, pmax)
@@ -822,6 +836,11 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
                 "For TCP/UDP protocols, port_range_min must be <= port_range_max",
                 "SecurityGroupInvalidPortRange",
             )
+    return pmin, pmax
+
+
+def _rule_remote(cloud: Cloud, body: dict[str, Any], ethertype: str) -> tuple[Any, Any]:
+    """remote_ip_prefix and remote_group_id (at most one of them)."""
     prefix, remote_group = body.get("remote_ip_prefix"), body.get("remote_group_id")
     if prefix and remote_group:
         raise bad_request(
@@ -844,7 +863,18 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
         raise ApiError(
             404, f"Security group {remote_group} does not exist", "SecurityGroupNotFound"
         )
-    rule = {
+    return prefix, remote_group
+
+
+def _checked_rule(cloud: Cloud, body: dict[str, Any]) -> dict[str, Any]:
+    """The rule's identifying fields, checked in Neutron's order of complaints."""
+    nm.check_fields(body, RULE_FIELDS)
+    sg = _rule_group(cloud, body)
+    direction, ethertype = _rule_direction_and_ethertype(body)
+    protocol = _rule_protocol(body)
+    pmin, pmax = _rule_ports(body, protocol)
+    prefix, remote_group = _rule_remote(cloud, body, ethertype)
+    return {
         "security_group_id": sg["id"],
         "direction": direction,
         "ethertype": ethertype,
@@ -855,6 +885,10 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
         "remote_group_id": remote_group or None,
         "remote_address_group_id": None,
     }
+
+
+def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
+    rule = _checked_rule(cloud, body)
     for other in cloud.store.all("security_group_rules"):
         if all(other[k] == v for k, v in rule.items()):
             raise conflict(
@@ -863,6 +897,7 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
             )
     if quota:
         nm.check_quota(cloud, "security_group_rules")
+    prefix = rule["remote_ip_prefix"]
     doc = {
         **nm.common_fields(cloud, body),
         **rule,
@@ -871,7 +906,7 @@ def _store_rule(cloud: Cloud, body: dict[str, Any], quota: bool = True) -> Doc:
     }
     doc.pop("tags", None)
     cloud.store.put("security_group_rules", doc)
-    sg_doc = cloud.store.edit("security_groups", sg["id"])
+    sg_doc = cloud.store.edit("security_groups", rule["security_group_id"])
     assert sg_doc is not None
     cloud.store.put("security_groups", nm.touch(sg_doc))
     return doc

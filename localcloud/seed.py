@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from localcloud.runtime import Cloud, new_id, now_iso
+from localcloud.store import Store
 
 _NS = uuid.UUID("6d1c6a4e-8f0a-4c39-9a4e-5f0d7c0a1b00")
 
@@ -89,26 +90,82 @@ def default_security_group(cloud: Cloud) -> dict[str, Any]:
     return {"group": group, "rules": rules}
 
 
+def _seed_identity(store: Store, cloud_name: str) -> str:
+    """The cloud's one project, user and application credential; returns the project id."""
+    project_id = uuid.uuid4().hex
+    store.set_meta("project", {"id": project_id, "name": "admin"})
+    store.set_meta(
+        "user",
+        {"id": uuid.uuid4().hex, "name": "admin", "password": secrets.token_urlsafe(24)},
+    )
+    store.set_meta(
+        "appcred",
+        {
+            "id": uuid.uuid4().hex,
+            "name": f"{cloud_name}-localcloud",
+            "secret": secrets.token_urlsafe(32),
+        },
+    )
+    return project_id
+
+
+def _public_network(common: dict[str, Any], net_id: str) -> dict[str, Any]:
+    return {
+        **common,
+        "id": net_id,
+        "name": "public",
+        "admin_state_up": True,
+        "status": "ACTIVE",
+        "mtu": 1450,
+        "router:external": True,
+        "shared": False,
+        "is_default": True,
+        "port_security_enabled": True,
+        "availability_zones": ["nova"],
+        "availability_zone_hints": [],
+        "ipv4_address_scope": None,
+        "ipv6_address_scope": None,
+        "l2_adjacency": True,
+        "qos_policy_id": None,
+        "provider:network_type": "flat",
+        "provider:physical_network": "public",
+        "provider:segmentation_id": None,
+    }
+
+
+def _public_subnet(
+    common: dict[str, Any], net_id: str, cidr: ipaddress.IPv4Network
+) -> dict[str, Any]:
+    """Gateway .1; floating IPs and router gateways from .10 up."""
+    hosts = list(cidr.hosts())
+    return {
+        **common,
+        "id": new_id(),
+        "name": "public-subnet",
+        "network_id": net_id,
+        "ip_version": 4,
+        "cidr": str(cidr),
+        "gateway_ip": str(hosts[0]),
+        "allocation_pools": [{"start": str(hosts[9]), "end": str(hosts[-1])}],
+        "dns_nameservers": [],
+        "host_routes": [],
+        "enable_dhcp": False,
+        "ipv6_ra_mode": None,
+        "ipv6_address_mode": None,
+        "subnetpool_id": None,
+        "service_types": [],
+        "segment_id": None,
+        "_next": int(ipaddress.IPv4Address(str(hosts[9]))),
+    }
+
+
 def seed_cloud(cloud: Cloud) -> None:
     """Create the cloud's first state once; later starts find it in the store."""
     store = cloud.store
     if store.meta.get("seeded"):
         return
     with store.tx():
-        project_id = uuid.uuid4().hex
-        store.set_meta("project", {"id": project_id, "name": "admin"})
-        store.set_meta(
-            "user",
-            {"id": uuid.uuid4().hex, "name": "admin", "password": secrets.token_urlsafe(24)},
-        )
-        store.set_meta(
-            "appcred",
-            {
-                "id": uuid.uuid4().hex,
-                "name": f"{cloud.name}-localcloud",
-                "secret": secrets.token_urlsafe(32),
-            },
-        )
+        project_id = _seed_identity(store, cloud.name)
         now = now_iso()
         common = {
             "project_id": project_id,
@@ -119,55 +176,9 @@ def seed_cloud(cloud: Cloud) -> None:
             "updated_at": now,
             "revision_number": 1,
         }
-        cidr = cloud.config.external_cidr
-        net_id, subnet_id = new_id(), new_id()
-        store.put(
-            "networks",
-            {
-                **common,
-                "id": net_id,
-                "name": "public",
-                "admin_state_up": True,
-                "status": "ACTIVE",
-                "mtu": 1450,
-                "router:external": True,
-                "shared": False,
-                "is_default": True,
-                "port_security_enabled": True,
-                "availability_zones": ["nova"],
-                "availability_zone_hints": [],
-                "ipv4_address_scope": None,
-                "ipv6_address_scope": None,
-                "l2_adjacency": True,
-                "qos_policy_id": None,
-                "provider:network_type": "flat",
-                "provider:physical_network": "public",
-                "provider:segmentation_id": None,
-            },
-        )
-        hosts = list(cidr.hosts())
-        store.put(
-            "subnets",
-            {
-                **common,
-                "id": subnet_id,
-                "name": "public-subnet",
-                "network_id": net_id,
-                "ip_version": 4,
-                "cidr": str(cidr),
-                "gateway_ip": str(hosts[0]),
-                "allocation_pools": [{"start": str(hosts[9]), "end": str(hosts[-1])}],
-                "dns_nameservers": [],
-                "host_routes": [],
-                "enable_dhcp": False,
-                "ipv6_ra_mode": None,
-                "ipv6_address_mode": None,
-                "subnetpool_id": None,
-                "service_types": [],
-                "segment_id": None,
-                "_next": int(ipaddress.IPv4Address(str(hosts[9]))),
-            },
-        )
+        net_id = new_id()
+        store.put("networks", _public_network(common, net_id))
+        store.put("subnets", _public_subnet(common, net_id, cloud.config.external_cidr))
         sg = default_security_group(cloud)
         store.put("security_groups", sg["group"])
         for rule in sg["rules"]:

@@ -20,9 +20,10 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from localcloud.backend import CloudSnapshot, Network, Port, Router, Subnet
+from localcloud.backend import CloudSnapshot, FloatingIP, Network, Port, Router, Subnet
 from localcloud.backend import Server as ServerSpec
 from localcloud.dataplane import firewall, names, vm
 from localcloud.dataplane.cloudconfig import CloudInit, UserDataError, parse_user_data
@@ -494,6 +495,32 @@ class NamespaceBackend:
                 del self.state.routers[rid]
 
     def _ensure_router(self, router: Router, snap: CloudSnapshot, cloud: CloudRecord) -> None:
+        ns = self._router_namespace(router, snap.cloud)
+        look = _Lookup.of(snap)
+        gw_port = look.ports.get(router.gateway_port_id or "")
+        gw_link = names.router_gw_link(gw_port.id) if gw_port else None
+        legs = _router_legs(router, look, gw_port)
+        self._sync_router_links(ns, legs, cloud)
+        fips = [
+            firewall.FloatingNat(floating_ip=f.floating_ip_address, fixed_ip=f.fixed_ip_address)
+            for f in snap.floating_ips
+            if gw_port and _router_handles(router, look, gw_port, f)
+        ]
+        self._sync_router_addresses(ns, legs, gw_link, fips, look)
+        gw_ip, want_routes = _router_routes(router, look, gw_port)
+        self._sync_routes(ns, want_routes)
+        internal = [
+            look.subnets[f.subnet_id].cidr
+            for pid in router.interface_port_ids
+            if pid in look.ports
+            for f in look.ports[pid].fixed_ips
+            if f.subnet_id in look.subnets
+        ]
+        script = firewall.render_router_nat(gw_link, gw_ip, internal, fips, router.enable_snat)
+        nsexec(ns, ["nft", "-f", "-"], input=script)
+
+    def _router_namespace(self, router: Router, cloud_name: str) -> str:
+        """The router's namespace (made once: forwarding on, no redirects, no rp_filter)."""
         ns = names.router_ns(self.tag, router.id)
         if not os.path.exists(f"/run/netns/{ns}"):
             add_namespace(ns)
@@ -504,20 +531,14 @@ class NamespaceBackend:
                  "net.ipv4.conf.default.rp_filter": "0"},
             )  # fmt: skip
             ip(ns, "link", "set", "lo", "up")
-        self.state.routers[router.id] = RouterRecord(id=router.id, cloud=snap.cloud, ns=ns)
-        ports = {p.id: p for p in snap.ports}
-        nets = {n.id: n for n in snap.networks}
-        subnets = {s.id: s for n in snap.networks for s in n.subnets}
-        # legs wanted: link name -> (port, network)
-        legs: dict[str, tuple[Port, Network]] = {}
-        gw_port = ports.get(router.gateway_port_id or "")
-        gw_link = names.router_gw_link(gw_port.id) if gw_port else None
-        if gw_port and gw_port.network_id in nets:
-            legs[gw_link] = (gw_port, nets[gw_port.network_id])  # type: ignore[index]
-        for pid in router.interface_port_ids:
-            port = ports.get(pid)
-            if port and port.network_id in nets:
-                legs[names.router_if_link(pid)] = (port, nets[port.network_id])
+        self.state.routers[router.id] = RouterRecord(id=router.id, cloud=cloud_name, ns=ns)
+        return ns
+
+    @staticmethod
+    def _sync_router_links(
+        ns: str, legs: dict[str, tuple[Port, Network]], cloud: CloudRecord
+    ) -> None:
+        """Delete legs no longer wanted; add each missing one as a veth into its bridge."""
         have = {link["ifname"] for link in ip_json(ns, "link", "show")}
         for name in have:
             if name.startswith("q") and name not in legs:
@@ -528,82 +549,32 @@ class NamespaceBackend:
             link = names.port_link(port.id)
             ip(cloud.fabric, "link", "del", link, check=False)
             ip(
-                cloud.fabric,
-                "link",
-                "add",
-                link,
-                "mtu",
-                str(net.mtu),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                name,
-                "netns",
-                ns,
-            )
+                cloud.fabric, "link", "add", link, "mtu", str(net.mtu),
+                "type", "veth", "peer", "name", name, "netns", ns,
+            )  # fmt: skip
             ip_batch(cloud.fabric, [f"link set {link} master {names.bridge(net.id)} up"])
             ip_batch(ns, [f"link set {name} address {port.mac_address} mtu {net.mtu} up"])
-        # floating IPs handled by this router
-        fips = []
-        for fip in snap.floating_ips:
-            if not (fip.port_id and fip.fixed_ip_address and gw_port):
-                continue
-            if fip.router_id == router.id or (
-                fip.router_id is None and fip.floating_network_id == gw_port.network_id
-                and self._router_reaches(router, ports, subnets, fip.fixed_ip_address)
-            ):  # fmt: skip
-                fips.append(
-                    firewall.FloatingNat(
-                        floating_ip=fip.floating_ip_address, fixed_ip=fip.fixed_ip_address
-                    )
-                )
-        # addresses
+
+    def _sync_router_addresses(
+        self,
+        ns: str,
+        legs: dict[str, tuple[Port, Network]],
+        gw_link: str | None,
+        fips: list[firewall.FloatingNat],
+        look: _Lookup,
+    ) -> None:
+        """Each leg's fixed IPs; the gateway leg also holds the floating IPs (as /32)."""
         for name, (port, _net) in legs.items():
-            want = set()
-            for f in port.fixed_ips:
-                sub = subnets.get(f.subnet_id)
-                if sub:
-                    want.add(f"{f.ip_address}/{_prefixlen(sub.cidr)}")
+            want = {
+                f"{f.ip_address}/{_prefixlen(look.subnets[f.subnet_id].cidr)}"
+                for f in port.fixed_ips
+                if f.subnet_id in look.subnets
+            }
             if name == gw_link:
                 want.update(f"{f.floating_ip}/32" for f in fips)
             removed = self._sync_addresses(ns, name, want)
             if name == gw_link:
                 self._forget_nat(ns, [a.split("/")[0] for a in removed if a.endswith("/32")])
-        # routes: default via the external gateway, plus extra routes
-        want_routes: dict[str, str] = {}
-        gw_ip = None
-        if gw_port:
-            for f in gw_port.fixed_ips:
-                sub = subnets.get(f.subnet_id)
-                if sub:
-                    gw_ip = f.ip_address
-                    if sub.gateway_ip:
-                        want_routes["default"] = sub.gateway_ip
-                    break
-        for route in router.routes:
-            dst = str(ipaddress.ip_network(route.destination, strict=False))
-            want_routes["default" if dst == "0.0.0.0/0" else dst] = route.nexthop
-        self._sync_routes(ns, want_routes)
-        internal = [
-            subnets[f.subnet_id].cidr
-            for pid in router.interface_port_ids
-            if pid in ports
-            for f in ports[pid].fixed_ips
-            if f.subnet_id in subnets
-        ]
-        script = firewall.render_router_nat(gw_link, gw_ip, internal, fips, router.enable_snat)
-        nsexec(ns, ["nft", "-f", "-"], input=script)
-
-    @staticmethod
-    def _router_reaches(router: Router, ports, subnets, address: str) -> bool:
-        addr = ipaddress.ip_address(address)
-        for pid in router.interface_port_ids:
-            for f in ports[pid].fixed_ips if pid in ports else []:
-                sub = subnets.get(f.subnet_id)
-                if sub and addr in ipaddress.ip_network(sub.cidr, strict=False):
-                    return True
-        return False
 
     @staticmethod
     def _forget_nat(ns: str, floating_ips: list[str]) -> None:
@@ -678,3 +649,77 @@ def ensure_unreachable_routes(cidrs: list[str]) -> None:
     for cidr in cidrs:
         if cidr not in have:  # the only thing ever added to the root namespace
             run(["ip", "route", "add", "unreachable", cidr])
+
+
+@dataclass
+class _Lookup:
+    """A snapshot's ports, networks and subnets by id."""
+
+    ports: dict[str, Port]
+    nets: dict[str, Network]
+    subnets: dict[str, Subnet]
+
+    @classmethod
+    def of(cls, snap: CloudSnapshot) -> _Lookup:
+        return cls(
+            ports={p.id: p for p in snap.ports},
+            nets={n.id: n for n in snap.networks},
+            subnets={s.id: s for n in snap.networks for s in n.subnets},
+        )
+
+
+def _router_legs(
+    router: Router, look: _Lookup, gw_port: Port | None
+) -> dict[str, tuple[Port, Network]]:
+    """The legs a router wants: link name -> (port, network), gateway leg first."""
+    legs: dict[str, tuple[Port, Network]] = {}
+    if gw_port and gw_port.network_id in look.nets:
+        legs[names.router_gw_link(gw_port.id)] = (gw_port, look.nets[gw_port.network_id])
+    for pid in router.interface_port_ids:
+        port = look.ports.get(pid)
+        if port and port.network_id in look.nets:
+            legs[names.router_if_link(pid)] = (port, look.nets[port.network_id])
+    return legs
+
+
+def _router_reaches(router: Router, look: _Lookup, address: str) -> bool:
+    addr = ipaddress.ip_address(address)
+    for pid in router.interface_port_ids:
+        for f in look.ports[pid].fixed_ips if pid in look.ports else []:
+            sub = look.subnets.get(f.subnet_id)
+            if sub and addr in ipaddress.ip_network(sub.cidr, strict=False):
+                return True
+    return False
+
+
+def _router_handles(router: Router, look: _Lookup, gw_port: Port, fip: FloatingIP) -> bool:
+    """The floating IP is this router's: bound to it, or unbound on its external network
+    with a fixed IP in one of its subnets."""
+    if not (fip.port_id and fip.fixed_ip_address):
+        return False
+    if fip.router_id == router.id:
+        return True
+    return (
+        fip.router_id is None
+        and fip.floating_network_id == gw_port.network_id
+        and _router_reaches(router, look, fip.fixed_ip_address)
+    )
+
+
+def _router_routes(
+    router: Router, look: _Lookup, gw_port: Port | None
+) -> tuple[str | None, dict[str, str]]:
+    """(the gateway leg's address, routes: default via the external gateway + extra routes)."""
+    want: dict[str, str] = {}
+    gw_ip = None
+    for f in gw_port.fixed_ips if gw_port else []:
+        sub = look.subnets.get(f.subnet_id)
+        if sub:
+            gw_ip = f.ip_address
+            if sub.gateway_ip:
+                want["default"] = sub.gateway_ip
+            break
+    for route in router.routes:
+        dst = str(ipaddress.ip_network(route.destination, strict=False))
+        want["default" if dst == "0.0.0.0/0" else dst] = route.nexthop
+    return gw_ip, want
