@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(wireguard-go wireguard-tools openssh-server nftables iproute2 iputils-ping conntrack
-      procps util-linux netcat-openbsd sudo python3)
+      procps util-linux netcat-openbsd sudo python3 slurm-wlm munge)
 
 if [[ $EUID -ne 0 ]]; then
     echo "hybridgrid: run as root (it installs Debian packages and makes network namespaces)" >&2

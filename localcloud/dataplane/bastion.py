@@ -81,7 +81,7 @@ BASTION_MTU = 1450  # as the clouds' external networks
 BASTION_HOSTNAME = "bastion"
 RECORD_FILE = "bastion.json"
 DIRECT_PATHS_TABLE = 1000  # routing table (and rule priority) of the bastion-only clouds
-OVERLAY_ROOTS = ("/etc", "/var", "/opt", "/srv", "/usr/local")  # as vm.HOLDER_SCRIPT
+OVERLAY_ROOTS = ("/etc", "/var", "/opt", "/usr/local")  # as vm.HOLDER_SCRIPT
 
 GUEST_SOURCE = Path(__file__).with_name("bastion_guest.py").read_text()
 

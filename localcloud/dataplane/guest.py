@@ -2,7 +2,8 @@
 
 ``python -I -S guest.py prepare`` (at BUILD) makes the server look like an Ubuntu cloud
 image: user ``ubuntu`` with passwordless sudo, hostname, SSH host keys and sshd config, all in
-the server's private /etc overlay. ``guest.py boot`` (at ACTIVE) installs authorized keys,
+the server's private /etc overlay, and the owners and modes of Slurm's and munge's private
+directories. ``guest.py boot`` (at ACTIVE) installs authorized keys,
 writes user-data files, starts sshd and launches runcmd. Input is JSON on stdin, so host
 private keys never appear in argv.
 """
@@ -109,10 +110,42 @@ def prepare(d):
         write(base, key["private"], 0o600)
         write(base + ".pub", f"{key['public']} root@{name}\n", 0o644)
     write("/etc/ssh/sshd_config", SSHD_CONFIG)
+    own_state_dirs()
     for fn in ("/etc/ssh/sshd_config.d",):
         if os.path.isdir(fn):
             for sub in os.listdir(fn):
                 os.unlink(os.path.join(fn, sub))
+
+
+# Slurm's and munge's private directories (tmpfs, made by the holder): owner, mode. munged
+# refuses a key directory or log directory that others can read or write, and wants its
+# socket directory /run/munge traversable (clients connect to it).
+STATE_DIRS = {
+    "/etc/munge": ("munge", 0o700),
+    "/var/lib/munge": ("munge", 0o711),
+    "/var/log/munge": ("munge", 0o700),
+    "/run/munge": ("munge", 0o755),
+    "/etc/slurm": ("root", 0o755),
+    "/var/spool/slurmd": ("root", 0o755),
+    "/var/spool/slurmctld": ("slurm", 0o755),
+    "/var/log/slurm": ("slurm", 0o755),
+    "/srv": ("root", 0o755),
+}
+
+
+def own_state_dirs():
+    """Owners and modes of STATE_DIRS; a user the image lacks (no munge installed) is root."""
+    import pwd
+
+    for path, (user, mode) in STATE_DIRS.items():
+        try:
+            entry = pwd.getpwnam(user)
+            uid, gid = entry.pw_uid, entry.pw_gid
+        except KeyError:
+            uid, gid = 0, 0
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, mode)
+        os.chown(path, uid, gid)
 
 
 def owner_ids(owner):

@@ -1,15 +1,21 @@
 """An emulated server: a network namespace plus a holder process that owns private mount,
 UTS, IPC and PID namespaces (PID 1 of the server), and sshd started inside at ACTIVE.
 
-The holder makes the server look like its own machine: tmpfs on /run (so /run/wireguard and
-/run/sshd are private), overlays on /etc, /var, /opt, /srv and /usr/local (private,
-writable, gone on delete), tmpfs on /root, /home, /tmp and /etc/wireguard, and a fresh
-/proc and /sys. Killing PID 1 with SIGKILL ends every process of the server at once.
+The holder makes the server look like its own machine: hostname = server name (its own UTS
+namespace); tmpfs on /run (so /run/wireguard, /run/sshd and /run/munge are private), overlays
+on /etc, /var, /opt and /usr/local (private, writable, gone on delete), tmpfs on /root,
+/home, /tmp, /etc/wireguard and /srv (the data that lives at a site), a fresh /proc and /sys.
+Slurm and munge get empty private state (tmpfs on /etc/slurm, /etc/munge, /var/lib/munge,
+/var/log/munge, /var/spool/slurmd, /var/spool/slurmctld and /var/log/slurm), so no server
+sees the host's munge key or another server's, and /sys/fs/cgroup mirrors the host's cgroup
+mounts (slurmd 22.05 refuses to start without them). Killing PID 1 with SIGKILL ends every
+process of the server at once.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import subprocess
@@ -17,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from localcloud.dataplane import guest
 from localcloud.dataplane.cloudconfig import CloudInit
 from localcloud.dataplane.hostkeys import HostKey
 from localcloud.dataplane.netns import NETNS_DIR, SAFE_PATH, DataplaneError, run
@@ -41,11 +48,17 @@ set -e
 umask 022
 hostname "$LC_HOSTNAME"
 mount -t sysfs lcsys /sys
+# The fresh sysfs has an empty /sys/fs/cgroup: mount the host's hierarchies again (best
+# effort: a server without them still boots, only slurmd would not start).
+for m in $LC_CGROUPS; do
+  IFS='|'; set -- $m; unset IFS
+  mkdir -p "$1" && mount -t "$2" -o "$3" "$4" "$1" || echo "cgroup mount $1 failed" >&2
+done
 mount -t tmpfs -o mode=755,size=64m lcrun /run
 mkdir -p /run/sshd /run/lock /run/lc
 mkdir -m 700 /run/wireguard
 mount -t tmpfs -o mode=700,size=512m lcovl /run/lc
-for d in etc var opt srv usr/local; do
+for d in etc var opt usr/local; do
   u=/run/lc/$(echo $d | tr / _)
   mkdir -p $u.up $u.work
   # the overlay's root takes the upper directory's mode and owner: those of the real /$d
@@ -57,12 +70,59 @@ mount -t tmpfs -o mode=700,size=16m lcwg /etc/wireguard
 mount -t tmpfs -o mode=700,size=64m lcroot /root
 mount -t tmpfs -o mode=755,size=64m lchome /home
 mount -t tmpfs -o mode=1777,size=256m lctmp /tmp
+mount -t tmpfs -o mode=755,size=512m lcsrv /srv
+# Slurm's and munge's state starts empty (the guest agent sets owners and modes)
+for d in $LC_STATE_DIRS; do
+  mkdir -p $d
+  mount -t tmpfs -o mode=700,size=64m lcstate $d
+done
 "$LC_PYTHON" -I -S -c "$LC_GUEST" prepare
 echo ready
 cd /
 exec /bin/bash -c 'trap "" TERM INT HUP; while :; do sleep 86400 & wait $!; done' \
   </dev/null >/dev/null 2>&1
 """
+
+# Slurm's and munge's private directories, each an empty tmpfs (owners and modes: guest.py);
+# /srv has its own, larger one.
+STATE_DIRS = tuple(d for d in guest.STATE_DIRS if d != "/srv")
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+@functools.cache
+def cgroup_mounts() -> str:
+    """The host's mounts on /sys/fs/cgroup, as `target|fstype|options|source` words for the
+    holder, parents first. A v1 hierarchy is mounted with its own controllers (mounting an
+    existing combination again is allowed; another one is not, e.g. `cpu,cpuacct` when the
+    host has them apart); a named one without controllers (name=systemd) needs `none`."""
+    words = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        target = fields.split()[4]
+        fstype, _source, options = [*tail.split(), "", "", ""][:3]
+        if not (target == CGROUP_ROOT or target.startswith(CGROUP_ROOT + "/")):
+            continue
+        if fstype == "tmpfs":
+            words.append(f"{target}|tmpfs|mode=755,size=1m|lccgroup")
+        elif fstype == "cgroup2":
+            words.append(f"{target}|cgroup2|rw|cgroup2")
+        elif fstype == "cgroup":
+            words.append(f"{target}|cgroup|{_v1_options(options)}|cgroup")
+    return " ".join(words)
+
+
+def _v1_options(options: str) -> str:
+    keep = [o for o in options.split(",") if o in _controllers() or o.startswith("name=")]
+    if not any(o in _controllers() for o in keep):
+        keep.insert(0, "none")
+    return ",".join(keep)
+
+
+@functools.cache
+def _controllers() -> frozenset[str]:
+    lines = Path("/proc/cgroups").read_text().splitlines()[1:]
+    return frozenset(line.split()[0] for line in lines if line.strip())
+
 
 NSENTER_ALL = ("-m", "-u", "-i", "-n", "-p", "-r", "-w")
 
@@ -76,6 +136,8 @@ def start_holder(ns: str, hostname: str, host_keys: list[HostKey], log_path: Pat
         "LC_PYTHON": GUEST_PYTHON,
         "LC_GUEST": GUEST_SOURCE,
         "LC_HOLDER": HOLDER_SCRIPT,
+        "LC_CGROUPS": cgroup_mounts(),
+        "LC_STATE_DIRS": " ".join(STATE_DIRS),
     }
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
