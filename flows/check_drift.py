@@ -16,7 +16,8 @@ from prefect import flow, get_run_logger
 
 from hybridgrid import desired, naming
 from hybridgrid.blocks.registry import DEFAULT_REGISTRY, HomeEntry, RegistryData, load_registry
-from hybridgrid.drift import DriftReport, SiteDrift, compare, desired_site
+from hybridgrid.changes import compare
+from hybridgrid.drift import DriftReport, SiteDrift, desired_site
 from hybridgrid.flows import common
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.model import TopologyError, plan

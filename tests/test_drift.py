@@ -10,6 +10,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from hybridgrid.blocks.registry import HomeEntry, RegistryData, SiteEntry
+from hybridgrid.changes import compare, stale_rules
 from hybridgrid.drift import (
     CHECKS,
     DriftReport,
@@ -21,13 +22,11 @@ from hybridgrid.drift import (
     SiteApiObs,
     SiteNodesObs,
     WorkerObs,
-    compare,
     desired_site,
     parse_pings,
     parse_routes,
     ping_command,
     ping_many_command,
-    stale_rules,
 )
 from hybridgrid.model import RemoteSite
 from hybridgrid.rules import RuleSpec
