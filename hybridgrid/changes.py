@@ -319,7 +319,8 @@ def _hub_peers(want: DesiredSite, hub: NodeObs, peer: WgPeerState | None) -> lis
     site, node, out = want.site, hub.name, []
     if peer is None:
         message = f"the master has no peer with {site}'s key {want.spoke_key}"
-        out.append(_found("peers", message, "add", "peer", node, f"{site} ({want.spoke_key})"))
+        detail = f"{site} ({want.spoke_key})" if want.spoke_key else site  # no key: a new site
+        out.append(_found("peers", message, "add", "peer", node, detail))
     elif missing := _lacking_allowed(peer, want.hub_peer_allowed):
         message = f"the master's peer for {site} lacks AllowedIPs {', '.join(missing)}"
         detail = f"{site} AllowedIPs: + {', '.join(missing)}"

@@ -30,6 +30,7 @@ cloud_app = typer.Typer(help="Clouds and their credentials blocks.", no_args_is_
 key_app = typer.Typer(help="SSH key blocks the flows log in with.", no_args_is_help=True)
 
 EXIT_INVALID = 2  # bad input, like a usage error
+DEFAULT_REGISTRY = "hybridgrid"
 
 
 @app.callback()
@@ -97,7 +98,8 @@ def plan_table(p: WiredPlan):
 def plan(
     spec: Annotated[Path, typer.Argument(help="topology spec (YAML), e.g. examples/seed.yaml")],
     json_output: Annotated[
-        bool, typer.Option("--json", help="print the resolved plan as JSON")
+        bool,
+        typer.Option("--json", help="print the resolved plan (with --live: the changes) as JSON"),
     ] = False,
     network_mtu: Annotated[
         int, typer.Option(help="underlay network MTU; the tunnel MTU is 80 less")
@@ -106,45 +108,45 @@ def plan(
         str | None,
         typer.Option(
             help="keep the allocations recorded in this SiteRegistry block (reads the Prefect "
-            "API, never a cloud)"
+            "API, never a cloud); with --live the registry to compare (default hybridgrid)"
         ),
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="compare the desired wiring with what is on the clouds and print what a run "
+            "would add (+), change (~) or destroy (-); reads only. Exit 0 no change, "
+            "3 changes pending, 1 not all observed or not right without a change (! lines), "
+            "2 bad input",
+        ),
+    ] = False,
 ) -> None:
-    """Show the resolved plan of a topology spec without touching any cloud."""
+    """Show the resolved plan of a topology spec without touching any cloud (--live: what a
+    run would change on the clouds, touching nothing)."""
     from hybridgrid.desired import plan as resolve
-    from hybridgrid.spec import load_spec
 
+    topology = _load(spec)
+    data = _read_registry(registry or DEFAULT_REGISTRY) if live else None
     try:
-        topology = load_spec(spec)
-        existing = _registered_allocations(registry) if registry else None
+        if data is not None:
+            _require_home(data, topology, registry or DEFAULT_REGISTRY, spec)
+        existing = data.allocations() if data else _registered_allocations(registry)
         resolved = resolve(topology, existing, network_mtu=network_mtu)
     except TopologyError as err:
         fail(err)
+    if data is not None:
+        from hybridgrid.cli_plan import show_live_plan
+
+        raise typer.Exit(show_live_plan(topology, resolved, data, registry, json_output))
     if json_output:
         typer.echo(resolved.model_dump_json(indent=2))
         return
-    from rich.console import Console
-
-    # Piped output keeps full lines; a terminal gets its own width.
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(plan_table(resolved))
+    _console().print(plan_table(resolved))
 
 
-def _registered_allocations(name: str):
-    import asyncio
-
-    from hybridgrid.blocks.registry import load_registry
-
-    require_server()
-    try:
-        return asyncio.run(load_registry(name)).allocations()
-    except Exception as exc:  # any API failure: say which and stop
-        typer.echo(
-            f"error: --registry: cannot read registry {name!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
-            err=True,
-        )
-        raise typer.Exit(1) from None
+def _registered_allocations(name: str | None):
+    return _read_registry(name).allocations() if name else None
 
 
 # ---------------------------------------------------------------- running the flows
@@ -190,6 +192,24 @@ def _read_registry(name: str):
         raise typer.Exit(EXIT_FAILED) from None
 
 
+def _require_home(data, topology, registry: str, spec: Path) -> None:
+    """The registry holds a home, the one the spec names (exit 1 without, 2 for another)."""
+    if data.home is None or data.home.master is None:
+        typer.echo(
+            f"error: registry {registry!r} has no home cluster. "
+            f"Fix: run `hybridgrid home bootstrap {spec}` first",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    if data.home.subnet != topology.home.subnet:
+        raise TopologyError(
+            "home.subnet",
+            f"the spec says {topology.home.subnet}, registry {registry!r} holds home "
+            f"{data.home.name} on {data.home.subnet}",
+            "use the spec the home was bootstrapped from, or another --registry",
+        )
+
+
 def layers_table(site: str, layers) -> object:
     """Each verification layer of a site: ok / FAILED / n/a and what it saw."""
     from rich.table import Table
@@ -220,23 +240,10 @@ def site_add(
     if remote is None:
         names = ", ".join(s.name for s in topology.sites) or "none"
         fail(TopologyError("--site", f"{spec} has no site {site!r} (sites: {names})", "name one"))
-    data = _read_registry(registry)
-    if data.home is None or data.home.master is None:
-        typer.echo(
-            f"error: registry {registry!r} has no home cluster. "
-            f"Fix: run `hybridgrid home bootstrap {spec}` first",
-            err=True,
-        )
-        raise typer.Exit(EXIT_FAILED)
-    if data.home.subnet != topology.home.subnet:
-        fail(
-            TopologyError(
-                "home.subnet",
-                f"the spec says {topology.home.subnet}, registry {registry!r} holds home "
-                f"{data.home.name} on {data.home.subnet}",
-                "use the spec the home was bootstrapped from, or another --registry",
-            )
-        )
+    try:
+        _require_home(_read_registry(registry), topology, registry, spec)
+    except TopologyError as err:
+        fail(err)
     from hybridgrid.cli_runs import add_site_call
     from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 
