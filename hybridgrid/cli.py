@@ -45,6 +45,16 @@ def fail(err: TopologyError) -> NoReturn:
     raise typer.Exit(EXIT_INVALID)
 
 
+def prefect_failed(what: str, exc: BaseException) -> NoReturn:
+    """A Prefect API call failed: say which, and exit 1."""
+    typer.echo(
+        f"error: {what} ({exc.__class__.__name__}). "
+        "Fix: check PREFECT_API_URL and that the Prefect server is up",
+        err=True,
+    )
+    raise typer.Exit(EXIT_FAILED) from None
+
+
 def _lines(items) -> str:
     return "\n".join(str(i) for i in items)
 
@@ -184,12 +194,7 @@ def _read_registry(name: str):
     try:
         return asyncio.run(load_registry(name))
     except Exception as exc:  # any API failure: say which and stop
-        typer.echo(
-            f"error: cannot read registry {name!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
-            err=True,
-        )
-        raise typer.Exit(EXIT_FAILED) from None
+        prefect_failed(f"cannot read registry {name!r}", exc)
 
 
 def _require_home(data, topology, registry: str, spec: Path) -> None:
@@ -409,79 +414,39 @@ def cloud_import(
 
     The access options say how the flows reach the cloud's servers over SSH; without any, an
     existing block keeps its access setting (a new one is direct)."""
-    from hybridgrid.cli_access import access_from_options, check_key_file, save_bastion_key
-    from hybridgrid.model import BLOCK_NAME_RE
-
-    block = block or name
-    if not BLOCK_NAME_RE.match(block) or len(block) > 63:
-        fail(
-            TopologyError(
-                "--block",
-                f"{block!r} is not a valid block name",
-                "use lowercase letters, digits and '-' (e.g. giessen)",
-            )
-        )
-    if clouds_yaml is not None and not clouds_yaml.is_file():
-        fail(TopologyError("--clouds-yaml", f"{clouds_yaml} does not exist", "give the file"))
     import asyncio
 
-    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.cli_access import (
+        AccessOptions,
+        load_credentials,
+        save_credentials,
+        saved_line,
+    )
 
-    key_block = bastion_key_block or f"{block}-bastion"
+    block = block or name
+    options = AccessOptions(
+        direct=direct,
+        proxy_command=proxy_command,
+        bastion=bastion,
+        host_keys=bastion_host_key or [],
+        key_block=bastion_key_block or f"{block}-bastion",
+        key_file=bastion_key_file,
+    )
     try:
-        access = access_from_options(
-            direct=direct,
-            proxy_command=proxy_command,
-            bastion=bastion,
-            host_keys=bastion_host_key or [],
-            key_block=key_block,
-        )
-        if bastion_key_file is not None:
-            check_key_file(bastion_key_file)
-        creds = OpenStackCredentials.from_clouds_yaml(name, clouds_yaml)
+        creds, access = load_credentials(name, clouds_yaml, block, options)
     except TopologyError as exc:
         fail(exc)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
-
     require_server()
-
-    async def save() -> bool:
-        try:
-            old = await OpenStackCredentials.aload(block)
-            existed = True
-        except Exception:  # not found (or not loadable): it is made
-            old, existed = None, False
-        if access is not None:
-            creds.access = access
-        elif old is not None:
-            creds.access = old.access
-        if bastion_key_file is not None:
-            await save_bastion_key(bastion_key_file, key_block)
-        await creds.asave(block, overwrite=True)
-        return existed
-
     try:
-        existed = asyncio.run(save())
-    except Exception as exc:
-        typer.echo(
-            f"error: cannot save block {block!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
-            err=True,
+        existed = asyncio.run(
+            save_credentials(creds, access, block, options.key_file, options.key_block)
         )
-        raise typer.Exit(EXIT_FAILED) from None
-    who = (
-        f"user {creds.username}"
-        if creds.username
-        else f"application credential {creds.application_credential_id}"
-    )
-    project = creds.project_name or creds.project_id or "-"
-    typer.echo(
-        f"{'replaced' if existed else 'saved'} block {block!r} (OpenStack Credentials): "
-        f"{creds.auth_url}, region {creds.region_name or '-'}, project {project}, {who}; "
-        f"SSH access: {creds.access.mode}"
-    )
+    except Exception as exc:
+        prefect_failed(f"cannot save block {block!r}", exc)
+    typer.echo(saved_line(creds, block, existed))
 
 
 @key_app.command("create")
@@ -542,12 +507,7 @@ def key_create(
     except typer.Exit:
         raise
     except Exception as exc:
-        typer.echo(
-            f"error: cannot read or save block {block!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
-            err=True,
-        )
-        raise typer.Exit(EXIT_FAILED) from None
+        prefect_failed(f"cannot read or save block {block!r}", exc)
     typer.echo(f"{'made' if made else 'kept existing'} SSH key block {block!r}: {public}")
 
 
