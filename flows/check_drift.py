@@ -16,7 +16,8 @@ from prefect import flow, get_run_logger
 
 from hybridgrid import desired, naming
 from hybridgrid.blocks.registry import DEFAULT_REGISTRY, HomeEntry, RegistryData, load_registry
-from hybridgrid.drift import DriftReport, SiteDrift, compare, desired_site
+from hybridgrid.changes import compare
+from hybridgrid.drift import DriftReport, SiteDrift, desired_site
 from hybridgrid.flows import common
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.model import TopologyError, plan
@@ -101,74 +102,12 @@ def _select(data: RegistryData, sites: list[str] | None, registry: str) -> list[
 # ---------------------------------------------------------------- the check
 
 
-def _home_probe(home: HomeEntry, data: RegistryData, names: list[str]) -> dt.HomeProbe:
-    assert home.master is not None and home.ssh_key_block is not None
-    pings = [
-        str(data.sites[n].fixed_ips["worker-1"])
-        for n in names
-        if "worker-1" in data.sites[n].fixed_ips
-    ]
-    fip = home.public_ips.get("master")
-    return dt.HomeProbe(
-        cloud=home.cloud,
-        home=home.name,
-        master=home.master,
-        master_port_id=home.resource_ids.get("master-port"),
-        workers=list(home.workers),
-        node=dt.NodeProbe(
-            cloud=home.cloud,
-            name=home.master,
-            addresses=[str(fip)] if fip else [],
-            host_keys=home.host_keys[home.master],
-            key_block=home.ssh_key_block,
-            pings=pings,
-        ),
-    )
-
-
-def _site_probe(data: RegistryData, name: str, home_ping: str | None) -> dt.SiteProbe:
-    entry = data.sites[name]
-    spec = entry.spec
-    n_workers = spec.workers if spec else 0
-    vpn = naming.resource_name(name, naming.VPN)
-    workers = [naming.resource_name(name, naming.WORKER, i) for i in range(1, n_workers + 1)]
-    fip = entry.public_ips.get("vpn")
-    return dt.SiteProbe(
-        site=name,
-        cloud=entry.cloud,
-        servers=[vpn, *workers],
-        vpn_port_id=entry.resource_ids.get("vpn-port"),
-        node=dt.NodeProbe(
-            cloud=entry.cloud,
-            name=vpn,
-            addresses=[str(fip)] if fip else [],
-            host_keys=entry.host_keys.get(vpn, []),
-            key_block=entry.ssh_key_block or naming.resource_name(name, "ssh"),
-            worker_user=spec.ssh_user if spec else "ubuntu",
-            workers=[
-                dt.WorkerProbe(
-                    name=w,
-                    fixed_ip=str(entry.fixed_ips[f"worker-{i}"]),
-                    host_keys=entry.host_keys.get(w, []),
-                )
-                for i, w in enumerate(workers, 1)
-                if f"worker-{i}" in entry.fixed_ips
-            ],
-            pings=[home_ping] if home_ping else [],
-        ),
-    )
-
-
 async def check_sites(
     data: RegistryData, home: HomeEntry, names: list[str], registry: str
 ) -> DriftReport:
     """Observe the hub side and every site at once, then judge each site (pure)."""
-    home_probe = _home_probe(home, data, names)
-    home_keys = {w: home.host_keys.get(w, []) for w in home.workers}
-
-    first_ip = await _home_worker_ip(home)  # what site workers ping (one quick lookup)
-    probes = [_site_probe(data, n, first_ip) for n in names]
-    home_obs, site_obs = await dt.observe(home_probe, home_keys, probes, len(probes))
+    p = await dt.probes(data, names)
+    home_obs, site_obs = await dt.observe(p.home, p.host_keys, p.sites, len(p.sites))
     sites: list[SiteDrift] = []
     for name, (api, nodes) in zip(names, site_obs, strict=True):
         entry = data.sites[name]
@@ -178,19 +117,6 @@ async def check_sites(
         want = desired_site(data, name, home=home_obs, api=api)
         sites.append(compare(want, home_obs, api, nodes))
     return DriftReport(registry=registry, sites=sites)
-
-
-async def _home_worker_ip(home: HomeEntry) -> str | None:
-    if not home.workers:
-        return None
-
-    def look() -> str | None:
-        return dt._worker_ips(connection(home.cloud), home.workers[:1]).get(home.workers[0])
-
-    try:
-        return await asyncio.to_thread(look)
-    except Exception:  # the hub task reports an unreadable home cloud
-        return None
 
 
 def _resolved(data: RegistryData, name: str):
@@ -253,8 +179,8 @@ async def _forget_redirects(data: RegistryData, site: str) -> None:
         ips, master_fips, vpn_fips = await asyncio.to_thread(lookup)
     except Exception:  # best effort: add-site reports what is still broken
         return
-    probe = _site_probe(data, site, None).node
-    hprobe = _home_probe(home, data, [site]).node
+    probe = dt.site_probe(data, site, None).node
+    hprobe = dt.home_probe(data, [site]).node
     probe.addresses = vpn_fips + probe.addresses
     hprobe.addresses = master_fips + hprobe.addresses
     hprobe.workers = [

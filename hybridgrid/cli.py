@@ -30,6 +30,7 @@ cloud_app = typer.Typer(help="Clouds and their credentials blocks.", no_args_is_
 key_app = typer.Typer(help="SSH key blocks the flows log in with.", no_args_is_help=True)
 
 EXIT_INVALID = 2  # bad input, like a usage error
+DEFAULT_REGISTRY = "hybridgrid"
 
 
 @app.callback()
@@ -42,6 +43,16 @@ def fail(err: TopologyError) -> NoReturn:
     """Print one clear error and exit 2."""
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(EXIT_INVALID)
+
+
+def prefect_failed(what: str, exc: BaseException) -> NoReturn:
+    """A Prefect API call failed: say which, and exit 1."""
+    typer.echo(
+        f"error: {what} ({exc.__class__.__name__}). "
+        "Fix: check PREFECT_API_URL and that the Prefect server is up",
+        err=True,
+    )
+    raise typer.Exit(EXIT_FAILED) from None
 
 
 def _lines(items) -> str:
@@ -97,7 +108,8 @@ def plan_table(p: WiredPlan):
 def plan(
     spec: Annotated[Path, typer.Argument(help="topology spec (YAML), e.g. examples/seed.yaml")],
     json_output: Annotated[
-        bool, typer.Option("--json", help="print the resolved plan as JSON")
+        bool,
+        typer.Option("--json", help="print the resolved plan (with --live: the changes) as JSON"),
     ] = False,
     network_mtu: Annotated[
         int, typer.Option(help="underlay network MTU; the tunnel MTU is 80 less")
@@ -106,45 +118,45 @@ def plan(
         str | None,
         typer.Option(
             help="keep the allocations recorded in this SiteRegistry block (reads the Prefect "
-            "API, never a cloud)"
+            "API, never a cloud); with --live the registry to compare (default hybridgrid)"
         ),
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="compare the desired wiring with what is on the clouds and print what a run "
+            "would add (+), change (~) or destroy (-); reads only. Exit 0 no change, "
+            "3 changes pending, 1 not all observed or not right without a change (! lines), "
+            "2 bad input",
+        ),
+    ] = False,
 ) -> None:
-    """Show the resolved plan of a topology spec without touching any cloud."""
+    """Show the resolved plan of a topology spec without touching any cloud (--live: what a
+    run would change on the clouds, touching nothing)."""
     from hybridgrid.desired import plan as resolve
-    from hybridgrid.spec import load_spec
 
+    topology = _load(spec)
+    data = _read_registry(registry or DEFAULT_REGISTRY) if live else None
     try:
-        topology = load_spec(spec)
-        existing = _registered_allocations(registry) if registry else None
+        if data is not None:
+            _require_home(data, topology, registry or DEFAULT_REGISTRY, spec)
+        existing = data.allocations() if data else _registered_allocations(registry)
         resolved = resolve(topology, existing, network_mtu=network_mtu)
     except TopologyError as err:
         fail(err)
+    if data is not None:
+        from hybridgrid.cli_plan import show_live_plan
+
+        raise typer.Exit(show_live_plan(topology, resolved, data, registry, json_output))
     if json_output:
         typer.echo(resolved.model_dump_json(indent=2))
         return
-    from rich.console import Console
-
-    # Piped output keeps full lines; a terminal gets its own width.
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(plan_table(resolved))
+    _console().print(plan_table(resolved))
 
 
-def _registered_allocations(name: str):
-    import asyncio
-
-    from hybridgrid.blocks.registry import load_registry
-
-    require_server()
-    try:
-        return asyncio.run(load_registry(name)).allocations()
-    except Exception as exc:  # any API failure: say which and stop
-        typer.echo(
-            f"error: --registry: cannot read registry {name!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
-            err=True,
-        )
-        raise typer.Exit(1) from None
+def _registered_allocations(name: str | None):
+    return _read_registry(name).allocations() if name else None
 
 
 # ---------------------------------------------------------------- running the flows
@@ -182,12 +194,25 @@ def _read_registry(name: str):
     try:
         return asyncio.run(load_registry(name))
     except Exception as exc:  # any API failure: say which and stop
+        prefect_failed(f"cannot read registry {name!r}", exc)
+
+
+def _require_home(data, topology, registry: str, spec: Path) -> None:
+    """The registry holds a home, the one the spec names (exit 1 without, 2 for another)."""
+    if data.home is None or data.home.master is None:
         typer.echo(
-            f"error: cannot read registry {name!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
+            f"error: registry {registry!r} has no home cluster. "
+            f"Fix: run `hybridgrid home bootstrap {spec}` first",
             err=True,
         )
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(EXIT_FAILED)
+    if data.home.subnet != topology.home.subnet:
+        raise TopologyError(
+            "home.subnet",
+            f"the spec says {topology.home.subnet}, registry {registry!r} holds home "
+            f"{data.home.name} on {data.home.subnet}",
+            "use the spec the home was bootstrapped from, or another --registry",
+        )
 
 
 def layers_table(site: str, layers) -> object:
@@ -220,23 +245,10 @@ def site_add(
     if remote is None:
         names = ", ".join(s.name for s in topology.sites) or "none"
         fail(TopologyError("--site", f"{spec} has no site {site!r} (sites: {names})", "name one"))
-    data = _read_registry(registry)
-    if data.home is None or data.home.master is None:
-        typer.echo(
-            f"error: registry {registry!r} has no home cluster. "
-            f"Fix: run `hybridgrid home bootstrap {spec}` first",
-            err=True,
-        )
-        raise typer.Exit(EXIT_FAILED)
-    if data.home.subnet != topology.home.subnet:
-        fail(
-            TopologyError(
-                "home.subnet",
-                f"the spec says {topology.home.subnet}, registry {registry!r} holds home "
-                f"{data.home.name} on {data.home.subnet}",
-                "use the spec the home was bootstrapped from, or another --registry",
-            )
-        )
+    try:
+        _require_home(_read_registry(registry), topology, registry, spec)
+    except TopologyError as err:
+        fail(err)
     from hybridgrid.cli_runs import add_site_call
     from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 
@@ -402,79 +414,39 @@ def cloud_import(
 
     The access options say how the flows reach the cloud's servers over SSH; without any, an
     existing block keeps its access setting (a new one is direct)."""
-    from hybridgrid.cli_access import access_from_options, check_key_file, save_bastion_key
-    from hybridgrid.model import BLOCK_NAME_RE
-
-    block = block or name
-    if not BLOCK_NAME_RE.match(block) or len(block) > 63:
-        fail(
-            TopologyError(
-                "--block",
-                f"{block!r} is not a valid block name",
-                "use lowercase letters, digits and '-' (e.g. giessen)",
-            )
-        )
-    if clouds_yaml is not None and not clouds_yaml.is_file():
-        fail(TopologyError("--clouds-yaml", f"{clouds_yaml} does not exist", "give the file"))
     import asyncio
 
-    from hybridgrid.blocks.openstack import OpenStackCredentials
+    from hybridgrid.cli_access import (
+        AccessOptions,
+        load_credentials,
+        save_credentials,
+        saved_line,
+    )
 
-    key_block = bastion_key_block or f"{block}-bastion"
+    block = block or name
+    options = AccessOptions(
+        direct=direct,
+        proxy_command=proxy_command,
+        bastion=bastion,
+        host_keys=bastion_host_key or [],
+        key_block=bastion_key_block or f"{block}-bastion",
+        key_file=bastion_key_file,
+    )
     try:
-        access = access_from_options(
-            direct=direct,
-            proxy_command=proxy_command,
-            bastion=bastion,
-            host_keys=bastion_host_key or [],
-            key_block=key_block,
-        )
-        if bastion_key_file is not None:
-            check_key_file(bastion_key_file)
-        creds = OpenStackCredentials.from_clouds_yaml(name, clouds_yaml)
+        creds, access = load_credentials(name, clouds_yaml, block, options)
     except TopologyError as exc:
         fail(exc)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
-
     require_server()
-
-    async def save() -> bool:
-        try:
-            old = await OpenStackCredentials.aload(block)
-            existed = True
-        except Exception:  # not found (or not loadable): it is made
-            old, existed = None, False
-        if access is not None:
-            creds.access = access
-        elif old is not None:
-            creds.access = old.access
-        if bastion_key_file is not None:
-            await save_bastion_key(bastion_key_file, key_block)
-        await creds.asave(block, overwrite=True)
-        return existed
-
     try:
-        existed = asyncio.run(save())
-    except Exception as exc:
-        typer.echo(
-            f"error: cannot save block {block!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
-            err=True,
+        existed = asyncio.run(
+            save_credentials(creds, access, block, options.key_file, options.key_block)
         )
-        raise typer.Exit(EXIT_FAILED) from None
-    who = (
-        f"user {creds.username}"
-        if creds.username
-        else f"application credential {creds.application_credential_id}"
-    )
-    project = creds.project_name or creds.project_id or "-"
-    typer.echo(
-        f"{'replaced' if existed else 'saved'} block {block!r} (OpenStack Credentials): "
-        f"{creds.auth_url}, region {creds.region_name or '-'}, project {project}, {who}; "
-        f"SSH access: {creds.access.mode}"
-    )
+    except Exception as exc:
+        prefect_failed(f"cannot save block {block!r}", exc)
+    typer.echo(saved_line(creds, block, existed))
 
 
 @key_app.command("create")
@@ -535,12 +507,7 @@ def key_create(
     except typer.Exit:
         raise
     except Exception as exc:
-        typer.echo(
-            f"error: cannot read or save block {block!r} ({exc.__class__.__name__}). "
-            "Fix: check PREFECT_API_URL and that the Prefect server is up",
-            err=True,
-        )
-        raise typer.Exit(EXIT_FAILED) from None
+        prefect_failed(f"cannot read or save block {block!r}", exc)
     typer.echo(f"{'made' if made else 'kept existing'} SSH key block {block!r}: {public}")
 
 

@@ -3,11 +3,70 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hybridgrid.access import JUMP_FORM, Bastion, CloudAccess
-from hybridgrid.model import TopologyError
+from hybridgrid.model import BLOCK_NAME_RE, TopologyError
+
+
+class AccessOptions(BaseModel):
+    """`cloud import`'s access options as given."""
+
+    direct: bool = False
+    proxy_command: str | None = None
+    bastion: str | None = None
+    host_keys: list[str] = []
+    key_block: str
+    key_file: Path | None = None
+
+
+def load_credentials(
+    name: str, clouds_yaml: Path | None, block: str, options: AccessOptions
+) -> tuple[Any, CloudAccess | None]:
+    """The clouds.yaml entry as credentials, and the access the options ask for (None: keep
+    the block's). Bad input raises TopologyError (or ValueError from the clouds.yaml)."""
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+
+    if not BLOCK_NAME_RE.match(block) or len(block) > 63:
+        raise TopologyError(
+            "--block",
+            f"{block!r} is not a valid block name",
+            "use lowercase letters, digits and '-' (e.g. giessen)",
+        )
+    if clouds_yaml is not None and not clouds_yaml.is_file():
+        raise TopologyError("--clouds-yaml", f"{clouds_yaml} does not exist", "give the file")
+    access = access_from_options(
+        direct=options.direct,
+        proxy_command=options.proxy_command,
+        bastion=options.bastion,
+        host_keys=options.host_keys,
+        key_block=options.key_block,
+    )
+    if options.key_file is not None:
+        check_key_file(options.key_file)
+    return OpenStackCredentials.from_clouds_yaml(name, clouds_yaml), access
+
+
+async def save_credentials(
+    creds: Any, access: CloudAccess | None, block: str, key_file: Path | None, key_block: str
+) -> bool:
+    """Save the block (with `access`, else an existing block's); True when it replaced one."""
+    from hybridgrid.blocks.openstack import OpenStackCredentials
+
+    try:
+        old = await OpenStackCredentials.aload(block)
+    except Exception:  # not found (or not loadable): it is made
+        old = None
+    if access is not None:
+        creds.access = access
+    elif old is not None:
+        creds.access = old.access
+    if key_file is not None:
+        await save_bastion_key(key_file, key_block)
+    await creds.asave(block, overwrite=True)
+    return old is not None
 
 
 def access_from_options(
@@ -82,3 +141,18 @@ async def save_bastion_key(path: Path, block: str) -> None:
     from hybridgrid.blocks.ssh import SSHKey
 
     await SSHKey(private_key=path.read_text()).asave(block, overwrite=True)
+
+
+def saved_line(creds: Any, block: str, existed: bool) -> str:
+    """What was saved, without a secret: the endpoint, project, who logs in, the access."""
+    who = (
+        f"user {creds.username}"
+        if creds.username
+        else f"application credential {creds.application_credential_id}"
+    )
+    return (
+        f"{'replaced' if existed else 'saved'} block {block!r} (OpenStack Credentials): "
+        f"{creds.auth_url}, region {creds.region_name or '-'}, "
+        f"project {creds.project_name or creds.project_id or '-'}, {who}; "
+        f"SSH access: {creds.access.mode}"
+    )

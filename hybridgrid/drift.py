@@ -1,6 +1,7 @@
-"""Drift: what a site should look like (registry + model) against what the clouds and nodes
-show, as a per-site list of checks. Pure: observations come in as typed models (read by
-`tasks/drift_tasks.py`), verdicts go out; nothing here does I/O.
+"""Drift: the data of the drift check. Observations come in as typed models (read by
+`tasks/drift_tasks.py`), the desired state of a site (`desired_site`, from
+`hybridgrid.desired`) is what they are held against, verdicts go out; the comparison itself
+is `hybridgrid.changes` (shared with `hybridgrid plan --live`). Pure: nothing here does I/O.
 
 One cell per (site, check): ``ok``, ``n/a`` or ``drift: <what differs>``. A check that could
 not be observed (a node unreachable) is drift too: the check cannot vouch for the link.
@@ -17,9 +18,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from hybridgrid import desired, naming
-from hybridgrid.registry_data import RegistryData
+from hybridgrid.registry_data import RegistryData, SiteEntry
 from hybridgrid.rules import RuleSpec
-from hybridgrid.tasks.wgstate import HANDSHAKE_MAX_AGE, WgState
+from hybridgrid.tasks.wgstate import WgState
 
 Check = Literal[
     "network",
@@ -186,7 +187,8 @@ class PingWant(BaseModel):
 
 
 class DesiredSite(BaseModel):
-    """What the registry and the model say the site must look like right now."""
+    """What the site must look like right now: its wiring (`hybridgrid.desired`) with the
+    floating IPs the clouds show now, and the objects, keys and pings to look for."""
 
     site: str
     net_name: str
@@ -194,6 +196,7 @@ class DesiredSite(BaseModel):
     router_name: str
     sg_name: str
     vpn_name: str
+    home_sg_name: str
     net_id: str | None = None
     subnet: IPv4Network
     servers: dict[str, str | None]  # name → registered id (None: not recorded)
@@ -202,8 +205,9 @@ class DesiredSite(BaseModel):
     master_fip: str | None
     site_rules: list[RuleSpec]
     home_rules: list[RuleSpec]
-    master_pairs: list[str]
+    master_pairs: list[str]  # what the master's pairs must cover (`home_must_cover`)
     vpn_pairs: list[str]
+    home_side: list[IPv4Network]  # the pairs and home routes a run applies (cover the above)
     hub_name: str
     hub_key: str | None
     spoke_key: str | None
@@ -213,17 +217,86 @@ class DesiredSite(BaseModel):
     spoke_endpoint: str | None  # the hub as the spoke should see it
     site_routes: list[IPv4Network]
     site_via: IPv4Address | None
-    home_routes: list[IPv4Network]
+    home_routes: list[IPv4Network]  # what the home workers' routes must cover
     home_via: IPv4Address | None
     site_pings: list[PingWant] = Field(default_factory=list)  # from site workers
     home_pings: list[PingWant] = Field(default_factory=list)  # from home workers
 
 
-def stale_rules(rules: list[RuleObs], owner: str, desired: list[RuleSpec]) -> list[RuleObs]:
-    """Rules the site added (by description) that the desired set no longer has."""
-    want = {r.key() for r in desired}
-    mark = naming.site_tag(owner)
-    return [r for r in rules if r.description == mark and r.key() not in want]
+def desired_site(data: RegistryData, name: str, *, home: HomeObs, api: SiteApiObs) -> DesiredSite:
+    """The site's desired state: its wiring (`hybridgrid.desired`), following the floating
+    IPs the clouds show now (rules, endpoints), plus the objects and pings to look for."""
+    h, entry = data.home, data.sites[name]
+    assert h is not None  # check_drift and plan --live require a home first
+    registered = str(entry.public_ips["vpn"]) if "vpn" in entry.public_ips else None
+    current = registered if (registered in api.vpn_fips or not api.vpn_fips) else api.vpn_fips[0]
+    master_fip = home.master_fip or desired.registered_master_fip(data)
+    facts = desired.facts_of(data, name).model_copy(update={"vpn_fip": current})
+    w = desired.wiring(data, facts, master_fip=master_fip)
+    site_pings, home_pings = _pings(data, name, home)
+    return DesiredSite(
+        **_names(name, h.name),
+        net_id=entry.resource_ids.get("net"),
+        subnet=entry.subnet,
+        servers=_servers(entry, name, facts.workers),
+        registered_vpn_fip=registered,
+        current_vpn_fip=current,
+        master_fip=master_fip,
+        site_rules=w.site_rules,
+        home_rules=w.home_rules,
+        master_pairs=[str(n) for n in w.home_must_cover],
+        vpn_pairs=[str(n) for n in w.vpn_pairs],
+        home_side=w.master_pairs,
+        hub_name=h.master or "master",
+        hub_key=h.public_key,
+        spoke_key=entry.spoke_public_key,
+        hub_peer_allowed=w.hub_allowed_ips,
+        spoke_peer_allowed=w.spoke_allowed_ips,
+        hub_endpoint=w.hub_endpoint,
+        spoke_endpoint=w.spoke_endpoint,
+        site_routes=w.site_routes,
+        site_via=entry.fixed_ips.get("vpn"),
+        home_routes=w.home_must_cover,
+        home_via=IPv4Address(home.master_fixed_ip) if home.master_fixed_ip else None,
+        site_pings=site_pings,
+        home_pings=home_pings,
+    )
+
+
+def _names(site: str, home: str) -> dict[str, str]:
+    return {
+        "site": site,
+        "net_name": naming.resource_name(site, naming.NET),
+        "subnet_name": naming.resource_name(site, naming.SUBNET),
+        "router_name": naming.resource_name(site, naming.ROUTER),
+        "sg_name": naming.resource_name(site, naming.SG),
+        "vpn_name": naming.resource_name(site, naming.VPN),
+        "home_sg_name": naming.resource_name(home, naming.SG),
+    }
+
+
+def _servers(entry: SiteEntry, site: str, workers: int) -> dict[str, str | None]:
+    """The site's servers by name (VPN node first) with the IDs the registry recorded."""
+    servers = {naming.resource_name(site, naming.VPN): entry.resource_ids.get("vpn")}
+    for i in range(1, workers + 1):
+        servers[naming.resource_name(site, naming.WORKER, i)] = entry.resource_ids.get(
+            f"worker-{i}"
+        )
+    return servers
+
+
+def _pings(data: RegistryData, name: str, home: HomeObs) -> tuple[list[PingWant], list[PingWant]]:
+    """Worker 1 of the site and the first home worker ping each other (when both exist)."""
+    entry = data.sites[name]
+    home_w1 = home.workers[0] if home.workers else None
+    site_w1 = naming.resource_name(name, naming.WORKER, 1)
+    site_w1_ip = str(entry.fixed_ips["worker-1"]) if "worker-1" in entry.fixed_ips else None
+    if not (home_w1 and site_w1_ip):
+        return [], []
+    return (
+        [PingWant(src=site_w1, dst_name=home_w1.name, dst=home_w1.fixed_ip)],
+        [PingWant(src=home_w1.name, dst_name=site_w1, dst=site_w1_ip)],
+    )
 
 
 # ---------------------------------------------------------------- verdicts
@@ -314,277 +387,6 @@ class DriftReport(BaseModel):
         return "\n".join(out) + "\n"
 
 
-def _res(check: Check, differs: list[str], applicable: bool = True) -> CheckResult:
-    if not applicable:
-        return CheckResult(check=check, ok=None)
-    return CheckResult(check=check, ok=not differs, differs=differs)
-
-
-def _covered(want: str, have: list[str]) -> bool:
-    net = ipaddress.ip_network(want, strict=False)
-    return any(net.subnet_of(ipaddress.ip_network(h, strict=False)) for h in have)
-
-
-def _wg_problems(node: NodeObs, role: str) -> list[str]:
-    if node.error:
-        return [f"{role} {node.name} not reachable ({node.error})"]
-    if node.wg is None:
-        return [f"wg0 is down on {role} {node.name}"]
-    if not node.wg.interface.has_private_key:
-        return [f"wg0 on {role} {node.name} has no private key"]
-    return []
-
-
-def compare(want: DesiredSite, home: HomeObs, api: SiteApiObs, nodes: SiteNodesObs) -> SiteDrift:
-    """Every check for one site. Pure."""
-    results: list[CheckResult] = []
-    unread = f"cannot read the site's cloud ({api.error})" if api.error else None
-
-    # -------- cloud objects
-    def api_check(check: Check, fn) -> None:
-        results.append(_res(check, [unread] if unread else fn()))
-
-    def network() -> list[str]:
-        if api.network_id is None:
-            return [f"{want.net_name} missing"]
-        if want.net_id and api.network_id != want.net_id:
-            return [f"{want.net_name} is {api.network_id}, the registry has {want.net_id}"]
-        return []
-
-    def subnet() -> list[str]:
-        if api.subnet_cidr is None:
-            return [f"{want.subnet_name} missing"]
-        if IPv4Network(api.subnet_cidr) != want.subnet:
-            return [f"{want.subnet_name} has {api.subnet_cidr}, expected {want.subnet}"]
-        return []
-
-    def router() -> list[str]:
-        if api.router_id is None:
-            return [f"{want.router_name} missing"]
-        out = []
-        if not api.router_gateway:
-            out.append(f"{want.router_name} has no external gateway")
-        if not api.router_on_subnet:
-            out.append(f"{want.router_name} has no interface on {want.subnet_name}")
-        return out
-
-    def servers() -> list[str]:
-        out = []
-        for name, reg_id in want.servers.items():
-            s = api.servers.get(name)
-            if s is None:
-                out.append(f"{name} missing")
-            elif s.status != "ACTIVE":
-                out.append(f"{name} is {s.status}")
-            elif reg_id and s.id != reg_id:
-                out.append(f"{name} was replaced ({s.id}, registry {reg_id})")
-        return out
-
-    def fip() -> list[str]:
-        out = []
-        if want.registered_vpn_fip and want.registered_vpn_fip not in api.vpn_fips:
-            now = ", ".join(api.vpn_fips) or "none"
-            out.append(
-                f"{want.vpn_name}'s floating IP is {now}, the registry has "
-                f"{want.registered_vpn_fip}"
-            )
-        elif not api.vpn_fips:
-            out.append(f"{want.vpn_name} has no floating IP")
-        if home.master_fip is None and not home.error:
-            out.append("the master has no floating IP")
-        return out
-
-    def rules() -> list[str]:
-        out = []
-        if api.site_sg_id is None:
-            out.append(f"{want.sg_name} missing")
-        else:
-            have = {r.key() for r in api.site_rules}
-            out += [
-                f"{want.sg_name} lacks {r.describe()}"
-                for r in want.site_rules
-                if r.key() not in have
-            ]
-            out += [
-                f"stale {r.describe()} in {want.sg_name}"
-                for r in stale_rules(api.site_rules, want.site, want.site_rules)
-            ]
-        if home.error:
-            out.append(f"home group not read ({home.error})")
-        elif home.home_sg_id is not None:
-            have = {r.key() for r in home.home_rules}
-            out += [
-                f"home group lacks {r.describe()}" for r in want.home_rules if r.key() not in have
-            ]
-            out += [
-                f"stale {r.describe()} in the home group"
-                for r in stale_rules(home.home_rules, want.site, want.home_rules)
-            ]
-        return out
-
-    def pairs() -> list[str]:
-        out = []
-        if home.error:
-            out.append(f"master port not read ({home.error})")
-        elif home.master_port_security:
-            out += [
-                f"master port lacks pair {p}"
-                for p in want.master_pairs
-                if not _covered(p, home.master_pairs)
-            ]
-        if api.vpn_port_id is None:
-            out.append(f"{want.vpn_name} has no port")
-        elif api.vpn_port_security:
-            out += [
-                f"{want.vpn_name} port lacks pair {p}"
-                for p in want.vpn_pairs
-                if not _covered(p, api.vpn_pairs)
-            ]
-        return out
-
-    for check, fn in (
-        ("network", network),
-        ("subnet", subnet),
-        ("router", router),
-        ("servers", servers),
-        ("floating ip", fip),
-        ("rules", rules),
-    ):
-        api_check(check, fn)  # type: ignore[arg-type]
-    results.append(_res("pairs", [unread] if unread else pairs()))
-
-    # -------- WireGuard
-    hub_bad = _wg_problems(home.hub, "master")
-    spoke_bad = _wg_problems(nodes.spoke, "VPN node")
-    results.append(_res("wg0", hub_bad + spoke_bad + _key_problems(want, home.hub, nodes.spoke)))
-
-    peers: list[str] = []
-    endpoint: list[str] = []
-    handshake: list[str] = []
-    hub_peer = spoke_peer = None
-    if not hub_bad:
-        assert home.hub.wg is not None
-        hub_peer = home.hub.wg.peer(want.spoke_key) if want.spoke_key else None
-        if hub_peer is None:
-            peers.append(f"the master has no peer with {want.site}'s key {want.spoke_key}")
-        else:
-            missing = sorted(
-                set(map(str, want.hub_peer_allowed)) - set(map(str, hub_peer.allowed_ips))
-            )
-            if missing:
-                peers.append(
-                    f"the master's peer for {want.site} lacks AllowedIPs {', '.join(missing)}"
-                )
-        for p in home.hub.wg.peers:
-            if p.public_key != want.spoke_key and any(
-                a.version == 4 and any(a.overlaps(w) for w in want.hub_peer_allowed)
-                for a in p.allowed_ips
-            ):
-                peers.append(
-                    f"the master has a foreign peer {p.public_key} on {want.site}'s addresses"
-                )
-    if not spoke_bad:
-        assert nodes.spoke.wg is not None
-        spoke_peer = nodes.spoke.wg.peer(want.hub_key) if want.hub_key else None
-        if spoke_peer is None:
-            peers.append(f"{want.vpn_name} has no peer with the hub's key {want.hub_key}")
-        else:
-            missing = sorted(
-                set(map(str, want.spoke_peer_allowed)) - set(map(str, spoke_peer.allowed_ips))
-            )
-            if missing:
-                peers.append(f"{want.vpn_name}'s hub peer lacks AllowedIPs {', '.join(missing)}")
-        extra = [p.public_key for p in nodes.spoke.wg.peers if p.public_key != want.hub_key]
-        if extra:
-            peers.append(f"{want.vpn_name} has unexpected peer(s) {', '.join(extra)}")
-    results.append(_res("peers", peers))
-
-    if hub_peer is not None and want.hub_endpoint and hub_peer.endpoint != want.hub_endpoint:
-        endpoint.append(
-            f"the master sends {want.site} to {hub_peer.endpoint or 'no endpoint'}, its floating "
-            f"IP is {want.hub_endpoint}"
-        )
-    if (
-        spoke_peer is not None
-        and want.spoke_endpoint
-        and spoke_peer.endpoint != want.spoke_endpoint
-    ):
-        endpoint.append(
-            f"{want.vpn_name} sends to {spoke_peer.endpoint or 'no endpoint'}, the master is at "
-            f"{want.spoke_endpoint}"
-        )
-    results.append(
-        _res("endpoint", endpoint, applicable=hub_peer is not None or spoke_peer is not None)
-    )
-
-    for peer, node, who in (
-        (hub_peer, home.hub, f"master ⇄ {want.site}"),
-        (spoke_peer, nodes.spoke, f"{want.vpn_name} ⇄ master"),
-    ):
-        if peer is None:
-            continue
-        age = peer.handshake_age(node.observed_at or None)
-        if age is None:
-            handshake.append(f"{who}: no handshake yet")
-        elif age >= HANDSHAKE_MAX_AGE:
-            handshake.append(f"{who}: last handshake {int(age)} s ago")
-    if hub_bad or spoke_bad or (hub_peer is None and spoke_peer is None):
-        handshake.append("not observable on both ends (see wg0 / peers)")
-    results.append(_res("handshake", handshake))
-
-    # -------- routes and reachability on workers
-    routes: list[str] = []
-    reach: list[str] = []
-    site_workers = [w for w in nodes.workers]
-    if nodes.spoke.error:
-        routes.append(f"site workers not reached ({want.vpn_name} unreachable)")
-    for w in site_workers:
-        routes += _route_problems(w, want.site_routes, want.site_via)
-    for w in home.workers:
-        routes += _route_problems(w, want.home_routes, want.home_via)
-    for p, ws in ((want.site_pings, site_workers), (want.home_pings, home.workers)):
-        for ping in p:
-            w = next((x for x in ws if x.name == ping.src), None)
-            if w is None or w.error:
-                reach.append(f"{ping.src} → {ping.dst_name} not tried ({ping.src} unreachable)")
-            elif not w.pings.get(ping.dst, False):
-                reach.append(f"{ping.src} → {ping.dst_name} ({ping.dst}) fails")
-    results.append(_res("routes", routes, applicable=bool(want.site_routes or home.workers)))
-    results.append(_res("reachability", reach, applicable=bool(want.site_pings or want.home_pings)))
-    return SiteDrift(site=want.site, results=results)
-
-
-def _key_problems(want: DesiredSite, hub: NodeObs, spoke: NodeObs) -> list[str]:
-    out = []
-    for node, key, role in ((hub, want.hub_key, "master"), (spoke, want.spoke_key, "VPN node")):
-        if node.wg is not None and key and node.wg.interface.public_key != key:
-            out.append(
-                f"wg0 on {role} {node.name} runs with key {node.wg.interface.public_key}, the "
-                f"registry has {key}"
-            )
-    return out
-
-
-def _route_problems(w: WorkerObs, nets: list[IPv4Network], via: IPv4Address | None) -> list[str]:
-    """Each wanted network must leave via the hub/spoke: the most specific route covering
-    it (the kernel's choice; a pool route covers a site subnet) has that gateway."""
-    if w.error:
-        return [f"{w.name} not reachable ({w.error})"]
-    out = []
-    for n in nets:
-        covering = [
-            r for r in w.routes if r.destination.prefixlen > 0 and n.subnet_of(r.destination)
-        ]
-        if not covering:
-            out.append(f"{w.name} has no route to {n}")
-            continue
-        best = max(covering, key=lambda r: r.destination.prefixlen)
-        if via is not None and best.via != via:
-            gw = f"via {best.via}" if best.via else "on-link"
-            out.append(f"{w.name} routes {n} {gw} ({best.destination}), expected via {via}")
-    return out
-
-
 # ---------------------------------------------------------------- parsers (node output)
 
 _ROUTE = re.compile(r"^(?:unicast\s+)?(\S+)(?:\s+via\s+(\S+))?")
@@ -635,69 +437,3 @@ def parse_pings(text: str) -> dict[str, bool]:
 
 def _norm(ip: str) -> str:
     return str(ipaddress.ip_network(ip, strict=False))
-
-
-def desired_site(data: RegistryData, name: str, *, home: HomeObs, api: SiteApiObs) -> DesiredSite:
-    """The site's desired state: its wiring (`hybridgrid.desired`), following the floating
-    IPs the clouds show now (rules, endpoints), plus the objects and pings to look for."""
-    h = data.home
-    entry = data.sites[name]
-    assert h is not None
-    registered = str(entry.public_ips["vpn"]) if "vpn" in entry.public_ips else None
-    current = registered if (registered in api.vpn_fips or not api.vpn_fips) else api.vpn_fips[0]
-    master_fip = home.master_fip or desired.registered_master_fip(data)
-    facts = desired.facts_of(data, name).model_copy(update={"vpn_fip": current})
-    w = desired.wiring(data, facts, master_fip=master_fip)
-    vpn = naming.resource_name(name, naming.VPN)
-    servers = {vpn: entry.resource_ids.get("vpn")}
-    for i in range(1, facts.workers + 1):
-        servers[naming.resource_name(name, naming.WORKER, i)] = entry.resource_ids.get(
-            f"worker-{i}"
-        )
-    site_pings, home_pings = _pings(data, name, home)
-    vpn_fixed = entry.fixed_ips.get("vpn")
-    return DesiredSite(
-        site=name,
-        net_name=naming.resource_name(name, naming.NET),
-        subnet_name=naming.resource_name(name, naming.SUBNET),
-        router_name=naming.resource_name(name, naming.ROUTER),
-        sg_name=naming.resource_name(name, naming.SG),
-        vpn_name=vpn,
-        net_id=entry.resource_ids.get("net"),
-        subnet=entry.subnet,
-        servers=servers,
-        registered_vpn_fip=registered,
-        current_vpn_fip=current,
-        master_fip=master_fip,
-        site_rules=w.site_rules,
-        home_rules=w.home_rules,
-        master_pairs=[str(n) for n in w.home_must_cover],
-        vpn_pairs=[str(n) for n in w.vpn_pairs],
-        hub_name=h.master or "master",
-        hub_key=h.public_key,
-        spoke_key=entry.spoke_public_key,
-        hub_peer_allowed=w.hub_allowed_ips,
-        spoke_peer_allowed=w.spoke_allowed_ips,
-        hub_endpoint=w.hub_endpoint,
-        spoke_endpoint=w.spoke_endpoint,
-        site_routes=w.site_routes,
-        site_via=vpn_fixed,
-        home_routes=w.home_must_cover,
-        home_via=IPv4Address(home.master_fixed_ip) if home.master_fixed_ip else None,
-        site_pings=site_pings,
-        home_pings=home_pings,
-    )
-
-
-def _pings(data: RegistryData, name: str, home: HomeObs) -> tuple[list[PingWant], list[PingWant]]:
-    """Worker 1 of the site and the first home worker ping each other (when both exist)."""
-    entry = data.sites[name]
-    home_w1 = home.workers[0] if home.workers else None
-    site_w1 = naming.resource_name(name, naming.WORKER, 1)
-    site_w1_ip = str(entry.fixed_ips["worker-1"]) if "worker-1" in entry.fixed_ips else None
-    if not (home_w1 and site_w1_ip):
-        return [], []
-    return (
-        [PingWant(src=site_w1, dst_name=home_w1.name, dst=home_w1.fixed_ip)],
-        [PingWant(src=home_w1.name, dst_name=site_w1, dst=site_w1_ip)],
-    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Literal
 
@@ -389,6 +390,151 @@ def _free_addresses(cidr: IPv4Network, hub: IPv4Address) -> Iterable[IPv4Address
         yield IPv4Address(i)
 
 
+Decided = dict[str, tuple[Any, Literal["spec", "registry", "pool"]]]  # site → (value, source)
+
+
+@dataclass
+class _Taken:
+    """Every subnet and overlay address decided so far, with who owns it, so that a conflict
+    names both sides."""
+
+    nets: list[tuple[IPv4Network, str]]
+    addrs: dict[IPv4Address, str]
+
+    def check_net(self, field: str, net: IPv4Network) -> None:
+        for other, whose in self.nets:
+            if net.overlaps(other):
+                raise _overlap_error(field, net, other, whose)
+
+    def check_addr(self, field: str, addr: IPv4Address, fix: str) -> None:
+        if addr in self.addrs:
+            raise TopologyError(field, f"{addr} is already used by {self.addrs[addr]}", fix)
+
+
+def _check_registered(topology: Topology, existing: Mapping[str, Allocation]) -> None:
+    for name, alloc in sorted(existing.items()):
+        if name == topology.home.name:
+            raise TopologyError(
+                "home.name",
+                f"the registry holds a remote site named {name!r}, the home's name",
+                "rename the home, or remove that site first",
+            )
+        _check_wg_address(f"registry[{name}].wg_address", alloc.wg_address, topology.wireguard.cidr)
+
+
+def _taken_by_registry(topology: Topology, existing: Mapping[str, Allocation]) -> _Taken:
+    """The overlay, the home subnet, the hub and every registered site's allocation."""
+    taken = _Taken(
+        nets=[
+            (topology.wireguard.cidr, "the WireGuard CIDR"),
+            (topology.home.subnet, "the home subnet"),
+        ],
+        addrs={topology.hub_address(): "the hub"},
+    )
+    for name, alloc in sorted(existing.items()):
+        whose = f"registered site {name!r}"
+        taken.check_net(f"registry[{name}].subnet", alloc.subnet)
+        taken.check_addr(
+            f"registry[{name}].wg_address",
+            alloc.wg_address,
+            "repair the registry entry (or remove and re-add the site)",
+        )
+        taken.nets.append((alloc.subnet, f"the subnet of {whose}"))
+        taken.addrs[alloc.wg_address] = whose
+    return taken
+
+
+def _keep_registered(where: str, site: RemoteSite, reg: Allocation) -> None:
+    """A registered site keeps its allocation: the spec may repeat it, not move it."""
+    if site.subnet is not None and site.subnet != reg.subnet:
+        raise TopologyError(
+            f"{where}.subnet",
+            f"site {site.name!r} is registered with {reg.subnet}, not {site.subnet}",
+            f"set subnet to {reg.subnet} or omit it; a live site's subnet cannot move",
+        )
+    if site.wg_address is not None and site.wg_address != reg.wg_address:
+        raise TopologyError(
+            f"{where}.wg_address",
+            f"site {site.name!r} is registered with {reg.wg_address}, not {site.wg_address}",
+            f"set wg_address to {reg.wg_address} or omit it",
+        )
+
+
+def _decided(
+    topology: Topology, existing: Mapping[str, Allocation], taken: _Taken
+) -> tuple[Decided, Decided]:
+    """(subnets, addresses) the registry or the spec fix. Spec-fixed values are claimed
+    before any allocation so that allocation never takes them."""
+    subnets: Decided = {}
+    addrs: Decided = {}
+    for i, site in enumerate(topology.sites):
+        reg = existing.get(site.name)
+        if reg is not None:
+            _keep_registered(f"sites[{i}]", site, reg)
+            subnets[site.name], addrs[site.name] = (
+                (reg.subnet, "registry"),
+                (reg.wg_address, "registry"),
+            )
+            continue
+        if site.subnet is not None:
+            taken.check_net(f"sites[{i}].subnet", site.subnet)
+            subnets[site.name] = (site.subnet, "spec")
+        if site.wg_address is not None:
+            taken.check_addr(
+                f"sites[{i}].wg_address",
+                site.wg_address,
+                "give every node a different WireGuard address, or omit it to allocate",
+            )
+            addrs[site.name] = (site.wg_address, "spec")
+    for name, (net, source) in subnets.items():
+        if source == "spec":
+            taken.nets.append((net, f"the subnet of site {name!r}"))
+    for name, (addr, source) in addrs.items():
+        if source == "spec":
+            taken.addrs[addr] = f"site {name!r}"
+    return subnets, addrs
+
+
+def _allocate(topology: Topology, taken: _Taken, subnets: Decided, addrs: Decided) -> None:
+    """In spec order: the lowest free /24 of the pool and the next free overlay address."""
+    cidr, hub = topology.wireguard.cidr, topology.hub_address()
+    for i, site in enumerate(topology.sites):
+        if site.name not in subnets:
+            net = next(_free_subnets(topology.site_pool, [n for n, _ in taken.nets]), None)
+            if net is None:
+                raise TopologyError(
+                    f"sites[{i}].subnet",
+                    f"no free /{SITE_PREFIX} left in site_pool {topology.site_pool}",
+                    "enlarge site_pool or give this site an explicit subnet",
+                )
+            subnets[site.name] = (net, "pool")
+            taken.nets.append((net, f"the subnet of site {site.name!r}"))
+        if site.name not in addrs:
+            addr = next((a for a in _free_addresses(cidr, hub) if a not in taken.addrs), None)
+            if addr is None:
+                raise TopologyError(
+                    f"sites[{i}].wg_address",
+                    f"no free address left in the WireGuard CIDR {cidr}",
+                    "use a larger wireguard.cidr",
+                )
+            addrs[site.name] = (addr, "pool")
+            taken.addrs[addr] = f"site {site.name!r}"
+
+
+def _resolved_site(
+    topology: Topology, site: RemoteSite, subnets: Decided, addrs: Decided
+) -> ResolvedSite:
+    (net, net_from), (addr, addr_from) = subnets[site.name], addrs[site.name]
+    return ResolvedSite(
+        **site.model_dump(exclude={"subnet", "wg_address", "listen_port"}),
+        subnet=net,
+        wg_address=addr,
+        listen_port=site.listen_port or topology.wireguard.port,
+        subnet_from=net_from,
+        wg_address_from=addr_from,
+    )
+
+
 def plan(
     topology: Topology,
     existing: Mapping[str, Allocation] | None = None,
@@ -402,128 +548,21 @@ def plan(
     address after the hub's.
     """
     existing = dict(existing or {})
-    cidr = topology.wireguard.cidr
-    hub = topology.hub_address()
     mtu = tunnel_mtu(network_mtu)
-
-    for name, alloc in sorted(existing.items()):
-        if name == topology.home.name:
-            raise TopologyError(
-                "home.name",
-                f"the registry holds a remote site named {name!r}, the home's name",
-                "rename the home, or remove that site first",
-            )
-        _check_wg_address(f"registry[{name}].wg_address", alloc.wg_address, cidr)
-
-    # Everything already decided, with who owns it, so conflicts name both sides.
-    taken_nets: list[tuple[IPv4Network, str]] = [
-        (cidr, "the WireGuard CIDR"),
-        (topology.home.subnet, "the home subnet"),
-    ]
-    taken_addrs: dict[IPv4Address, str] = {hub: "the hub"}
-    for name, alloc in sorted(existing.items()):
-        whose = f"registered site {name!r}"
-        for net, other in taken_nets:
-            if alloc.subnet.overlaps(net):
-                raise _overlap_error(f"registry[{name}].subnet", alloc.subnet, net, other)
-        if alloc.wg_address in taken_addrs:
-            raise TopologyError(
-                f"registry[{name}].wg_address",
-                f"{alloc.wg_address} is already used by {taken_addrs[alloc.wg_address]}",
-                "repair the registry entry (or remove and re-add the site)",
-            )
-        taken_nets.append((alloc.subnet, f"the subnet of {whose}"))
-        taken_addrs[alloc.wg_address] = whose
-
-    subnets: dict[str, tuple[IPv4Network, str]] = {}
-    addrs: dict[str, tuple[IPv4Address, str]] = {}
-    for i, site in enumerate(topology.sites):
-        where = f"sites[{i}]"
-        reg = existing.get(site.name)
-        if reg is not None:
-            if site.subnet is not None and site.subnet != reg.subnet:
-                raise TopologyError(
-                    f"{where}.subnet",
-                    f"site {site.name!r} is registered with {reg.subnet}, not {site.subnet}",
-                    f"set subnet to {reg.subnet} or omit it; a live site's subnet cannot move",
-                )
-            if site.wg_address is not None and site.wg_address != reg.wg_address:
-                raise TopologyError(
-                    f"{where}.wg_address",
-                    f"site {site.name!r} is registered with {reg.wg_address}, "
-                    f"not {site.wg_address}",
-                    f"set wg_address to {reg.wg_address} or omit it",
-                )
-            subnets[site.name] = (reg.subnet, "registry")
-            addrs[site.name] = (reg.wg_address, "registry")
-            continue
-        if site.subnet is not None:
-            for net, whose in taken_nets:
-                if site.subnet.overlaps(net):
-                    raise _overlap_error(f"{where}.subnet", site.subnet, net, whose)
-            subnets[site.name] = (site.subnet, "spec")
-        if site.wg_address is not None:
-            if site.wg_address in taken_addrs:
-                raise TopologyError(
-                    f"{where}.wg_address",
-                    f"{site.wg_address} is already used by {taken_addrs[site.wg_address]}",
-                    "give every node a different WireGuard address, or omit it to allocate",
-                )
-            addrs[site.name] = (site.wg_address, "spec")
-    # Spec-fixed values are claimed before any allocation so allocation never takes them.
-    for name, (net, _) in subnets.items():
-        if name not in existing:
-            taken_nets.append((net, f"the subnet of site {name!r}"))
-    for name, (addr, _) in addrs.items():
-        if name not in existing:
-            taken_addrs[addr] = f"site {name!r}"
-
-    for i, site in enumerate(topology.sites):
-        if site.name not in subnets:
-            net = next(_free_subnets(topology.site_pool, [n for n, _ in taken_nets]), None)
-            if net is None:
-                raise TopologyError(
-                    f"sites[{i}].subnet",
-                    f"no free /{SITE_PREFIX} left in site_pool {topology.site_pool}",
-                    "enlarge site_pool or give this site an explicit subnet",
-                )
-            subnets[site.name] = (net, "pool")
-            taken_nets.append((net, f"the subnet of site {site.name!r}"))
-        if site.name not in addrs:
-            addr = next((a for a in _free_addresses(cidr, hub) if a not in taken_addrs), None)
-            if addr is None:
-                raise TopologyError(
-                    f"sites[{i}].wg_address",
-                    f"no free address left in the WireGuard CIDR {cidr}",
-                    "use a larger wireguard.cidr",
-                )
-            addrs[site.name] = (addr, "pool")
-            taken_addrs[addr] = f"site {site.name!r}"
-
+    _check_registered(topology, existing)
+    taken = _taken_by_registry(topology, existing)
+    subnets, addrs = _decided(topology, existing, taken)
+    _allocate(topology, taken, subnets, addrs)
     home = ResolvedHome(
         **topology.home.model_dump(exclude={"wg_address", "listen_port"}),
-        wg_address=hub,
+        wg_address=topology.hub_address(),
         listen_port=topology.home.listen_port or topology.wireguard.port,
     )
-    resolved = []
-    for site in topology.sites:
-        net, net_from = subnets[site.name]
-        addr, addr_from = addrs[site.name]
-        resolved.append(
-            ResolvedSite(
-                **site.model_dump(exclude={"subnet", "wg_address", "listen_port"}),
-                subnet=net,
-                wg_address=addr,
-                listen_port=site.listen_port or topology.wireguard.port,
-                subnet_from=net_from,
-                wg_address_from=addr_from,
-            )
-        )
     return Plan(
         wireguard=topology.wireguard,
         site_pool=topology.site_pool,
         home=home,
-        sites=resolved,
+        sites=[_resolved_site(topology, s, subnets, addrs) for s in topology.sites],
         network_mtu=network_mtu,
         tunnel_mtu=mtu,
     )

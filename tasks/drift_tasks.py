@@ -37,6 +37,7 @@ from hybridgrid.drift import (
     parse_routes,
     ping_many_command,
 )
+from hybridgrid.registry_data import HomeEntry, RegistryData
 from hybridgrid.tasks import openstack as ops
 from hybridgrid.tasks.clouds import access, connection
 from hybridgrid.tasks.credentials import ssh_key
@@ -362,6 +363,113 @@ async def observe(
         _pool.reset(token)
         pool.shutdown(wait=False)
     return home_obs, list(site_obs)
+
+
+# ---------------------------------------------------------------- what to observe
+
+
+def home_probe(data: RegistryData, names: list[str]) -> HomeProbe:
+    """The hub side as the registry records it; its workers ping worker 1 of each site."""
+    home = data.home
+    assert home is not None and home.master is not None and home.ssh_key_block is not None
+    pings = [
+        str(data.sites[n].fixed_ips["worker-1"])
+        for n in names
+        if "worker-1" in data.sites[n].fixed_ips
+    ]
+    fip = home.public_ips.get("master")
+    return HomeProbe(
+        cloud=home.cloud,
+        home=home.name,
+        master=home.master,
+        master_port_id=home.resource_ids.get("master-port"),
+        workers=list(home.workers),
+        node=NodeProbe(
+            cloud=home.cloud,
+            name=home.master,
+            addresses=[str(fip)] if fip else [],
+            host_keys=home.host_keys[home.master],
+            key_block=home.ssh_key_block,
+            pings=pings,
+        ),
+    )
+
+
+def site_probe(data: RegistryData, name: str, home_ping: str | None) -> SiteProbe:
+    """A site as the registry records it (its servers from the spec as last added)."""
+    entry = data.sites[name]
+    spec = entry.spec
+    n_workers = spec.workers if spec else 0
+    vpn = naming.resource_name(name, naming.VPN)
+    workers = [naming.resource_name(name, naming.WORKER, i) for i in range(1, n_workers + 1)]
+    fip = entry.public_ips.get("vpn")
+    return SiteProbe(
+        site=name,
+        cloud=entry.cloud,
+        servers=[vpn, *workers],
+        vpn_port_id=entry.resource_ids.get("vpn-port"),
+        node=NodeProbe(
+            cloud=entry.cloud,
+            name=vpn,
+            addresses=[str(fip)] if fip else [],
+            host_keys=entry.host_keys.get(vpn, []),
+            key_block=entry.ssh_key_block or naming.resource_name(name, "ssh"),
+            worker_user=spec.ssh_user if spec else "ubuntu",
+            workers=[
+                WorkerProbe(
+                    name=w,
+                    fixed_ip=str(entry.fixed_ips[f"worker-{i}"]),
+                    host_keys=entry.host_keys.get(w, []),
+                )
+                for i, w in enumerate(workers, 1)
+                if f"worker-{i}" in entry.fixed_ips
+            ],
+            pings=[home_ping] if home_ping else [],
+        ),
+    )
+
+
+async def home_worker_ip(home: HomeEntry) -> str | None:
+    """The first home worker's fixed IP (what site workers ping), or None."""
+    if not home.workers:
+        return None
+
+    def look() -> str | None:
+        return _worker_ips(connection(home.cloud), home.workers[:1]).get(home.workers[0])
+
+    try:
+        return await asyncio.to_thread(look)
+    except Exception:  # the hub's observation reports an unreadable home cloud
+        return None
+
+
+class Probes(BaseModel):
+    """Everything one check observes: the hub side, its workers' pinned keys, the sites."""
+
+    home: HomeProbe
+    host_keys: dict[str, list[str]]
+    sites: list[SiteProbe]
+
+
+async def probes(data: RegistryData, names: list[str]) -> Probes:
+    """What to observe for sites `names` of the registry `data` (one quick home lookup)."""
+    home = data.home
+    assert home is not None
+    first_ip = await home_worker_ip(home)
+    return Probes(
+        home=home_probe(data, names),
+        host_keys={w: home.host_keys.get(w, []) for w in home.workers},
+        sites=[site_probe(data, n, first_ip) for n in names],
+    )
+
+
+async def observe_sites(
+    data: RegistryData, names: list[str]
+) -> tuple[HomeObs, list[tuple[SiteApiObs, SiteNodesObs]]]:
+    """The hub side and sites `names` as check-drift observes them, read here without a task
+    run (`hybridgrid plan --live`: it writes nothing, to the clouds or to Prefect)."""
+    p = await probes(data, names)
+    return await observe.fn(p.home, p.host_keys, p.sites, len(p.sites))
 
 
 # ---------------------------------------------------------------- repair's extra step

@@ -190,3 +190,63 @@ def test_plan_keeps_registered_allocations(prefect_harness):
     # giessen keeps its spec values; nothing collides with mainz, registered elsewhere
     assert str(p.site("giessen").subnet) == "192.168.77.0/24"
     assert str(p.site("giessen").wg_address) == "10.0.0.2"
+
+
+def test_plan_help_documents_live_and_its_exit_codes():
+    out = run("plan", "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "--live" in text and "3 changes pending" in text and "2 bad input" in text
+
+
+def test_plan_live_needs_a_server(tmp_path):
+    import os
+
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [HYBRIDGRID, "plan", str(SEED), "--live"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 2 and "does not answer" in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
+def test_plan_live_needs_the_specs_home(prefect_harness):
+    """No home in the registry: exit 1 and the command that makes one; another home's
+    registry: exit 2 (bad input), as `site add` says it. Neither reads a cloud."""
+    import asyncio
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+
+    from hybridgrid.blocks.registry import HomeEntry, update_registry
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+    def plan_live(registry: str) -> subprocess.CompletedProcess:
+        argv = [HYBRIDGRID, "plan", str(SEED), "--live", "--registry", registry]
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, check=False, env=env
+        )
+
+    empty = plan_live("plan-live-none")
+    assert empty.returncode == 1 and "has no home cluster" in empty.stderr, empty.stderr
+    assert "hybridgrid home bootstrap" in empty.stderr
+
+    def other_home(data):
+        data.home = HomeEntry(
+            name="bielefeld",
+            cloud="bielefeld",
+            subnet="192.168.99.0/24",
+            wg_address="10.0.0.1",
+            master="hg-bielefeld-master",
+        )
+
+    asyncio.run(update_registry(other_home, "plan-live-other"))
+    other = plan_live("plan-live-other")
+    assert other.returncode == 2, other.stderr
+    assert other.stderr.startswith("error: home.subnet: the spec says 192.168.66.0/24")
