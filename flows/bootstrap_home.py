@@ -1,65 +1,34 @@
 """bootstrap_home — the hub side, once: create a home cluster (network, master, workers) for
 users without BiBiGrid, or adopt an existing master by name; pin its host key, make its
 WireGuard key on the master, and record the home (and the WireGuard plan) in the registry.
+
+Steps (`BOOTSTRAP_STEPS`): pre-flight → servers launched (or the master adopted) → the master's
+floating IP and group → master ready (host keys, SSH, WireGuard key) → recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-from ipaddress import IPv4Network
-from typing import Any
+from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from hybridgrid import naming
 from hybridgrid.access import behind
-from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock
-from hybridgrid.blocks.registry import (
-    DEFAULT_REGISTRY,
-    HomeEntry,
-    RegistryData,
-    update_registry,
-)
-from hybridgrid.flows import common
-from hybridgrid.model import HomeSite, Topology, TopologyError, WireGuardSettings
+from hybridgrid.blocks.registry import HomeEntry, RegistryData, update_registry
+from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.flows import runs
+from hybridgrid.flows.checkpoints import checkpoint
+from hybridgrid.flows.forms import HomeForm, HomeOptions
+from hybridgrid.flows.home import home_workers
+from hybridgrid.flows.ssh_access import door, ensure_ssh_key
+from hybridgrid.model import Topology, TopologyError, WireGuardSettings
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.openstack import Record, RuleSpec, ServerSpec
+from hybridgrid.tasks.openstack import FloatingIPRecord, Record, RuleSpec, ServerSpec
 from hybridgrid.tasks.preflight import Needs, PreflightRequest
-
-
-class HomeForm(HomeSite):
-    """The home as the UI's form asks for it: the cloud is picked from the saved credentials
-    blocks (the registry keeps its name)."""
-
-    cloud: CloudBlock = Field(description="the home cloud's credentials block")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_home(cls, data: Any) -> Any:
-        # a HomeSite (a spec file's, a test's constant) is a valid form value
-        return data.model_dump() if isinstance(data, HomeSite) else data
-
-
-class HomeOptions(BaseModel):
-    registry: str = Field(DEFAULT_REGISTRY, description="SiteRegistry block name")
-    ssh_key_block: SSHKeyBlock | None = Field(
-        None, description="SSHKey block that logs into the master; empty: hg-HOME-ssh, made"
-    )
-    site_pool: IPv4Network = Field(
-        IPv4Network("192.168.64.0/18"), description="pool for sites' auto-allocated subnets"
-    )
-    ssh_source: list[IPv4Network] = Field(
-        default_factory=lambda: [IPv4Network("0.0.0.0/0")],
-        description="who may reach a created master's SSH port",
-    )
-    master_host_keys: list[str] = Field(
-        default_factory=list,
-        description="adopting a master whose console no longer shows its host keys: its "
-        "OpenSSH host public key lines (from /etc/ssh/ssh_host_*_key.pub)",
-    )
-    boot_timeout: float = Field(600, gt=0, description="seconds to wait for servers")
 
 
 class HomeResult(BaseModel):
@@ -71,8 +40,49 @@ class HomeResult(BaseModel):
     resources: list[tuple[str, Record]] = Field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class HomeRun:
+    """What every step reads: the request, its hub address and the master's SSH key."""
+
+    home: HomeForm
+    wireguard: WireGuardSettings
+    options: HomeOptions
+    hub_address: IPv4Address
+    key_block: str
+    key: SSHKey
+
+    @property
+    def create(self) -> bool:
+        return self.home.master.create
+
+
+@dataclass(frozen=True)
+class HomeServers:
+    """The created or adopted cluster, by name, and the home group."""
+
+    master: str
+    workers: list[str]
+    group: st.GroupResult
+    resources: list[tuple[str, Record]]
+
+
+@dataclass(frozen=True)
+class HomeMaster:
+    master: st.NodeFacts
+    floating_ip: FloatingIPRecord
+    workers: list[st.NodeFacts]
+    group_id: str  # the home group, on every port
+
+
+@dataclass(frozen=True)
+class ReadyMaster:
+    host_keys: list[str]
+    worker_host_keys: list[list[str]]  # in the order of `HomeMaster.workers`; [] unknown
+    public_key: str  # the hub's WireGuard key
+
+
 def _run_name() -> str:
-    return common.run_name_from("home")
+    return runs.run_name_from("home")
 
 
 @flow(
@@ -92,170 +102,164 @@ async def bootstrap_home(
         wireguard: overlay CIDR, listen port, keepalive (defaults as in the seed)
         options: registry, SSH key block, site pool, SSH source, host keys of an adopted master
     """
-    options = options or HomeOptions()
-    wireguard = wireguard or WireGuardSettings()
-    log = get_run_logger()
-    await common.tag_run("home", home.name)
-    topo = Topology(wireguard=wireguard, home=home, site_pool=options.site_pool, sites=[])
-    hub_address = topo.hub_address()
-    create = home.master.create
-    key_block = options.ssh_key_block or naming.resource_name(home.name, "ssh")
+    await runs.tag_run("home", home.name)
+    run = await _preflight(home, wireguard or WireGuardSettings(), options or HomeOptions())
+    servers = await (_create(run) if run.create else _adopt(run))
+    checkpoint("servers-launched")
+    master = await _the_master(run, servers)
+    ready = await _master_ready(run, master)
+    await _record(run, master, ready)
+    return HomeResult(
+        home=home.name,
+        master=master.master.name,
+        master_floating_ip=str(master.floating_ip.address),
+        master_public_key=ready.public_key,
+        workers=[w.name for w in master.workers],
+        resources=[*servers.resources, (home.cloud, master.floating_ip)],
+    )
 
-    req = PreflightRequest(
+
+async def _preflight(home: HomeForm, wireguard: WireGuardSettings, options: HomeOptions) -> HomeRun:
+    """The home cloud can hold what is to be created; then the master's SSH key block."""
+    topo = Topology(wireguard=wireguard, home=home, site_pool=options.site_pool, sites=[])
+    await asyncio.gather(st.preflight_cloud(_home_preflight(home)), nodes.check_access(home.cloud))
+    checkpoint("preflight")
+    key_block = options.ssh_key_block or naming.resource_name(home.name, "ssh")
+    return HomeRun(
+        home=home,
+        wireguard=wireguard,
+        options=options,
+        hub_address=topo.hub_address(),
+        key_block=key_block,
+        key=await ensure_ssh_key(key_block, home.ssh_user),
+    )
+
+
+def _home_preflight(home: HomeForm) -> PreflightRequest:
+    """The external network; image, flavors and quotas only when the cluster is created."""
+    if not home.master.create:
+        return PreflightRequest(cloud=home.cloud, external_network=home.external_network)
+    return PreflightRequest(
         cloud=home.cloud,
         external_network=home.external_network,
-        image=home.image if create else None,
-        flavors=[home.master.flavor, home.worker_flavor] if create else [],
-        instances_by_flavor={home.master.flavor: 1, home.worker_flavor: home.workers}
-        if create
-        else {},
+        image=home.image,
+        flavors=[home.master.flavor, home.worker_flavor],
+        instances_by_flavor={home.master.flavor: 1, home.worker_flavor: home.workers},
         needs=Needs(
             instances=1 + home.workers, floating_ips=1, networks=1, routers=1, security_groups=1
-        )
-        if create
-        else Needs(),
+        ),
     )
-    await asyncio.gather(st.preflight_cloud(req), nodes.check_access(home.cloud))
-    common.checkpoint("preflight")
-    key = await common.ensure_ssh_key(key_block, home.ssh_user)
-    sg_name = naming.resource_name(home.name, naming.SG)
-    base_rules = [
-        RuleSpec(remote_ip_prefix=str(home.subnet)),
-        RuleSpec(remote_ip_prefix=str(wireguard.cidr)),
+
+
+def _base_rules(run: HomeRun) -> list[RuleSpec]:
+    """Everything from the home subnet and the overlay; SSH from `ssh_source` when created."""
+    rules = [
+        RuleSpec(remote_ip_prefix=str(run.home.subnet)),
+        RuleSpec(remote_ip_prefix=str(run.wireguard.cidr)),
     ]
-    resources: list[tuple[str, Record]] = []
-
-    if create:
-        base_rules += [
+    if run.create:
+        rules += [
             RuleSpec(protocol="tcp", port_min=22, port_max=22, remote_ip_prefix=str(p))
-            for p in options.ssh_source
+            for p in run.options.ssh_source
         ]
-        net, group, keypair = await asyncio.gather(
-            st.ensure_site_network(home.cloud, home.name, str(home.subnet), home.external_network),
-            st.ensure_group(home.cloud, home.name, sg_name, base_rules),
-            st.ensure_keypair(
-                home.cloud, naming.resource_name(home.name, naming.KEY), key.public_key
-            ),
+    return rules
+
+
+async def _create(run: HomeRun) -> HomeServers:
+    """Network, group and key pair at once, then the master and the workers at once."""
+    home, sg_name = run.home, naming.resource_name(run.home.name, naming.SG)
+    net, group, keypair = await asyncio.gather(
+        st.ensure_site_network(home.cloud, home.name, str(home.subnet), home.external_network),
+        st.ensure_group(home.cloud, home.name, sg_name, _base_rules(run)),
+        st.ensure_keypair(
+            home.cloud, naming.resource_name(home.name, naming.KEY), run.key.public_key
+        ),
+    )
+
+    def spec(role: str, n: int | None, flavor: str) -> ServerSpec:
+        return ServerSpec(
+            name=naming.resource_name(home.name, role, n),
+            site=home.name,
+            role=role if n is None else f"{role}-{n}",
+            image=home.image,
+            flavor=flavor,
+            network_id=net.network.id,
+            key_name=keypair.name,
+            security_groups=[sg_name],
         )
 
-        def spec(role: str, n: int | None, flavor: str) -> ServerSpec:
-            return ServerSpec(
-                name=naming.resource_name(home.name, role, n),
-                site=home.name,
-                role=role if n is None else f"{role}-{n}",
-                image=home.image,
-                flavor=flavor,
-                network_id=net.network.id,
-                key_name=keypair.name,
-                security_groups=[sg_name],
-            )
+    specs = [spec(naming.MASTER, None, home.master.flavor)] + [
+        spec(naming.WORKER, i, home.worker_flavor) for i in range(1, home.workers + 1)
+    ]
+    get_run_logger().info(
+        "Creating the home cluster on %s: %s", home.cloud, ", ".join(s.name for s in specs)
+    )
+    servers = await asyncio.gather(
+        *(st.ensure_server(home.cloud, s, timeout=run.options.boot_timeout) for s in specs)
+    )
+    made = [*net.records, group.group, *group.rules, keypair, *servers]
+    return HomeServers(
+        master=servers[0].name,
+        workers=[s.name for s in servers[1:]],
+        group=group,
+        resources=[(home.cloud, r) for r in made],
+    )
 
-        specs = [spec(naming.MASTER, None, home.master.flavor)] + [
-            spec(naming.WORKER, i, home.worker_flavor) for i in range(1, home.workers + 1)
-        ]
-        log.info(
-            "Creating the home cluster on %s: %s", home.cloud, ", ".join(s.name for s in specs)
-        )
-        servers = await asyncio.gather(
-            *(st.ensure_server(home.cloud, s, timeout=options.boot_timeout) for s in specs)
-        )
-        master_name, worker_names = servers[0].name, [s.name for s in servers[1:]]
-        resources += [(home.cloud, r) for r in [*net.records, group.group, *group.rules, keypair]]
-        resources += [(home.cloud, s) for s in servers]
-    else:
-        assert home.master.name is not None
-        master_name = home.master.name
-        group = await st.ensure_group(home.cloud, home.name, sg_name, base_rules)
-        resources += [(home.cloud, group.group), *((home.cloud, r) for r in group.rules)]
-        worker_names = []
-    common.checkpoint("servers-launched")
 
-    master = await st.lookup_node(home.cloud, master_name)
+async def _adopt(run: HomeRun) -> HomeServers:
+    """An existing master by name (its workers are found in `_the_master`); only the group."""
+    home = run.home
+    if home.master.name is None:  # HomeSite's validator requires create or a name
+        raise TopologyError("home.master", "no master to adopt", "set master.name")
+    sg_name = naming.resource_name(home.name, naming.SG)
+    group = await st.ensure_group(home.cloud, home.name, sg_name, _base_rules(run))
+    return HomeServers(
+        master=home.master.name,
+        workers=[],
+        group=group,
+        resources=[(home.cloud, group.group), *((home.cloud, r) for r in group.rules)],
+    )
+
+
+async def _the_master(run: HomeRun, servers: HomeServers) -> HomeMaster:
+    """The master (inside the home subnet), its floating IP, its workers; the home group on
+    every port."""
+    home = run.home
+    master = await st.lookup_node(home.cloud, servers.master)
     if master.fixed_ip not in home.subnet:
         raise TopologyError(
             "home.subnet",
-            f"the master {master_name} has address {master.fixed_ip}, outside {home.subnet}",
+            f"the master {servers.master} has address {master.fixed_ip}, outside {home.subnet}",
             "set home.subnet to the master's subnet",
         )
-    if not create:
-        worker_names = await common.home_workers(home.cloud, master)
+    worker_names = servers.workers if run.create else await home_workers(home.cloud, master)
     fip = await st.ensure_floating_ip(home.cloud, home.name, master.port_id, home.external_network)
-    resources.append((home.cloud, fip))
     workers = await asyncio.gather(*(st.lookup_node(home.cloud, w) for w in worker_names))
+    group_id = servers.group.group.id
     await asyncio.gather(
-        *(st.ensure_port(home.cloud, n.port_id, [], [group.group.id]) for n in [master, *workers])
+        *(st.ensure_port(home.cloud, n.port_id, [], [group_id]) for n in [master, *workers])
     )
+    return HomeMaster(master=master, floating_ip=fip, workers=list(workers), group_id=group_id)
 
-    # host keys: from the console (cloud-init), or given for an old adopted master
-    if options.master_host_keys:
-        master_keys = options.master_host_keys
-    else:
-        master_keys = await nodes.pin_host_keys(home.cloud, master.server_id, master_name)
-    worker_keys = await asyncio.gather(*(_console_keys_or_none(home.cloud, w) for w in workers))
-    master_target = common.door(home.cloud, str(fip.address), master_keys, key)
-    await nodes.ssh_ready(master_target, key_block, timeout=options.boot_timeout)
+
+async def _master_ready(run: HomeRun, m: HomeMaster) -> ReadyMaster:
+    """Host keys (from the console, or given for an old adopted master), SSH and the hub's
+    WireGuard key on the master; then SSH on each worker whose host keys are known."""
+    home, key_block = run.home, run.key_block
+    master_keys = run.options.master_host_keys or await nodes.pin_host_keys(
+        home.cloud, m.master.server_id, m.master.name
+    )
+    worker_keys = await asyncio.gather(*(_console_keys_or_none(home.cloud, w) for w in m.workers))
+    master_target = door(home.cloud, str(m.floating_ip.address), master_keys, run.key)
+    await nodes.ssh_ready(master_target, key_block, timeout=run.options.boot_timeout)
     hub_pub = await nodes.ensure_node_key(master_target, key_block)
-    common.checkpoint("master-ready")
-    for w, keys in zip(workers, worker_keys, strict=True):
+    checkpoint("master-ready")
+    for w, keys in zip(m.workers, worker_keys, strict=True):
         if keys:
-            await nodes.ssh_ready(behind(master_target, str(w.fixed_ip), keys, key.user), key_block)
-
-    def record(d: RegistryData) -> None:
-        moved = d.home is not None and (d.home.subnet, d.home.wg_address) != (
-            home.subnet,
-            hub_address,
-        )
-        if moved and d.sites:
-            raise TopologyError(
-                "home",
-                "the registry's home has another subnet or hub address and sites depend on it",
-                "remove the sites first, or use another registry",
-            )
-        d.wireguard = wireguard
-        d.site_pool = options.site_pool
-        d.home = HomeEntry(
-            name=home.name,
-            cloud=home.cloud,
-            subnet=home.subnet,
-            wg_address=hub_address,
-            public_key=hub_pub,
-            master=master_name,
-            adopted=not create,
-            workers=[w.name for w in workers],
-            ssh_key_block=key_block,
-            external_network=home.external_network,
-            listen_port=home.listen_port or wireguard.port,
-            network_mtu=master.network_mtu,
-            public_ips={"master": fip.address},
-            host_keys={
-                master_name: master_keys,
-                **{w.name: k for w, k in zip(workers, worker_keys, strict=True) if k},
-            },
-            resource_ids={
-                "master": master.server_id,
-                "master-port": master.port_id,
-                "sg": group.group.id,
-            },
-            last_verification=d.home.last_verification if d.home else None,
-        )
-
-    await update_registry(record, options.registry)
-    common.checkpoint("recorded")
-    log.info(
-        "Home %s recorded: master %s at %s, WireGuard %s, public key %s",
-        home.name,
-        master_name,
-        fip.address,
-        hub_address,
-        hub_pub,
-    )
-    return HomeResult(
-        home=home.name,
-        master=master_name,
-        master_floating_ip=str(fip.address),
-        master_public_key=hub_pub,
-        workers=[w.name for w in workers],
-        resources=resources,
+            worker = behind(master_target, str(w.fixed_ip), keys, run.key.user)
+            await nodes.ssh_ready(worker, key_block)
+    return ReadyMaster(
+        host_keys=master_keys, worker_host_keys=list(worker_keys), public_key=hub_pub
     )
 
 
@@ -269,3 +273,63 @@ async def _console_keys_or_none(cloud: str, node: st.NodeFacts) -> list[str]:
             "No host keys in the console of %s: hybridgrid will not log into it", node.name
         )
         return []
+
+
+async def _record(run: HomeRun, m: HomeMaster, ready: ReadyMaster) -> None:
+    """The home and the WireGuard settings into the registry (refused when sites depend on a
+    home at another subnet or hub address)."""
+
+    def record(d: RegistryData) -> None:
+        moved = d.home is not None and (d.home.subnet, d.home.wg_address) != (
+            run.home.subnet,
+            run.hub_address,
+        )
+        if moved and d.sites:
+            raise TopologyError(
+                "home",
+                "the registry's home has another subnet or hub address and sites depend on it",
+                "remove the sites first, or use another registry",
+            )
+        d.wireguard = run.wireguard
+        d.site_pool = run.options.site_pool
+        d.home = _home_entry(run, m, ready, d.home)
+
+    await update_registry(record, run.options.registry)
+    checkpoint("recorded")
+    get_run_logger().info(
+        "Home %s recorded: master %s at %s, WireGuard %s, public key %s",
+        run.home.name,
+        m.master.name,
+        m.floating_ip.address,
+        run.hub_address,
+        ready.public_key,
+    )
+
+
+def _home_entry(
+    run: HomeRun, m: HomeMaster, ready: ReadyMaster, previous: HomeEntry | None
+) -> HomeEntry:
+    home, master = run.home, m.master
+    worker_keys = zip(m.workers, ready.worker_host_keys, strict=True)
+    return HomeEntry(
+        name=home.name,
+        cloud=home.cloud,
+        subnet=home.subnet,
+        wg_address=run.hub_address,
+        public_key=ready.public_key,
+        master=master.name,
+        adopted=not run.create,
+        workers=[w.name for w in m.workers],
+        ssh_key_block=run.key_block,
+        external_network=home.external_network,
+        listen_port=home.listen_port or run.wireguard.port,
+        network_mtu=master.network_mtu,
+        public_ips={"master": m.floating_ip.address},
+        host_keys={master.name: ready.host_keys, **{w.name: k for w, k in worker_keys if k}},
+        resource_ids={
+            "master": master.server_id,
+            "master-port": master.port_id,
+            "sg": m.group_id,
+        },
+        last_verification=previous.last_verification if previous else None,
+    )

@@ -15,12 +15,12 @@ import asyncio
 from prefect import flow, get_run_logger
 
 from hybridgrid import desired, naming
-from hybridgrid.blocks.registry import DEFAULT_REGISTRY, HomeEntry, RegistryData, load_registry
+from hybridgrid.blocks.registry import DEFAULT_REGISTRY, RegistryData, load_registry
 from hybridgrid.changes import compare
 from hybridgrid.drift import DriftReport, SiteDrift, desired_site
-from hybridgrid.flows import common
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
-from hybridgrid.model import TopologyError, plan
+from hybridgrid.flows.home import ReadyHome, require_home, topology_for
+from hybridgrid.model import ResolvedSite, TopologyError, plan
 from hybridgrid.tasks import drift_tasks as dt
 from hybridgrid.tasks import openstack as ops
 from hybridgrid.tasks.clouds import connection
@@ -64,7 +64,7 @@ async def check_drift(
 ) -> DriftReport:
     log = get_run_logger()
     data = await load_registry(registry)
-    home = common.require_home(data, registry)
+    home = require_home(data, registry)
     names = _select(data, sites, registry)
     report = await check_sites(data, home, names, registry)
     report.repair = repair
@@ -73,10 +73,10 @@ async def check_drift(
     if report.drifted and repair:
         drifted = [s.site for s in report.sites if s.drifted]
         log.info("Repairing %s with the add-site flow", ", ".join(drifted))
-        outcomes = await asyncio.gather(*(_repair(data, s, registry) for s in drifted))
+        outcomes = await asyncio.gather(*(_repair(data, home, s, registry) for s in drifted))
         before = report.lines()
         data = await load_registry(registry)
-        report = await check_sites(data, common.require_home(data, registry), names, registry)
+        report = await check_sites(data, require_home(data, registry), names, registry)
         report.repair, report.before = True, before
         report.repaired = dict(zip(drifted, outcomes, strict=True))
     await publish(report)
@@ -103,7 +103,7 @@ def _select(data: RegistryData, sites: list[str] | None, registry: str) -> list[
 
 
 async def check_sites(
-    data: RegistryData, home: HomeEntry, names: list[str], registry: str
+    data: RegistryData, home: ReadyHome, names: list[str], registry: str
 ) -> DriftReport:
     """Observe the hub side and every site at once, then judge each site (pure)."""
     p = await dt.probes(data, names)
@@ -111,7 +111,7 @@ async def check_sites(
     sites: list[SiteDrift] = []
     for name, (api, nodes) in zip(names, site_obs, strict=True):
         entry = data.sites[name]
-        if _resolved(data, name) is None or not entry.spoke_public_key:
+        if _resolved(data, home, name) is None or not entry.spoke_public_key:
             sites.append(_incomplete(name))
             continue
         want = desired_site(data, name, home=home_obs, api=api)
@@ -119,11 +119,11 @@ async def check_sites(
     return DriftReport(registry=registry, sites=sites)
 
 
-def _resolved(data: RegistryData, name: str):
+def _resolved(data: RegistryData, home: ReadyHome, name: str) -> ResolvedSite | None:
     entry = data.sites[name]
     if entry.spec is None:
         return None
-    topo = common.topology_for(data, [entry.spec])
+    topo = topology_for(data, home, [entry.spec])
     return plan(topo, data.allocations()).site(name)
 
 
@@ -140,12 +140,12 @@ def _incomplete(name: str) -> SiteDrift:
 # ---------------------------------------------------------------- repair
 
 
-async def _repair(data: RegistryData, site: str, registry: str) -> str:
+async def _repair(data: RegistryData, home: ReadyHome, site: str, registry: str) -> str:
     """Converge one site with the add-site flow, then drop the site's stale rules."""
     entry = data.sites[site]
     if entry.spec is None:
         return "not repaired: the registry has no spec for this site (rerun add-site)"
-    await _forget_redirects(data, site)
+    await _forget_redirects(data, home, site)
     state = await add_remote_site(
         entry.spec,
         AddSiteOptions(registry=registry, ssh_key_block=entry.ssh_key_block),
@@ -160,11 +160,10 @@ async def _repair(data: RegistryData, site: str, registry: str) -> str:
     return outcome
 
 
-async def _forget_redirects(data: RegistryData, site: str) -> None:
+async def _forget_redirects(data: RegistryData, home: ReadyHome, site: str) -> None:
     """Workers on both sides may hold ICMP-redirect routes learnt while the link was down
     (the hub/spoke sent them to the cloud router); add-site's routes do not clear those."""
-    home, entry = data.home, data.sites[site]
-    assert home is not None
+    entry = data.sites[site]
 
     def lookup() -> tuple[dict[str, str], list[str], list[str]]:
         hconn, sconn = connection(home.cloud), connection(entry.cloud)

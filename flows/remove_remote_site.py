@@ -11,6 +11,8 @@ site and resumes. Only what carries the site's tags (rules: its description) is 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from ipaddress import IPv4Network
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
@@ -20,17 +22,24 @@ from hybridgrid.access import behind
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
     RegistryData,
+    SiteEntry,
     load_registry,
     release_site,
     update_registry,
 )
-from hybridgrid.flows import common
+from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.flows import runs
+from hybridgrid.flows.checkpoints import checkpoint
+from hybridgrid.flows.home import ReadyHome, master_with_floating_ip, require_home
+from hybridgrid.flows.hub import hub_lock
+from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import tunnel_mtu
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import removal_tasks as rt
 from hybridgrid.tasks import site_tasks as st
 from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.openstack import Record
+from hybridgrid.tasks.openstack import KeypairRecord, PortRecord, Record
+from hybridgrid.tasks.remote import SSHTarget
 
 
 class RemoveResult(BaseModel):
@@ -42,7 +51,29 @@ class RemoveResult(BaseModel):
 
 
 def _run_name() -> str:
-    return "remove " + common.run_name_from("site")
+    return "remove " + runs.run_name_from("site")
+
+
+@dataclass(frozen=True)
+class _Removal:
+    """What the removal reads: the site's entry, the home and the master's way in."""
+
+    site: str
+    registry: str
+    entry: SiteEntry
+    home: ReadyHome
+    home_key: SSHKey
+    master: st.NodeFacts  # with its floating IP
+    master_target: SSHTarget
+
+
+@dataclass(frozen=True)
+class _HubSide:
+    """What the hub let go: the master's port after, and the home side released or kept."""
+
+    port: PortRecord
+    released: list[IPv4Network]
+    kept: list[IPv4Network]
 
 
 @flow(
@@ -53,78 +84,27 @@ def _run_name() -> str:
 )
 async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> RemoveResult:
     log = get_run_logger()
-    await common.tag_run("site", site)
+    await runs.tag_run("site", site)
     data = await load_registry(registry)
     entry = data.sites.get(site)
     if entry is None:
         log.info("Site %s is not registered in %s: nothing to remove", site, registry)
         return RemoveResult(site=site, registered=False)
-    home = common.require_home(data, registry)
-    assert home.master is not None and home.ssh_key_block is not None
-    home_key = await ssh_key(home.ssh_key_block)
-    master = await common.master_with_floating_ip(home)
-    master_target = common.door(
-        home.cloud, str(master.floating_ip), home.host_keys[home.master], home_key
-    )
-
-    # 1. the hub: the site leaves the registry's hub config, then wg0 is synced without it
-    #    (syncconf: the other peers keep their sessions); pairs on the master's port that no
-    #    remaining site needs go (the pool's stays while a site in it remains)
-    def leave(d: RegistryData) -> RegistryData:
-        if site in d.sites:
-            d.sites[site].spoke_public_key = None
-        return d
-
-    async with common.hub_lock(home.name):
-        data = await update_registry(leave, registry)
-        cfg = desired.hub_config(data, desired.hub_mtu(data, tunnel_mtu(home.network_mtu)))
-        hub = await nodes.remove_wg_peer(master_target, home.ssh_key_block, cfg)
-        released, kept = desired.released_on_removal(data, site)
-        port = await st.remove_pairs(home.cloud, master.port_id, [str(n) for n in released])
-    log.info("Peer %s off the hub %s (%s)", site, home.master, hub.action)
-    common.checkpoint("peer-removed")
-
-    # 2. home rules and routes, and every tagged resource of the site, at once
-    home_sg = home.resource_ids.get("sg") or await _home_group(home.cloud, home.name)
-    workers = await asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers))
-    route_jobs = [
-        rt.remove_routes(
-            behind(master_target, str(w.fixed_ip), home.host_keys[w.name], home_key.user),
-            home.ssh_key_block,
-            released,
-            master.fixed_ip,
-            kept,
-        )
-        for w in workers
-        if home.host_keys.get(w.name)
-    ]
-    rules, resources, *_ = await asyncio.gather(
-        st.remove_rules(home.cloud, home_sg, site) if home_sg else _nothing(),
-        st.remove_site_resources(entry.cloud, site),
-        *route_jobs,
-    )
-    common.checkpoint("resources-removed")
-
-    # 3. key pair (only with our key), the SSH key block hybridgrid made, the registry entry
-    key_block = entry.ssh_key_block or naming.resource_name(site, "ssh")
-    keypair = await rt.remove_keypair(
-        entry.cloud, naming.resource_name(site, naming.KEY), key_block
-    )
-    block_deleted = False
-    if key_block == naming.resource_name(site, "ssh") and key_block != home.ssh_key_block:
-        block_deleted = await rt.delete_ssh_key_block(key_block)
-    common.checkpoint("keys-removed")
+    removal = await _prepare(site, registry, data, entry)
+    hub = await _leave_hub(removal)
+    rules, resources = await _remove_resources(removal, hub)
+    key_block, keypair, block_deleted = await _remove_keys(removal)
     await release_site(site, registry)
-    common.checkpoint("released")
+    checkpoint("released")
 
     deleted: list[tuple[str, Record]] = [
-        *((home.cloud, r) for r in rules),
+        *((removal.home.cloud, r) for r in rules),
         *((entry.cloud, r) for r in resources),
     ]
     if keypair.action == "deleted":
         deleted.append((entry.cloud, keypair))
-    if port.action == "updated":
-        deleted.append((home.cloud, port.model_copy(update={"action": "updated"})))
+    if hub.port.action == "updated":
+        deleted.append((removal.home.cloud, hub.port.model_copy(update={"action": "updated"})))
     await _publish(site, deleted, block_deleted, key_block)
     log.info("Site %s removed: %d resource(s) deleted or updated", site, len(deleted))
     return RemoveResult(
@@ -134,6 +114,83 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
         deleted=deleted,
         ssh_key_block_deleted=block_deleted,
     )
+
+
+async def _prepare(site: str, registry: str, data: RegistryData, entry: SiteEntry) -> _Removal:
+    home = require_home(data, registry)
+    home_key = await ssh_key(home.ssh_key_block)
+    master = await master_with_floating_ip(home)
+    return _Removal(
+        site=site,
+        registry=registry,
+        entry=entry,
+        home=home,
+        home_key=home_key,
+        master=master,
+        master_target=door(home.cloud, str(master.floating_ip), home.master_host_keys, home_key),
+    )
+
+
+async def _leave_hub(r: _Removal) -> _HubSide:
+    """The site leaves the registry's hub config, then wg0 is synced without it (syncconf:
+    the other peers keep their sessions); pairs on the master's port that no remaining site
+    needs go (the pool's stays while a site in it remains)."""
+    home, site = r.home, r.site
+
+    def leave(d: RegistryData) -> RegistryData:
+        if site in d.sites:
+            d.sites[site].spoke_public_key = None
+        return d
+
+    async with hub_lock(home.name):
+        data = await update_registry(leave, r.registry)
+        cfg = desired.hub_config(data, desired.hub_mtu(data, tunnel_mtu(home.network_mtu)))
+        res = await nodes.remove_wg_peer(r.master_target, home.ssh_key_block, cfg)
+        released, kept = desired.released_on_removal(data, site)
+        port = await st.remove_pairs(home.cloud, r.master.port_id, [str(n) for n in released])
+    get_run_logger().info("Peer %s off the hub %s (%s)", site, home.master, res.action)
+    checkpoint("peer-removed")
+    return _HubSide(port=port, released=released, kept=kept)
+
+
+async def _remove_resources(r: _Removal, hub: _HubSide) -> tuple[list[Record], list[Record]]:
+    """Home rules and routes, and every tagged resource of the site, at once."""
+    home = r.home
+    home_sg = home.resource_ids.get("sg") or await _home_group(home.cloud, home.name)
+    workers = await asyncio.gather(*(st.lookup_node(home.cloud, w) for w in home.workers))
+    route_jobs = [
+        rt.remove_routes(
+            behind(r.master_target, str(w.fixed_ip), home.host_keys[w.name], r.home_key.user),
+            home.ssh_key_block,
+            hub.released,
+            r.master.fixed_ip,
+            hub.kept,
+        )
+        for w in workers
+        if home.host_keys.get(w.name)
+    ]
+    rules, resources, *_ = await asyncio.gather(
+        st.remove_rules(home.cloud, home_sg, r.site) if home_sg else _nothing(),
+        st.remove_site_resources(r.entry.cloud, r.site),
+        *route_jobs,
+    )
+    checkpoint("resources-removed")
+    return rules, resources
+
+
+async def _remove_keys(r: _Removal) -> tuple[str, KeypairRecord, bool]:
+    """The key pair (only with our key) and the SSH key block hybridgrid made (never the
+    home's); returns the block's name, the key pair and whether the block was deleted."""
+    site = r.site
+    key_block = r.entry.ssh_key_block or naming.resource_name(site, "ssh")
+    keypair = await rt.remove_keypair(
+        r.entry.cloud, naming.resource_name(site, naming.KEY), key_block
+    )
+    block_deleted = False
+    if key_block == naming.resource_name(site, "ssh") and key_block != r.home.ssh_key_block:
+        block_deleted = await rt.delete_ssh_key_block(key_block)
+    checkpoint("keys-removed")
+    return key_block, keypair, block_deleted
 
 
 async def _nothing() -> list:

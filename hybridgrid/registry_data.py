@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridgrid.model import Allocation, RemoteSite, WireGuardSettings
 
@@ -63,6 +63,30 @@ class SiteEntry(_Entry):
 
     def allocation(self) -> Allocation:
         return Allocation(subnet=self.subnet, wg_address=self.wg_address)
+
+
+class SiteUpdate(BaseModel):
+    """What a run records about a site (add-site: what it built; rotate-keys: the new spoke
+    key): the fields it sets replace the entry's, every other field is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spoke_public_key: str | None = None
+    hub_public_key: str | None = None
+    spec: RemoteSite | None = None
+    listen_port: int | None = None
+    network_mtu: int | None = None
+    ssh_key_block: str | None = None
+    public_ips: dict[str, IPv4Address] | None = None
+    fixed_ips: dict[str, IPv4Address] | None = None
+    host_keys: dict[str, list[str]] | None = None
+    resource_ids: dict[str, str] | None = None
+
+    def applied_to(self, entry: SiteEntry) -> SiteEntry:
+        """`entry` with the fields this update sets (a field set to None is set to None)."""
+        return SiteEntry.model_validate(
+            {**entry.model_dump(), **self.model_dump(exclude_unset=True)}
+        )
 
 
 class RegistryData(BaseModel):

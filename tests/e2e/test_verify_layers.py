@@ -16,7 +16,7 @@ from hybridgrid.access import behind
 from hybridgrid.blocks.registry import load_registry
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
-from hybridgrid.flows.common import door
+from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import HomeSite, MasterSpec, RemoteSite
 from hybridgrid.tasks import clouds, credentials
 from hybridgrid.tasks import verify as vf

@@ -521,7 +521,7 @@ def lock_names(registry: str = REGISTRY, home: str = HOME_CLOUD) -> list[str]:
     """The two Prefect global concurrency limits a site run takes: the hub lock (the master's
     wg0 and port) and the registry lock."""
     from hybridgrid.blocks.registry import lock_name
-    from hybridgrid.flows.common import hub_lock_name
+    from hybridgrid.flows.hub import hub_lock_name
 
     return [hub_lock_name(home), lock_name(registry)]
 

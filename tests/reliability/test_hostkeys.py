@@ -16,7 +16,7 @@ import pytest
 from reliab_support import REGISTRY, SITE_CLOUD, SUMMARY
 
 from hybridgrid.blocks.registry import load_registry
-from hybridgrid.flows.common import door
+from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import RemoteSite
 from hybridgrid.tasks.credentials import ssh_key
 from hybridgrid.tasks.remote import HostKeyMismatch, wait_for_ssh

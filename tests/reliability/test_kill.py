@@ -40,7 +40,7 @@ from reliab_support import (
     site_problems,
 )
 
-from hybridgrid.flows.common import ADD_SITE_STEPS, KILL_EXIT_CODE
+from hybridgrid.flows.checkpoints import ADD_SITE_STEPS, KILL_EXIT_CODE
 from hybridgrid.model import RemoteSite
 
 pytestmark = pytest.mark.dataplane

@@ -38,7 +38,7 @@ from reliab_support import (
     repossess,
 )
 
-from hybridgrid.flows.common import KILL_EXIT_CODE, REMOVE_SITE_STEPS
+from hybridgrid.flows.checkpoints import KILL_EXIT_CODE, REMOVE_SITE_STEPS
 from hybridgrid.model import RemoteSite
 
 pytestmark = pytest.mark.dataplane
