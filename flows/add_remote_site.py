@@ -21,25 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridgrid import desired, naming
 from hybridgrid.access import behind
+from hybridgrid.blocks.loading import ssh_key
 from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock, no_default
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
-    RegistryData,
-    SiteEntry,
-    Verification,
     allocate_site,
     load_registry,
     update_registry,
 )
 from hybridgrid.blocks.ssh import SSHKey
-from hybridgrid.flows import common
-from hybridgrid.model import MAX_ADDRESS_PAIRS, RemoteSite, plan
-from hybridgrid.report import NodeLine, SiteSummary, publish
-from hybridgrid.tasks import node_tasks as nodes
-from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.openstack import ServerSpec
-from hybridgrid.tasks.preflight import (
+from hybridgrid.cloudops.preflight import (
     Needs,
     PreflightError,
     PreflightReport,
@@ -47,7 +38,15 @@ from hybridgrid.tasks.preflight import (
     hub_port_problems,
     pair_limit_problems,
 )
-from hybridgrid.tasks.remote import sharing_connections
+from hybridgrid.cloudops.servers import ServerSpec
+from hybridgrid.flows import common
+from hybridgrid.flows.artifacts import publish
+from hybridgrid.model import MAX_ADDRESS_PAIRS, RemoteSite, plan
+from hybridgrid.registry_data import RegistryData, SiteEntry, Verification
+from hybridgrid.report import NodeLine, SiteSummary
+from hybridgrid.sshclient.pool import sharing_connections
+from hybridgrid.tasks import node_tasks as nodes
+from hybridgrid.tasks import site_tasks as st
 
 
 class SiteForm(RemoteSite):

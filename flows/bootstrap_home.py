@@ -15,18 +15,16 @@ from pydantic import BaseModel, Field, model_validator
 from hybridgrid import naming
 from hybridgrid.access import behind
 from hybridgrid.blocks.pickers import CloudBlock, SSHKeyBlock
-from hybridgrid.blocks.registry import (
-    DEFAULT_REGISTRY,
-    HomeEntry,
-    RegistryData,
-    update_registry,
-)
+from hybridgrid.blocks.registry import DEFAULT_REGISTRY, update_registry
+from hybridgrid.cloudops.preflight import Needs, PreflightRequest
+from hybridgrid.cloudops.servers import ServerSpec
 from hybridgrid.flows import common
 from hybridgrid.model import HomeSite, Topology, TopologyError, WireGuardSettings
+from hybridgrid.records import Record
+from hybridgrid.registry_data import HomeEntry, RegistryData
+from hybridgrid.rules import RuleSpec
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.openstack import Record, RuleSpec, ServerSpec
-from hybridgrid.tasks.preflight import Needs, PreflightRequest
 
 
 class HomeForm(HomeSite):

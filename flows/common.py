@@ -16,13 +16,11 @@ from prefect.exceptions import ObjectNotFound
 
 from hybridgrid import desired, naming
 from hybridgrid.access import front_door
-from hybridgrid.blocks.registry import (
-    HomeEntry,
-    RegistryData,
-    ensure_lock,
-    update_registry,
-)
+from hybridgrid.blocks import loading as clouds
+from hybridgrid.blocks.loading import ssh_key, use_ssh_key
+from hybridgrid.blocks.registry import ensure_lock, update_registry
 from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.cloudops.finder import read
 from hybridgrid.desired import SiteWiring
 from hybridgrid.model import (
     HomeSite,
@@ -31,14 +29,12 @@ from hybridgrid.model import (
     Topology,
     TopologyError,
 )
-from hybridgrid.tasks import clouds
+from hybridgrid.registry_data import HomeEntry, RegistryData
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
 from hybridgrid.tasks import verify as vf
-from hybridgrid.tasks.credentials import ssh_key, use_ssh_key
-from hybridgrid.tasks.openstack import read
-from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.wgstate import ExpectedPeer
+from hybridgrid.wireguard.state import ExpectedPeer
 
 
 class VerificationFailed(RuntimeError):

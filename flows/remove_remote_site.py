@@ -17,20 +17,20 @@ from pydantic import BaseModel, Field
 
 from hybridgrid import desired, naming
 from hybridgrid.access import behind
+from hybridgrid.blocks.loading import ssh_key
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
-    RegistryData,
     load_registry,
     release_site,
     update_registry,
 )
 from hybridgrid.flows import common
 from hybridgrid.model import tunnel_mtu
+from hybridgrid.records import Record
+from hybridgrid.registry_data import RegistryData
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import removal_tasks as rt
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.openstack import Record
 
 
 class RemoveResult(BaseModel):
@@ -141,8 +141,8 @@ async def _nothing() -> list:
 
 
 async def _home_group(cloud: str, home: str) -> str | None:
-    from hybridgrid.tasks import openstack as ops
-    from hybridgrid.tasks.clouds import connection
+    from hybridgrid.blocks.loading import connection
+    from hybridgrid.cloudops import security_groups as ops
 
     sg = await asyncio.to_thread(
         ops.find_security_group, connection(cloud), home, naming.resource_name(home, naming.SG)

@@ -18,20 +18,15 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from hybridgrid import desired, naming
-from hybridgrid.blocks.registry import (
-    DEFAULT_REGISTRY,
-    HomeEntry,
-    RegistryData,
-    load_registry,
-    update_registry,
-)
+from hybridgrid.blocks.loading import ssh_key
+from hybridgrid.blocks.registry import DEFAULT_REGISTRY, load_registry, update_registry
 from hybridgrid.flows import common
 from hybridgrid.model import TopologyError, tunnel_mtu
+from hybridgrid.registry_data import HomeEntry, RegistryData
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import rotation_tasks as rot
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.wireguard import WgConfig
+from hybridgrid.wgconfig import WgConfig
 
 
 class RotationFailed(RuntimeError):

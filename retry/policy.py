@@ -1,131 +1,26 @@
-"""The retry policy, in one place: what is transient, how long to back off, what to tell the user.
+"""The retry policy: Prefect task options that retry transient failures with exponential
+backoff and jitter, in-process retries with a deadline, and progress lines for long waits.
 
-Transient (retried with exponential backoff and jitter): HTTP 5xx, 409 conflicts (except quota),
-408/429, connection refused/reset/timeouts, SSH not yet up. Everything else — auth, quota,
-validation, not found, a changed host key — fails at once with a message naming the fix.
-
-Use `@task(**TRANSIENT)` on Prefect tasks, `await with_retries(...)` inside a task.
+Use `@task(**TRANSIENT)` on Prefect tasks, `await with_retries(...)` inside a task; what counts
+as transient is `hybridgrid.retry.classify`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import random
-import re
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncssh
-import keystoneauth1.exceptions as ksa
-import openstack.exceptions as osx
-import requests.exceptions as rqx
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from hybridgrid.retry.classify import is_transient
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-TRANSIENT_HTTP = {408, 409, 429}
-TRANSIENT_ERRNO = {
-    errno.ECONNREFUSED,
-    errno.ECONNRESET,
-    errno.ECONNABORTED,
-    errno.EHOSTUNREACH,
-    errno.EHOSTDOWN,
-    errno.ENETUNREACH,
-    errno.ENETDOWN,
-    errno.ETIMEDOUT,
-    errno.EPIPE,
-}
-_QUOTA = re.compile(r"quota|over ?limit|OverQuota", re.IGNORECASE)
-
-
-class TransientError(Exception):
-    """Raise (or subclass) for a condition that will likely pass: 'not ready yet'."""
-
-
-class PermanentError(Exception):
-    """Raise (or subclass) to stop retries at once, whatever the cause chain says."""
-
-
-# ---------------------------------------------------------------- classification
-
-
-def _http_status(exc: BaseException) -> int | None:
-    if isinstance(exc, osx.HttpException):
-        return exc.status_code
-    if isinstance(exc, ksa.HttpError):
-        return exc.http_status or None
-    return None
-
-
-def _http_text(exc: BaseException) -> str:
-    parts = [str(exc), str(getattr(exc, "details", "") or "")]
-    return " ".join(parts)
-
-
-def is_quota_error(exc: BaseException) -> bool:
-    status = _http_status(exc)
-    return status in (403, 409, 413) and bool(_QUOTA.search(_http_text(exc)))
-
-
-def _classify(exc: BaseException) -> bool | None:
-    """True transient, False permanent, None: no opinion (look at the cause)."""
-    if isinstance(exc, TransientError):
-        return True
-    if isinstance(exc, PermanentError):
-        return False
-    status = _http_status(exc)
-    if status is not None:
-        if is_quota_error(exc):
-            return False
-        return status >= 500 or status in TRANSIENT_HTTP
-    if isinstance(exc, osx.ResourceTimeout):  # waiting for ACTIVE timed out: look again
-        return True
-    if isinstance(exc, ksa.SSLError):
-        return False
-    if isinstance(exc, ksa.RetriableConnectionFailure | ksa.ConnectionError):
-        return True
-    if isinstance(exc, rqx.SSLError):
-        return False
-    if isinstance(exc, rqx.ConnectionError | rqx.Timeout):
-        return True
-    if isinstance(exc, asyncssh.HostKeyNotVerifiable | asyncssh.PermissionDenied):
-        return False
-    if isinstance(exc, asyncssh.ConnectionLost):
-        return True
-    if isinstance(exc, asyncssh.ChannelOpenError):
-        # the jump host could not reach the worker's sshd (yet)
-        return exc.code == asyncssh.OPEN_CONNECT_FAILED
-    if isinstance(exc, asyncssh.DisconnectError):
-        return False
-    if isinstance(exc, TimeoutError | ConnectionError):
-        return True
-    if isinstance(exc, socket.gaierror):
-        return exc.errno == socket.EAI_AGAIN
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return exc.errno in TRANSIENT_ERRNO
-    if isinstance(exc, BaseExceptionGroup):
-        return all(is_transient(e) for e in exc.exceptions)
-    return None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying could help. Follows explicit `raise … from` causes; default: no."""
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 8:
-        verdict = _classify(cur)
-        if verdict is not None:
-            return verdict
-        cur = cur.__cause__
-        seen += 1
-    return False
-
 
 # ---------------------------------------------------------------- Prefect task options
 
@@ -250,94 +145,3 @@ def progress_logger() -> logging.Logger | logging.LoggerAdapter:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-# ---------------------------------------------------------------- messages for people
-
-
-def _quota_message(exc: BaseException) -> str:
-    text = _http_text(exc)
-    resource = None
-    m = re.search(r"Quota exceeded for resources?:?\s*\[?'?([A-Za-z_-]+)", text, re.IGNORECASE)
-    m = m or re.search(r"Quota exceeded for ([A-Za-z_-]+)", text, re.IGNORECASE)
-    if m:
-        resource = m.group(1)
-    used = re.search(r"Requested (\d+), but already used (\d+) of (\d+)", text)
-    what = resource or "a resource"
-    if used:
-        req, cur, limit = (int(x) for x in used.groups())
-        free = max(1, cur + req - limit)
-        return (
-            f"quota for {what} exceeded (used {cur} of {limit}, requested {req}): "
-            f"free {free} {what} in the project or ask the cloud operator to raise the quota"
-        )
-    return (
-        f"quota for {what} exceeded: free some {what} in the project or ask the cloud "
-        f"operator to raise the quota"
-    )
-
-
-_KINDS = {
-    "images": "image",
-    "flavors": "flavor",
-    "networks": "network",
-    "subnets": "subnet",
-    "routers": "router",
-    "servers": "server",
-    "ports": "port",
-    "security-groups": "security group",
-    "floatingips": "floating IP",
-    "os-keypairs": "keypair",
-}
-
-
-def _not_found_target(exc: BaseException) -> str:
-    url = str(getattr(exc, "url", None) or "")
-    m = re.search(r"/(" + "|".join(map(re.escape, _KINDS)) + r")(?:[/?]|$)", url)
-    if m:
-        return _KINDS[m.group(1)]
-    m = re.search(r"\b(image|flavor|network)\b", str(exc), re.IGNORECASE)
-    return m.group(1).lower() if m else "resource"
-
-
-def friendly_error(
-    exc: BaseException, *, credentials_block: str | None = None, cloud: str | None = None
-) -> str:
-    """One sentence naming the cause and the fix, for a permanent error."""
-    where = f" by cloud {cloud}" if cloud else ""
-    block = (
-        f"the credentials block {credentials_block!r}"
-        if credentials_block
-        else ("the OpenStack credentials block")
-    )
-    status = _http_status(exc)
-    detail = str(getattr(exc, "details", "") or "").strip() or str(exc)
-    if isinstance(exc, ksa.Unauthorized) or status == 401:
-        if re.search(r"application credential.*expired", detail, re.IGNORECASE | re.DOTALL):
-            return (
-                f"the application credential in {block} has expired{where}: create a new one "
-                f"(openstack application credential create) and save its id and secret in "
-                f"{block}"
-            )
-        return (
-            f"authentication rejected{where}: check {block} (auth URL, user or application "
-            f"credential id/secret, project and domain)"
-        )
-    if is_quota_error(exc):
-        return _quota_message(exc) + (f" ({cloud})" if cloud else "")
-    if status == 403:
-        return f"forbidden{where}: {detail}; the account in {block} lacks the needed role"
-    if status == 404 or isinstance(exc, osx.NotFoundException):
-        return (
-            f"{_not_found_target(exc)} not found{where}: {detail}; check the name in the site "
-            f"spec (names are case-sensitive) against `openstack image/flavor/network list`"
-        )
-    if status == 400:
-        return f"request rejected as invalid{where}: {detail}; fix the named value in the spec"
-    if isinstance(exc, ksa.AuthorizationFailure | ksa.MissingAuthPlugin):
-        return f"cannot authenticate{where}: {exc}; check {block}"
-    if isinstance(exc, ksa.EndpointNotFound | osx.EndpointNotFound):
-        return f"service endpoint missing{where}: {exc}; check region and interface in {block}"
-    if isinstance(exc, ksa.SSLError | rqx.SSLError):
-        return f"TLS failure talking to the API{where}: check the CA bundle/verify in {block}"
-    return f"{type(exc).__name__}: {exc}"

@@ -9,7 +9,6 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from hybridgrid.blocks.registry import HomeEntry, RegistryData, SiteEntry
 from hybridgrid.drift import (
     CHECKS,
     DriftReport,
@@ -30,8 +29,9 @@ from hybridgrid.drift import (
     stale_rules,
 )
 from hybridgrid.model import RemoteSite
+from hybridgrid.registry_data import HomeEntry, RegistryData, SiteEntry
 from hybridgrid.rules import RuleSpec
-from hybridgrid.tasks.wgstate import WgInterfaceState, WgPeerState, WgState
+from hybridgrid.wgstate import WgInterfaceState, WgPeerState, WgState
 
 
 def key(n: int) -> str:

@@ -160,7 +160,8 @@ def test_plan_keeps_registered_allocations(prefect_harness):
 
     from prefect.settings import PREFECT_API_URL
 
-    from hybridgrid.blocks.registry import SiteEntry, update_registry
+    from hybridgrid.blocks.registry import update_registry
+    from hybridgrid.registry_data import SiteEntry
 
     def register(data):
         data.sites["heidelberg"] = SiteEntry(
