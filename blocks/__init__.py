@@ -1,16 +1,15 @@
 """hybridgrid's Prefect blocks; `prefect block register -m hybridgrid.blocks` registers them.
 
 `OpenStackCredentials` (a cloud's credentials and its way in, `access`: docs/architecture.md
-§6), `SSHKey` (an SSH identity) and `SiteRegistry` (docs/architecture.md §7). Tasks and flows
-take block *names*, so no secret is a task parameter, result or log line. `registry.py` also
-holds the locked update; the registry's data models (`RegistryData`, `HomeEntry`,
-`SiteEntry`, `Verification`) live in the core (`hybridgrid.registry_data`) and are
-re-exported here.
+§6), `SSHKey` (an SSH identity) and `SiteRegistry` (docs/architecture.md §7) with its locked
+update; `loading` finds blocks by name and caches them per process (connections, keys). Tasks
+and flows take block *names*, so no secret is a task parameter, result or log line. The
+registry's data models (`RegistryData`, `HomeEntry`, `SiteEntry`) are the core's
+(`hybridgrid.registry_data`).
 
-May import: the core (`hybridgrid.model`, `hybridgrid.access`), Prefect, openstacksdk
-(`openstack.py` builds the connection), asyncssh; never `hybridgrid.flows`. Today
-`blocks/ssh.py` also imports `hybridgrid.tasks.sshkeys` (a blocks → tasks edge the target
-removes).
+May import: the libraries (`hybridgrid.cloudops`, `.sshclient`, `.retry`), the core, Prefect,
+openstacksdk (`openstack.py` builds the connection), asyncssh; never the tasks, flows,
+deployments or the CLI (tests/test_import_contract.py checks it).
 """
 
 from hybridgrid.blocks.openstack import OpenStackCredentials

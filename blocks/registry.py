@@ -17,12 +17,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from hybridgrid.model import ResolvedSite, Topology, TopologyError, plan
-
-# The data moved to the core (hybridgrid/registry_data.py); re-exported for the flows.
-from hybridgrid.registry_data import HomeEntry as HomeEntry
-from hybridgrid.registry_data import RegistryData as RegistryData
-from hybridgrid.registry_data import SiteEntry as SiteEntry
-from hybridgrid.registry_data import Verification as Verification
+from hybridgrid.registry_data import HomeEntry, RegistryData, SiteEntry
 
 DEFAULT_REGISTRY = "hybridgrid"
 LOCK_TIMEOUT_SECONDS = 120.0

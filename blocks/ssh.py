@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from hybridgrid.access import JUMP_FORM
 from hybridgrid.blocks._secret import wrap_secrets
-from hybridgrid.tasks.sshkeys import generate_ssh_keypair, load_private_key, public_key_of
+from hybridgrid.sshclient.keys import generate_ssh_keypair, load_private_key, public_key_of
 
 if TYPE_CHECKING:
     import asyncssh

@@ -20,7 +20,7 @@ from hybridgrid.flows import runs
 from hybridgrid.flows.checkpoints import checkpoint
 from hybridgrid.flows.forms import AddSiteOptions, SiteForm
 from hybridgrid.report import SiteSummary
-from hybridgrid.tasks.remote import sharing_connections
+from hybridgrid.sshclient.pool import sharing_connections
 
 
 class AddSiteResult(BaseModel):

@@ -15,14 +15,19 @@ from prefect import get_run_logger
 
 from hybridgrid import desired, naming
 from hybridgrid.access import behind
-from hybridgrid.blocks.registry import (
-    RegistryData,
-    Verification,
-    allocate_site,
-    load_registry,
-    update_registry,
-)
+from hybridgrid.blocks.loading import ssh_key
+from hybridgrid.blocks.registry import allocate_site, load_registry, update_registry
 from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.cloudops.preflight import (
+    Needs,
+    PreflightError,
+    PreflightReport,
+    PreflightRequest,
+    hub_port_problems,
+    pair_limit_problems,
+)
+from hybridgrid.cloudops.servers import ServerSpec
+from hybridgrid.flows.artifacts import publish
 from hybridgrid.flows.checkpoints import checkpoint
 from hybridgrid.flows.forms import AddSiteOptions, SiteForm
 from hybridgrid.flows.home import master_with_floating_ip, require_home, topology_for
@@ -45,20 +50,11 @@ from hybridgrid.flows.site_run import (
 from hybridgrid.flows.ssh_access import door, find_ssh_key, host_keys, make_ssh_key
 from hybridgrid.flows.verification import VerificationFailed, verify_site
 from hybridgrid.model import MAX_ADDRESS_PAIRS, plan
-from hybridgrid.registry_data import SiteUpdate
-from hybridgrid.report import SiteSummary, publish
+from hybridgrid.records import FloatingIPRecord, PortRecord, ServerRecord
+from hybridgrid.registry_data import RegistryData, SiteUpdate, Verification
+from hybridgrid.report import SiteSummary
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.openstack import FloatingIPRecord, PortRecord, ServerRecord, ServerSpec
-from hybridgrid.tasks.preflight import (
-    Needs,
-    PreflightError,
-    PreflightReport,
-    PreflightRequest,
-    hub_port_problems,
-    pair_limit_problems,
-)
 
 # ---------------------------------------------------------------- 1. validate
 

@@ -17,18 +17,21 @@ from pydantic import BaseModel, Field
 
 from hybridgrid import naming
 from hybridgrid.access import behind
-from hybridgrid.blocks.registry import HomeEntry, RegistryData, update_registry
+from hybridgrid.blocks.registry import update_registry
 from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.cloudops.preflight import Needs, PreflightRequest
+from hybridgrid.cloudops.servers import ServerSpec
 from hybridgrid.flows import runs
 from hybridgrid.flows.checkpoints import checkpoint
 from hybridgrid.flows.forms import HomeForm, HomeOptions
 from hybridgrid.flows.home import home_workers
 from hybridgrid.flows.ssh_access import door, ensure_ssh_key
 from hybridgrid.model import Topology, TopologyError, WireGuardSettings
+from hybridgrid.records import FloatingIPRecord, Record
+from hybridgrid.registry_data import HomeEntry, RegistryData
+from hybridgrid.rules import RuleSpec
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.openstack import FloatingIPRecord, Record, RuleSpec, ServerSpec
-from hybridgrid.tasks.preflight import Needs, PreflightRequest
 
 
 class HomeResult(BaseModel):

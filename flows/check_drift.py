@@ -15,15 +15,16 @@ import asyncio
 from prefect import flow, get_run_logger
 
 from hybridgrid import desired, naming
-from hybridgrid.blocks.registry import DEFAULT_REGISTRY, RegistryData, load_registry
+from hybridgrid.blocks.loading import connection
+from hybridgrid.blocks.registry import DEFAULT_REGISTRY, load_registry
 from hybridgrid.changes import compare
+from hybridgrid.cloudops import security_groups as ops
 from hybridgrid.drift import DriftReport, SiteDrift, desired_site
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.flows.home import ReadyHome, require_home, topology_for
 from hybridgrid.model import ResolvedSite, TopologyError, plan
+from hybridgrid.registry_data import RegistryData
 from hybridgrid.tasks import drift_tasks as dt
-from hybridgrid.tasks import openstack as ops
-from hybridgrid.tasks.clouds import connection
 
 
 class DriftFound(RuntimeError):

@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import Field
 
-from hybridgrid.blocks.registry import HomeEntry, RegistryData
+from hybridgrid.blocks import loading as clouds
+from hybridgrid.cloudops.finder import read
 from hybridgrid.model import HomeSite, MasterSpec, RemoteSite, Topology, TopologyError
-from hybridgrid.tasks import clouds
+from hybridgrid.registry_data import HomeEntry, RegistryData
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.openstack import read
 
 
 class ReadyHome(HomeEntry):

@@ -8,11 +8,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from hybridgrid import desired
-from hybridgrid.blocks.registry import RegistryData, ensure_lock, update_registry
+from hybridgrid.blocks.registry import ensure_lock, update_registry
 from hybridgrid.flows.checkpoints import checkpoint
-from hybridgrid.registry_data import SiteUpdate
+from hybridgrid.registry_data import RegistryData, SiteUpdate
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import node_tasks as nodes
-from hybridgrid.tasks.remote import SSHTarget
 
 
 def hub_lock_name(home: str) -> str:

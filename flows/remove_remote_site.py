@@ -19,10 +19,9 @@ from pydantic import BaseModel, Field
 
 from hybridgrid import desired, naming
 from hybridgrid.access import behind
+from hybridgrid.blocks.loading import ssh_key
 from hybridgrid.blocks.registry import (
     DEFAULT_REGISTRY,
-    RegistryData,
-    SiteEntry,
     load_registry,
     release_site,
     update_registry,
@@ -34,12 +33,12 @@ from hybridgrid.flows.home import ReadyHome, master_with_floating_ip, require_ho
 from hybridgrid.flows.hub import hub_lock
 from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import tunnel_mtu
+from hybridgrid.records import KeypairRecord, PortRecord, Record
+from hybridgrid.registry_data import RegistryData, SiteEntry
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import removal_tasks as rt
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.openstack import KeypairRecord, PortRecord, Record
-from hybridgrid.tasks.remote import SSHTarget
 
 
 class RemoveResult(BaseModel):
@@ -198,8 +197,8 @@ async def _nothing() -> list:
 
 
 async def _home_group(cloud: str, home: str) -> str | None:
-    from hybridgrid.tasks import openstack as ops
-    from hybridgrid.tasks.clouds import connection
+    from hybridgrid.blocks.loading import connection
+    from hybridgrid.cloudops import security_groups as ops
 
     sg = await asyncio.to_thread(
         ops.find_security_group, connection(cloud), home, naming.resource_name(home, naming.SG)

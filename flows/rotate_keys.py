@@ -20,23 +20,18 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from hybridgrid import desired, naming
-from hybridgrid.blocks.registry import (
-    DEFAULT_REGISTRY,
-    RegistryData,
-    load_registry,
-    update_registry,
-)
+from hybridgrid.blocks.loading import ssh_key
+from hybridgrid.blocks.registry import DEFAULT_REGISTRY, load_registry, update_registry
 from hybridgrid.flows import runs
 from hybridgrid.flows.home import ReadyHome, master_with_floating_ip, require_home
 from hybridgrid.flows.hub import apply_hub, hub_lock
 from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import TopologyError, tunnel_mtu
-from hybridgrid.registry_data import SiteUpdate
+from hybridgrid.registry_data import RegistryData, SiteUpdate
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import node_tasks as nodes
 from hybridgrid.tasks import rotation_tasks as rot
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.wireguard import WgConfig
+from hybridgrid.wgconfig import WgConfig
 
 
 class RotationFailed(RuntimeError):

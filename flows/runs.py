@@ -4,7 +4,7 @@ the mutating OpenStack calls it made (the benchmarks and the summary count them)
 from __future__ import annotations
 
 from hybridgrid import naming
-from hybridgrid.tasks import clouds
+from hybridgrid.blocks import loading as clouds
 
 
 def run_name_from(param: str) -> str:

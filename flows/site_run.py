@@ -13,23 +13,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from hybridgrid import desired
-from hybridgrid.blocks.registry import RegistryData
 from hybridgrid.blocks.ssh import SSHKey
 from hybridgrid.flows.forms import AddSiteOptions, SiteForm
 from hybridgrid.flows.home import ReadyHome
 from hybridgrid.flows.verification import TunnelEnd, Worker
 from hybridgrid.model import ResolvedSite, Topology
-from hybridgrid.registry_data import SiteUpdate
+from hybridgrid.records import FloatingIPRecord, KeypairRecord, PortRecord, Record, ServerRecord
+from hybridgrid.registry_data import RegistryData, SiteUpdate
 from hybridgrid.report import NodeLine, SiteSummary
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import site_tasks as st
-from hybridgrid.tasks.openstack import (
-    FloatingIPRecord,
-    KeypairRecord,
-    PortRecord,
-    Record,
-    ServerRecord,
-)
-from hybridgrid.tasks.remote import SSHTarget
 
 T = TypeVar("T")
 

@@ -7,12 +7,12 @@ from prefect import get_run_logger
 from prefect.exceptions import ObjectNotFound
 
 from hybridgrid.access import front_door
-from hybridgrid.blocks.registry import RegistryData
+from hybridgrid.blocks import loading as clouds
+from hybridgrid.blocks.loading import ssh_key, use_ssh_key
 from hybridgrid.blocks.ssh import SSHKey
-from hybridgrid.tasks import clouds
+from hybridgrid.registry_data import RegistryData
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import node_tasks as nodes
-from hybridgrid.tasks.credentials import ssh_key, use_ssh_key
-from hybridgrid.tasks.remote import SSHTarget
 
 
 async def find_ssh_key(block: str) -> SSHKey | None:

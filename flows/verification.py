@@ -10,9 +10,9 @@ from ipaddress import IPv4Network
 
 from pydantic import BaseModel, ConfigDict
 
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks import verify as vf
-from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.wgstate import ExpectedPeer
+from hybridgrid.wireguard.state import ExpectedPeer
 
 TUNNEL_CAUSE = "wg0 is up but packets do not cross: check AllowedIPs and the handshake"
 ROUTED_CAUSE = (

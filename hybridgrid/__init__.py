@@ -2,20 +2,20 @@
 
 This folder is the core (docs/architecture.md §2): `model` (topology, validation,
 allocation, the plan), `desired` (what one site's wiring must be: rules, pairs, AllowedIPs,
-routes, MTU, both ends' wg0 — docs/architecture.md §8), `registry_data`, `rules` and
-`wgconfig` (plain data: the registry's models, security-group rules, wg0 config models),
-`naming` (names and ownership tags), `access` (how a cloud's servers are reached), `drift`
-(the drift check's data: observations, a site's desired state, verdicts), `changes` (the one
-comparison of desired and observed, for drift and `plan --live`), `live_plan` (`plan --live`
-as data), `report` (site summary and artifacts), `spec` (YAML specs); and the CLI (`cli`,
-`cli_access`, `cli_day_two`, `cli_plan`). The other folders
-install beneath it: `hybridgrid.flows`, `.tasks`, `.blocks`, `.deployments`.
+routes, MTU, both ends' wg0 — docs/architecture.md §8), `drift` (the drift check's data:
+observations, a site's desired state, verdicts), `changes` (the one comparison of desired and
+observed, for drift and `plan --live`), `live_plan` (`plan --live` as data),
+`naming` (names and ownership tags), `access` (how a cloud's servers are reached), `report`
+(site summary, rendered), `spec` (YAML specs), and plain data: `registry_data` (the
+registry's models), `rules` (security-group rules), `records` (what an OpenStack operation
+did), `layers` (verification verdicts), `wgconfig` and `wgstate` (wg0's config and running
+state), `ssh_target` (where and how to reach a host), `shell` (the remote shell protocol and
+its errors). Beside the core: the CLI (`cli`, `cli_*`, `prefect_client`, `demo_profile`). The
+other folders install beneath it: `hybridgrid.flows`, `.tasks`, `.blocks`, `.deployments` and
+the libraries `.cloudops`, `.sshclient`, `.retry`, `.wireguard`.
 
-May import, in the target: pydantic (and PyYAML for `spec`) only — neither Prefect nor
-openstacksdk, nor the other folders; the CLI may import anything, inside its commands. True
-today for `model`, `desired`, `registry_data`, `rules`, `wgconfig`, `naming`, `spec` and
-`access` (`access` imports `tasks.remote.SSHTarget` inside its functions). Not yet for
-`drift`, `changes` and `live_plan` (import `tasks.wgstate`, a pure module in the tasks
-folder) and `report` (imports `tasks.openstack`, `tasks.verify`, and Prefect to publish
-artifacts).
+May import: the core imports only itself, pydantic, PyYAML (`spec`), jinja2 and the standard
+library — neither Prefect, openstacksdk, keystoneauth1 nor asyncssh, nor any other folder of
+the product. The CLI may import anything, inside its commands, so `hybridgrid plan` starts
+without Prefect. tests/test_import_contract.py checks both.
 """

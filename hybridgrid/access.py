@@ -17,12 +17,11 @@ their own site's hub or spoke as a jump host, at their fixed IP. Host keys are a
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-if TYPE_CHECKING:
-    from hybridgrid.tasks.remote import SSHTarget
+from hybridgrid.ssh_target import SSHTarget
 
 # OpenSSH's -J form: [user@]host[:port], host a name, IPv4 address or [IPv6] literal.
 JUMP_FORM = re.compile(
@@ -144,8 +143,6 @@ def front_door(
 
     A key block's own ``proxy_command`` (older blocks) is used only for a cloud whose access
     is direct."""
-    from hybridgrid.tasks.remote import SSHTarget
-
     access = access or CloudAccess()
     hint = access.describe(cloud or "?")
     if getattr(key, "jump_host", None):
@@ -168,8 +165,6 @@ def front_door(
 def bastion_hop(access: CloudAccess, cloud: str) -> SSHTarget | None:
     """The bastion as an SSH hop (its own key block, reached through the ProxyCommand when
     one is set), or None when the cloud has no bastion."""
-    from hybridgrid.tasks.remote import SSHTarget
-
     b = access.bastion
     if b is None:
         return None
@@ -186,6 +181,4 @@ def bastion_hop(access: CloudAccess, cloud: str) -> SSHTarget | None:
 
 def behind(hop: SSHTarget, fixed_ip: str, host_keys: list[str], user: str) -> SSHTarget:
     """A worker reached through its site's hub or spoke."""
-    from hybridgrid.tasks.remote import SSHTarget
-
     return SSHTarget(host=fixed_ip, user=user, host_keys=host_keys, jump=hop, hint=hop.hint)

@@ -36,7 +36,7 @@ from hybridgrid.drift import (
     WorkerObs,
 )
 from hybridgrid.rules import RuleSpec
-from hybridgrid.tasks.wgstate import HANDSHAKE_MAX_AGE, WgPeerState
+from hybridgrid.wgstate import HANDSHAKE_MAX_AGE, WgPeerState
 
 Action = Literal["add", "change", "destroy"]
 SYMBOLS: dict[str, str] = {"add": "+", "change": "~", "destroy": "-"}

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from hybridgrid import desired, naming
 from hybridgrid.registry_data import RegistryData, SiteEntry
 from hybridgrid.rules import RuleSpec
-from hybridgrid.tasks.wgstate import WgState
+from hybridgrid.wgstate import WgState
 
 Check = Literal[
     "network",
@@ -71,7 +71,7 @@ class RuleObs(BaseModel):
     description: str | None = None
 
     def key(self) -> tuple:
-        """Same identity as `tasks/openstack._rule_key` (and `RuleSpec.key`)."""
+        """Same identity as `cloudops.security_groups.rule_key` (and `RuleSpec.key`)."""
         prefix = _norm(self.remote_ip_prefix) if self.remote_ip_prefix else None
         if prefix == "0.0.0.0/0":
             prefix = None

@@ -1,12 +1,13 @@
-"""What a run tells people: a markdown site summary and a resource table (pure rendering), and
-their publication as Prefect artifacts keyed per site so the latest is easy to find."""
+"""What a run tells people: a markdown site summary and a resource table (pure rendering), keyed
+per site so the latest is easy to find; `hybridgrid.flows.artifacts` publishes them as Prefect
+artifacts."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from hybridgrid.tasks.openstack import Record
-from hybridgrid.tasks.verify import LayerResult
+from hybridgrid.layers import LayerResult
+from hybridgrid.records import Record
 
 
 class NodeLine(BaseModel):
@@ -80,18 +81,3 @@ def resource_rows(s: SiteSummary) -> list[dict[str, str]]:
         {"cloud": cloud, "kind": r.kind, "name": r.name, "id": r.id or "", "action": r.action}
         for cloud, r in s.resources
     ]
-
-
-async def publish(s: SiteSummary) -> None:
-    from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-
-    await acreate_markdown_artifact(
-        key=artifact_key(s.site, "summary"),
-        markdown=render_markdown(s),
-        description=f"hybridgrid site {s.site}: topology, keys, verification",
-    )
-    await acreate_table_artifact(
-        key=artifact_key(s.site, "resources"),
-        table=resource_rows(s),
-        description=f"hybridgrid site {s.site}: resources created / reused / updated",
-    )

@@ -1,5 +1,5 @@
-"""Security-group rules as hybridgrid wants them (pure data). `hybridgrid.tasks.openstack`
-applies them and re-exports `RuleSpec`."""
+"""Security-group rules as hybridgrid wants them (pure data). `hybridgrid.cloudops.security_groups`
+applies them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 
-def _norm(ip: str) -> str:
+def normalized_cidr(ip: str) -> str:
+    """A CIDR or address in one spelling (host bits dropped), to compare two of them."""
     return str(ipaddress.ip_network(ip, strict=False))
 
 
@@ -23,7 +24,7 @@ class RuleSpec(BaseModel):
     remote_ip_prefix: str | None = None
 
     def key(self) -> tuple[Any, ...]:
-        prefix = _norm(self.remote_ip_prefix) if self.remote_ip_prefix else None
+        prefix = normalized_cidr(self.remote_ip_prefix) if self.remote_ip_prefix else None
         port_max = self.port_max if self.port_max is not None else self.port_min
         if prefix == "0.0.0.0/0":
             prefix = None

@@ -1,6 +1,5 @@
 """WireGuard config models (pure data): the [Interface] and [Peer] sections of a wg0.conf,
-validated. Rendering and the node-side shell live in `hybridgrid.tasks.wireguard`, which
-re-exports these names.
+validated. Rendering and the node-side shell live in `hybridgrid.wireguard`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ DEFAULT_PORT = 51820
 KEEPALIVE = 25
 
 
-def _check_wg_public_key(value: str) -> str:
+def check_wg_public_key(value: str) -> str:
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -31,7 +30,7 @@ def _check_wg_public_key(value: str) -> str:
     return value
 
 
-WgPublicKey = Annotated[str, AfterValidator(_check_wg_public_key)]
+WgPublicKey = Annotated[str, AfterValidator(check_wg_public_key)]
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"

@@ -1,16 +1,11 @@
-"""hybridgrid.tasks: the flows' steps as Prefect tasks, and the I/O libraries they call.
+"""hybridgrid.tasks: the flows' steps as Prefect tasks, and nothing else (docs/architecture.md §2).
 
-Prefect tasks: `site_tasks` (OpenStack steps), `node_tasks` (steps on a node over SSH),
-`verify`, `drift_tasks`, `removal_tasks`, `rotation_tasks`. Plain libraries, today in the same
-folder: `openstack` (idempotent OpenStack operations, docs/architecture.md §3), `preflight`,
-`remote` (SSH), `wireguard` and `wgstate` (wg0.conf rendering, node-side commands, `wg show`
-parsing; the config models are the core's `hybridgrid.wgconfig`, re-exported), `hostkeys`,
-`sshkeys`, `retry` (the retry policy), `clouds` and `credentials`
-(connections and keys by block name, cached per process).
+`site_tasks` (OpenStack steps), `node_tasks` (steps on a node over SSH), `verify` (the layered
+verification), `drift_tasks` (check-drift's observations), `removal_tasks`, `rotation_tasks`.
+The libraries they call live in packages named for what they are: `hybridgrid.cloudops`,
+`hybridgrid.sshclient`, `hybridgrid.wireguard`, `hybridgrid.retry`.
 
-May import: `hybridgrid.blocks`, the core (`hybridgrid.naming`, `.access`, `.drift`),
-openstacksdk, asyncssh, Prefect; never `hybridgrid.flows`. Today the core imports back
-from here (`drift`: `wgstate`; `report`: `Record`, `LayerResult`; `access`:
-`SSHTarget`) and `blocks/ssh.py` imports `sshkeys`: the target (issue 16) moves those plain
-types down into the core so the direction is one way (docs/architecture.md §2).
+May import: `hybridgrid.blocks` (blocks and connections by name), the libraries, the core,
+Prefect, openstacksdk; never `hybridgrid.flows`, the deployments or the CLI
+(tests/test_import_contract.py checks it).
 """

@@ -25,6 +25,9 @@ from pydantic import BaseModel, Field
 
 from hybridgrid import naming
 from hybridgrid.access import behind, front_door
+from hybridgrid.blocks.loading import access, connection, ssh_key
+from hybridgrid.cloudops import finder, security_groups
+from hybridgrid.cloudops import servers as cloudops_servers
 from hybridgrid.drift import (
     HomeObs,
     NodeObs,
@@ -37,14 +40,15 @@ from hybridgrid.drift import (
     parse_routes,
     ping_many_command,
 )
+from hybridgrid.records import RuleRecord
 from hybridgrid.registry_data import HomeEntry, RegistryData
-from hybridgrid.tasks import openstack as ops
-from hybridgrid.tasks.clouds import access, connection
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect
-from hybridgrid.tasks.retry import TRANSIENT
-from hybridgrid.tasks.sshkeys import load_private_key
-from hybridgrid.tasks.wgstate import read_wg_state
+from hybridgrid.retry.policy import TRANSIENT
+from hybridgrid.rules import RuleSpec
+from hybridgrid.ssh_target import SSHTarget
+from hybridgrid.sshclient.client import RemoteHost
+from hybridgrid.sshclient.connect import connect
+from hybridgrid.sshclient.keys import load_private_key
+from hybridgrid.wireguard.state import read_wg_state
 
 # Observations must be read afresh every time (a repair re-checks in the same flow run).
 READ = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
@@ -205,13 +209,15 @@ async def read_node(probe: NodeProbe) -> tuple[NodeObs, list[WorkerObs]]:
 
 def _home_api(conn: Any, probe: HomeProbe) -> dict[str, Any]:
     port_id = probe.master_port_id
-    if port_id is None or ops.find_or_none(conn.network.find_port, port_id) is None:
+    if port_id is None or finder.find_or_none(conn.network.find_port, port_id) is None:
         server = conn.compute.find_server(probe.master, ignore_missing=True)
         if server is None:
             raise LookupError(f"master {probe.master} not found")
-        port_id = ops.server_port(conn, server.id).id
+        port_id = cloudops_servers.server_port(conn, server.id).id
     port = conn.network.get_port(port_id)
-    sg = ops.find_security_group(conn, probe.home, naming.resource_name(probe.home, naming.SG))
+    sg = security_groups.find_security_group(
+        conn, probe.home, naming.resource_name(probe.home, naming.SG)
+    )
     return dict(
         master_port_id=port.id,
         master_fixed_ip=port.fixed_ips[0]["ip_address"],
@@ -228,7 +234,7 @@ def _worker_ips(conn: Any, names: list[str]) -> dict[str, str]:
     for name in names:
         server = conn.compute.find_server(name, ignore_missing=True)
         if server is not None:
-            out[name] = ops.server_port(conn, server.id).fixed_ips[0]["ip_address"]
+            out[name] = cloudops_servers.server_port(conn, server.id).fixed_ips[0]["ip_address"]
     return out
 
 
@@ -265,9 +271,9 @@ def _first(address: str, others: list[str]) -> list[str]:
 
 
 def _site_network(conn: Any, site: str) -> dict[str, Any]:
-    net = ops.find_network(conn, site, naming.resource_name(site, naming.NET))
-    sub = ops.find_subnet(conn, site, naming.resource_name(site, naming.SUBNET))
-    router = ops.find_router(conn, site, naming.resource_name(site, naming.ROUTER))
+    net = finder.find_owned(conn, "network", site, naming.resource_name(site, naming.NET))
+    sub = finder.find_owned(conn, "subnet", site, naming.resource_name(site, naming.SUBNET))
+    router = finder.find_owned(conn, "router", site, naming.resource_name(site, naming.ROUTER))
     on_subnet = False
     if router is not None and sub is not None:
         on_subnet = any(
@@ -298,7 +304,7 @@ def _site_servers(conn: Any, probe: SiteProbe) -> dict[str, Any]:
     vpn_port = None
     if vpn is not None:
         with contextlib.suppress(LookupError):
-            vpn_port = ops.server_port(conn, vpn.id)
+            vpn_port = cloudops_servers.server_port(conn, vpn.id)
     if vpn_port is not None:
         out |= dict(
             vpn_port_id=vpn_port.id,
@@ -311,7 +317,7 @@ def _site_servers(conn: Any, probe: SiteProbe) -> dict[str, Any]:
 
 
 def _site_group(conn: Any, site: str) -> dict[str, Any]:
-    sg = ops.find_security_group(conn, site, naming.resource_name(site, naming.SG))
+    sg = security_groups.find_security_group(conn, site, naming.resource_name(site, naming.SG))
     return dict(site_sg_id=sg.id if sg else None, site_rules=_rules(conn, sg.id) if sg else [])
 
 
@@ -477,11 +483,13 @@ async def observe_sites(
 
 @task(task_run_name="remove stale rules of {owner} from group {group_id}", **TRANSIENT)
 async def remove_stale_rules(
-    cloud: str, group_id: str, owner: str, keep: list[ops.RuleSpec]
-) -> list[ops.RuleRecord]:
+    cloud: str, group_id: str, owner: str, keep: list[RuleSpec]
+) -> list[RuleRecord]:
     """Delete the rules `owner` added to the group (by description) that are not in `keep`:
     e.g. UDP from a floating IP the peer no longer has. add_remote_site only adds rules."""
-    return await asyncio.to_thread(ops.remove_rules, connection(cloud), group_id, owner, keep)
+    return await asyncio.to_thread(
+        security_groups.remove_rules, connection(cloud), group_id, owner, keep
+    )
 
 
 async def _run_behind(probe: NodeProbe, command: str, what: str) -> list[str]:

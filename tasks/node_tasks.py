@@ -14,14 +14,16 @@ from ipaddress import IPv4Address, IPv4Network
 from prefect import task
 from pydantic import BaseModel
 
-from hybridgrid.tasks import wireguard as wg
-from hybridgrid.tasks.clouds import connection
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.hostkeys import parse_console_host_keys
-from hybridgrid.tasks.openstack import console_output
-from hybridgrid.tasks.preflight import UdpPortState, hub_port_command, parse_hub_port
-from hybridgrid.tasks.remote import RemoteHost, SSHTarget, connect, wait_for_ssh
-from hybridgrid.tasks.retry import TRANSIENT, with_retries
+from hybridgrid.blocks.loading import connection, ssh_key
+from hybridgrid.cloudops.preflight import UdpPortState, hub_port_command, parse_hub_port
+from hybridgrid.cloudops.servers import console_output
+from hybridgrid.retry.policy import TRANSIENT, with_retries
+from hybridgrid.ssh_target import SSHTarget
+from hybridgrid.sshclient.client import RemoteHost
+from hybridgrid.sshclient.connect import connect, wait_for_ssh
+from hybridgrid.sshclient.hostkeys import parse_console_host_keys
+from hybridgrid.wgconfig import WgConfig
+from hybridgrid.wireguard import node as wg_node
 
 
 @contextlib.asynccontextmanager
@@ -44,8 +46,9 @@ async def check_access(cloud: str, timeout: float = 45) -> str:
     host key pinned, its key block's key) and leave — a refused or unpinned bastion fails
     the run before anything is made. Returns the access mode."""
     from hybridgrid.access import bastion_hop
-    from hybridgrid.tasks.clouds import access
-    from hybridgrid.tasks.remote import SSHAccessError, SSHUnreachable, hop_key
+    from hybridgrid.blocks.loading import access
+    from hybridgrid.sshclient.client import hop_key
+    from hybridgrid.sshclient.errors import SSHAccessError, SSHUnreachable
 
     way = access(cloud)
     bastion = bastion_hop(way, cloud)
@@ -98,21 +101,21 @@ async def ssh_ready(target: SSHTarget, key_block: str, timeout: float = 300) -> 
 async def ensure_node_key(target: SSHTarget, key_block: str) -> str:
     """wireguard-tools present, private key made on the node (once); returns the public key."""
     async with session(target, key_block) as host:
-        await wg.ensure_wireguard_tools(host)
-        return await wg.ensure_wg_key(host)
+        await wg_node.ensure_wireguard_tools(host)
+        return await wg_node.ensure_wg_key(host)
 
 
 @task(task_run_name="configure wg0 on {target.label}", **TRANSIENT)
 async def apply_wireguard(
-    target: SSHTarget, key_block: str, config: wg.WgConfig, forwarding: bool = True
+    target: SSHTarget, key_block: str, config: WgConfig, forwarding: bool = True
 ) -> NodeSetup:
     """Render + upload wg0.conf (key joined in on the node), bring up or syncconf, forward."""
     async with session(target, key_block) as host:
-        tools = await wg.ensure_wireguard_tools(host)
-        public = await wg.ensure_wg_key(host)
-        res = await wg.apply_wg_config(host, config)
+        tools = await wg_node.ensure_wireguard_tools(host)
+        public = await wg_node.ensure_wg_key(host)
+        res = await wg_node.apply_wg_config(host, config)
         if forwarding:
-            await wg.enable_forwarding(host, clamp_mss=True)
+            await wg_node.enable_forwarding(host, clamp_mss=True)
     return NodeSetup(public_key=public, tools=tools, action=res.action, changed=res.changed)
 
 
@@ -129,13 +132,13 @@ async def ensure_routes(
     target: SSHTarget, key_block: str, routes: list[IPv4Network], via: IPv4Address
 ) -> str:
     async with session(target, key_block) as host:
-        return await wg.ensure_routes(host, routes, via)
+        return await wg_node.ensure_routes(host, routes, via)
 
 
 @task(task_run_name="remove peer from wg0 on {target.label}", **TRANSIENT)
-async def remove_wg_peer(target: SSHTarget, key_block: str, config: wg.WgConfig) -> NodeSetup:
+async def remove_wg_peer(target: SSHTarget, key_block: str, config: WgConfig) -> NodeSetup:
     """Apply the hub's config without the peer (syncconf: the other peers keep sessions)."""
     async with session(target, key_block) as host:
-        public = await wg.ensure_wg_key(host)
-        res = await wg.apply_wg_config(host, config)
+        public = await wg_node.ensure_wg_key(host)
+        res = await wg_node.apply_wg_config(host, config)
     return NodeSetup(public_key=public, tools="present", action=res.action, changed=res.changed)

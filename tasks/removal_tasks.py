@@ -11,14 +11,14 @@ from ipaddress import IPv4Address, IPv4Network
 from prefect import task
 from prefect.exceptions import ObjectNotFound
 
+from hybridgrid.blocks.loading import connection, forget_ssh_key
 from hybridgrid.blocks.ssh import SSHKey
-from hybridgrid.tasks import openstack as ops
-from hybridgrid.tasks.clouds import connection
-from hybridgrid.tasks.credentials import forget_ssh_key
+from hybridgrid.cloudops import keypairs
+from hybridgrid.records import KeypairRecord
+from hybridgrid.retry.policy import TRANSIENT
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks.node_tasks import session
-from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.retry import TRANSIENT
-from hybridgrid.tasks.wireguard import routes_command
+from hybridgrid.wireguard.commands import routes_command
 
 
 def route_del_command(
@@ -57,14 +57,14 @@ async def remove_routes(
 
 
 @task(task_run_name="key pair {name} on {cloud}", **TRANSIENT)
-async def remove_keypair(cloud: str, name: str, key_block: str) -> ops.KeypairRecord:
+async def remove_keypair(cloud: str, name: str, key_block: str) -> KeypairRecord:
     """Delete the key pair when it holds the public key of `key_block`; a key pair someone
     else uploaded under the name stays. Without the block there is no proof: it stays."""
     try:
         key = await SSHKey.aload(key_block)
     except (ValueError, ObjectNotFound):
-        return ops.KeypairRecord(name=name, action="absent")
-    return await asyncio.to_thread(ops.remove_keypair, connection(cloud), name, key.public_key)
+        return KeypairRecord(name=name, action="absent")
+    return await asyncio.to_thread(keypairs.remove_keypair, connection(cloud), name, key.public_key)
 
 
 @task(task_run_name="delete SSHKey block {name}", **TRANSIENT)

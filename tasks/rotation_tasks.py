@@ -1,4 +1,4 @@
-"""WireGuard key rotation on a node, as Prefect tasks over `tasks/wireguard.py`'s staged
+"""WireGuard key rotation on a node, as Prefect tasks over `hybridgrid.wireguard`'s staged
 commands: stage (new key beside the old one) → activate (+ syncconf) → confirm a fresh
 handshake → forget the old key; or roll back. Keys never leave the node: only public keys
 come back."""
@@ -14,11 +14,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from hybridgrid.tasks import wireguard as wg
+from hybridgrid.retry.policy import TRANSIENT, progress_logger
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks.node_tasks import session
-from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.retry import TRANSIENT, progress_logger
-from hybridgrid.tasks.wgstate import read_wg_state
+from hybridgrid.wgconfig import WgConfig
+from hybridgrid.wireguard import commands as wg_commands
+from hybridgrid.wireguard import node as wg_node
+from hybridgrid.wireguard.render import WgPaths
+from hybridgrid.wireguard.state import read_wg_state
 
 STEP = dict(persist_result=False)
 
@@ -27,29 +30,29 @@ STEP = dict(persist_result=False)
 async def stage_key(target: SSHTarget, key_block: str) -> str:
     """The next key's public half (made once; a rerun reuses the staged key)."""
     async with session(target, key_block) as host:
-        return await wg.stage_key(host)
+        return await wg_node.stage_key(host)
 
 
 @task(task_run_name="switch {target.label} to its new key", **TRANSIENT, **STEP)
-async def activate_key(target: SSHTarget, key_block: str, config: wg.WgConfig) -> str:
+async def activate_key(target: SSHTarget, key_block: str, config: WgConfig) -> str:
     async with session(target, key_block) as host:
-        public, _ = await wg.activate_key(host, config)
+        public, _ = await wg_node.activate_key(host, config)
         return public
 
 
 @task(task_run_name="roll {target.label} back to its previous key", **TRANSIENT, **STEP)
-async def rollback_key(target: SSHTarget, key_block: str, config: wg.WgConfig) -> str:
+async def rollback_key(target: SSHTarget, key_block: str, config: WgConfig) -> str:
     async with session(target, key_block) as host:
-        public, _ = await wg.rollback_key(host, config)
+        public, _ = await wg_node.rollback_key(host, config)
         return public
 
 
 @task(task_run_name="delete the previous key on {target.label}", **TRANSIENT, **STEP)
 async def forget_previous_key(target: SSHTarget, key_block: str) -> bool:
     """True when no previous or staged key file is left on the node."""
-    p = wg.WgPaths()
+    p = WgPaths()
     async with session(target, key_block) as host:
-        await host.run(wg.forget_previous_key_command(p), name="wg forget previous key")
+        await host.run(wg_commands.forget_previous_key_command(p), name="wg forget previous key")
         res = await host.run(
             f"test ! -e {shlex.quote(p.previous_key)} && test ! -e {shlex.quote(p.staged_key)}",
             name="check no old key",

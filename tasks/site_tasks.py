@@ -2,7 +2,7 @@
 (docs/architecture.md §4).
 
 They are async (the flows gather them: whatever can run concurrently does) and call the plain
-idempotent functions of `tasks/openstack.py` in a worker thread (openstacksdk is blocking).
+idempotent functions of `hybridgrid.cloudops` in a worker thread (openstacksdk is blocking).
 Step-sized rather than call-sized: fewer task runs keep the Prefect overhead small, and each
 step still retries as a whole, which is safe because every function in it is idempotent.
 """
@@ -18,10 +18,40 @@ from prefect import task
 from pydantic import BaseModel, Field
 
 from hybridgrid import naming
-from hybridgrid.tasks import openstack as ops
-from hybridgrid.tasks.clouds import connection, name_of
-from hybridgrid.tasks.preflight import PreflightError, PreflightReport, PreflightRequest, preflight
-from hybridgrid.tasks.retry import TRANSIENT, PermanentError, friendly_error, is_transient
+from hybridgrid.blocks.loading import connection, name_of
+from hybridgrid.cloudops import (
+    finder,
+    floating_ips,
+    keypairs,
+    networks,
+    ports,
+    removal,
+    security_groups,
+    servers,
+)
+from hybridgrid.cloudops.preflight import (
+    PreflightError,
+    PreflightReport,
+    PreflightRequest,
+    preflight,
+)
+from hybridgrid.cloudops.servers import ServerSpec
+from hybridgrid.records import (
+    FloatingIPRecord,
+    KeypairRecord,
+    NetworkRecord,
+    PortRecord,
+    Record,
+    RouterRecord,
+    RuleRecord,
+    SecurityGroupRecord,
+    ServerRecord,
+    SubnetRecord,
+)
+from hybridgrid.retry.classify import PermanentError, is_transient
+from hybridgrid.retry.messages import friendly_error
+from hybridgrid.retry.policy import TRANSIENT
+from hybridgrid.rules import RuleSpec
 
 
 class CloudError(PermanentError):
@@ -49,12 +79,12 @@ async def preflight_cloud(req: PreflightRequest) -> PreflightReport:
 
 
 class SiteNetwork(BaseModel):
-    network: ops.NetworkRecord
-    subnet: ops.SubnetRecord
-    router: ops.RouterRecord
+    network: NetworkRecord
+    subnet: SubnetRecord
+    router: RouterRecord
 
     @property
-    def records(self) -> list[ops.Record]:
+    def records(self) -> list[Record]:
         return [self.network, self.subnet, self.router]
 
 
@@ -63,13 +93,13 @@ async def ensure_site_network(
     cloud: str, site: str, cidr: str, external_network: str
 ) -> SiteNetwork:
     conn = connection(cloud)
-    ext = await _run(ops.external_network, conn, external_network)
-    net = await _run(ops.ensure_network, conn, site, naming.resource_name(site, naming.NET))
+    ext = await _run(networks.external_network, conn, external_network)
+    net = await _run(networks.ensure_network, conn, site, naming.resource_name(site, naming.NET))
     sub = await _run(
-        ops.ensure_subnet, conn, site, naming.resource_name(site, naming.SUBNET), net.id, cidr
+        networks.ensure_subnet, conn, site, naming.resource_name(site, naming.SUBNET), net.id, cidr
     )
     router = await _run(
-        ops.ensure_router,
+        networks.ensure_router,
         conn,
         site,
         naming.resource_name(site, naming.ROUTER),
@@ -80,64 +110,64 @@ async def ensure_site_network(
 
 
 class GroupResult(BaseModel):
-    group: ops.SecurityGroupRecord
-    rules: list[ops.RuleRecord] = Field(default_factory=list)
+    group: SecurityGroupRecord
+    rules: list[RuleRecord] = Field(default_factory=list)
 
 
 @task(task_run_name="security group {name}", **TRANSIENT)
 async def ensure_group(
-    cloud: str, site: str, name: str, rules: list[ops.RuleSpec], rule_owner: str | None = None
+    cloud: str, site: str, name: str, rules: list[RuleSpec], rule_owner: str | None = None
 ) -> GroupResult:
     """The group (owned by `site`) with `rules` (marked as added by `rule_owner`)."""
     conn = connection(cloud)
-    group = await _run(ops.ensure_security_group, conn, site, name)
-    recs = await _run(ops.ensure_rules, conn, group.id, rule_owner or site, rules)
+    group = await _run(security_groups.ensure_security_group, conn, site, name)
+    recs = await _run(security_groups.ensure_rules, conn, group.id, rule_owner or site, rules)
     return GroupResult(group=group, rules=recs)
 
 
 @task(task_run_name="rules for {owner} in group {group_id}", **TRANSIENT)
 async def ensure_rules(
-    cloud: str, group_id: str, owner: str, rules: list[ops.RuleSpec]
-) -> list[ops.RuleRecord]:
-    return await _run(ops.ensure_rules, connection(cloud), group_id, owner, rules)
+    cloud: str, group_id: str, owner: str, rules: list[RuleSpec]
+) -> list[RuleRecord]:
+    return await _run(security_groups.ensure_rules, connection(cloud), group_id, owner, rules)
 
 
 @task(task_run_name="key pair {name}", **TRANSIENT)
-async def ensure_keypair(cloud: str, name: str, public_key: str) -> ops.KeypairRecord:
-    return await _run(ops.ensure_keypair, connection(cloud), name, public_key)
+async def ensure_keypair(cloud: str, name: str, public_key: str) -> KeypairRecord:
+    return await _run(keypairs.ensure_keypair, connection(cloud), name, public_key)
 
 
 @task(task_run_name="server {spec.name}", **TRANSIENT)
 async def ensure_server(
-    cloud: str, spec: ops.ServerSpec, timeout: float = 600, poll: float = 1.0
-) -> ops.ServerRecord:
-    return await _run(ops.ensure_server, connection(cloud), spec, timeout=timeout, poll=poll)
+    cloud: str, spec: ServerSpec, timeout: float = 600, poll: float = 1.0
+) -> ServerRecord:
+    return await _run(servers.ensure_server, connection(cloud), spec, timeout=timeout, poll=poll)
 
 
 @task(task_run_name="floating IP for {site} port {port_id}", **TRANSIENT)
 async def ensure_floating_ip(
     cloud: str, site: str, port_id: str, external_network: str
-) -> ops.FloatingIPRecord:
+) -> FloatingIPRecord:
     conn = connection(cloud)
-    ext = await _run(ops.external_network, conn, external_network)
-    return await _run(ops.ensure_floating_ip, conn, site, port_id, ext.id)
+    ext = await _run(networks.external_network, conn, external_network)
+    return await _run(floating_ips.ensure_floating_ip, conn, site, port_id, ext.id)
 
 
 @task(task_run_name="port {port_id}: pairs and groups", **TRANSIENT)
 async def ensure_port(
     cloud: str, port_id: str, pairs: list[str], group_ids: list[str]
-) -> ops.PortRecord:
+) -> PortRecord:
     """Merge allowed-address pairs and security groups into a port (never drops others')."""
     conn = connection(cloud)
     updated = False
     if group_ids:
-        rec = await _run(ops.ensure_port_security_groups, conn, port_id, group_ids)
+        rec = await _run(ports.ensure_port_security_groups, conn, port_id, group_ids)
         updated |= rec.action == "updated"
     if pairs:
-        rec = await _run(ops.ensure_allowed_address_pairs, conn, port_id, pairs)
+        rec = await _run(ports.ensure_allowed_address_pairs, conn, port_id, pairs)
         updated |= rec.action == "updated"
-    port = await _run(lambda c: ops.read(c.network.get_port, port_id), conn)
-    return ops.port_record(conn, port, action="updated" if updated else "reused")
+    port = await _run(lambda c: finder.read(c.network.get_port, port_id), conn)
+    return ports.port_record(conn, port, action="updated" if updated else "reused")
 
 
 class NodeFacts(BaseModel):
@@ -157,18 +187,18 @@ class NodeFacts(BaseModel):
 
 def node_facts(conn, name: str, site: str | None = None) -> NodeFacts:
     if site is not None:
-        server = ops.find_server(conn, site, name)
+        server = servers.find_server(conn, site, name)
     else:
-        server = ops.find_or_none(conn.compute.find_server, name)
+        server = finder.find_or_none(conn.compute.find_server, name)
         if server is not None:
-            server = ops.read(conn.compute.get_server, server.id)
+            server = finder.read(conn.compute.get_server, server.id)
     if server is None:
         raise LookupError(
             f"server {name!r} not found: check the name (the master to adopt must exist)"
         )
-    port = ops.server_port(conn, server.id)
-    net = ops.read(conn.network.get_network, port.network_id)
-    fip = ops.floating_ip_of_port(conn, port.id)
+    port = servers.server_port(conn, server.id)
+    net = finder.read(conn.network.get_network, port.network_id)
+    fip = floating_ips.floating_ip_of_port(conn, port.id)
     return NodeFacts(
         name=name,
         server_id=server.id,
@@ -189,15 +219,15 @@ async def lookup_node(cloud: str, name: str, site: str | None = None) -> NodeFac
 
 
 @task(task_run_name="remove {site}'s resources from {cloud}", **TRANSIENT)
-async def remove_site_resources(cloud: str, site: str, timeout: float = 300) -> list[ops.Record]:
-    return await _run(ops.remove_site_resources, connection(cloud), site, timeout=timeout)
+async def remove_site_resources(cloud: str, site: str, timeout: float = 300) -> list[Record]:
+    return await _run(removal.remove_site_resources, connection(cloud), site, timeout=timeout)
 
 
 @task(task_run_name="remove {owner}'s rules from group {group_id}", **TRANSIENT)
-async def remove_rules(cloud: str, group_id: str, owner: str) -> list[ops.RuleRecord]:
-    return await _run(ops.remove_rules, connection(cloud), group_id, owner)
+async def remove_rules(cloud: str, group_id: str, owner: str) -> list[RuleRecord]:
+    return await _run(security_groups.remove_rules, connection(cloud), group_id, owner)
 
 
 @task(task_run_name="remove pairs from port {port_id}", **TRANSIENT)
-async def remove_pairs(cloud: str, port_id: str, cidrs: list[str]) -> ops.PortRecord:
-    return await _run(ops.remove_allowed_address_pairs, connection(cloud), port_id, cidrs)
+async def remove_pairs(cloud: str, port_id: str, cidrs: list[str]) -> PortRecord:
+    return await _run(ports.remove_allowed_address_pairs, connection(cloud), port_id, cidrs)

@@ -11,31 +11,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from typing import Literal
 
 from openstack.connection import Connection
 from prefect import task
 from pydantic import BaseModel, Field
 
+from hybridgrid.cloudops.finder import read
 from hybridgrid.drift import ping_command
+from hybridgrid.layers import Layer, LayerResult
+from hybridgrid.retry.policy import TRANSIENT
+from hybridgrid.ssh_target import SSHTarget
 from hybridgrid.tasks.node_tasks import session
-from hybridgrid.tasks.openstack import read
-from hybridgrid.tasks.remote import SSHTarget
-from hybridgrid.tasks.retry import TRANSIENT
-from hybridgrid.tasks.wgstate import ExpectedPeer, WgState, check_wg_state, read_wg_state
-
-Layer = Literal["api", "wireguard", "handshake", "overlay ping", "worker ping", "mtu"]
-
-
-class LayerResult(BaseModel):
-    layer: Layer
-    ok: bool | None  # None: not applicable (e.g. no workers)
-    detail: str = ""
-    problems: list[str] = Field(default_factory=list)
-
-    @property
-    def mark(self) -> str:
-        return {True: "ok", False: "FAILED", None: "n/a"}[self.ok]
+from hybridgrid.wgstate import WgState
+from hybridgrid.wireguard.state import ExpectedPeer, check_wg_state, read_wg_state
 
 
 class ApiExpectation(BaseModel):
@@ -96,7 +84,7 @@ def check_api(conn: Connection, exp: ApiExpectation) -> list[str]:
 @task(task_run_name="verify api objects", **TRANSIENT)
 async def verify_api(checks: list[tuple[str, ApiExpectation]]) -> LayerResult:
     """`checks`: (cloud block name, expectation) pairs."""
-    from hybridgrid.tasks.clouds import connection
+    from hybridgrid.blocks.loading import connection
 
     results = await asyncio.gather(
         *(asyncio.to_thread(check_api, connection(cloud), exp) for cloud, exp in checks)

@@ -16,8 +16,6 @@ from pydantic import ValidationError
 
 from hybridgrid.blocks import OpenStackCredentials, SiteRegistry, SSHKey
 from hybridgrid.blocks.registry import (
-    RegistryData,
-    SiteEntry,
     allocate_site,
     load_registry,
     lock_name,
@@ -25,6 +23,7 @@ from hybridgrid.blocks.registry import (
     update_registry,
 )
 from hybridgrid.model import Topology, TopologyError
+from hybridgrid.registry_data import RegistryData, SiteEntry
 
 PASSWORD = "pw-Zq8-very-secret"
 APP_SECRET = "appcred-Xy7-very-secret"

@@ -137,7 +137,7 @@ def test_key_create_makes_once_and_keeps(prefect_harness):
 def test_cloud_import_saves_the_access_setting_and_keeps_it(tmp_path, prefect_harness):
     from hybridgrid.blocks.openstack import OpenStackCredentials
     from hybridgrid.blocks.ssh import SSHKey
-    from hybridgrid.tasks.sshkeys import generate_ssh_keypair
+    from hybridgrid.sshclient.keys import generate_ssh_keypair
 
     path = _clouds_yaml(tmp_path)
     out = run(

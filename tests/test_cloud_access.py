@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from hybridgrid.access import Bastion, CloudAccess, behind, front_door
-from hybridgrid.tasks.sshkeys import generate_ssh_keypair
+from hybridgrid.sshclient.keys import generate_ssh_keypair
 
 HOST_KEY = generate_ssh_keypair("host").public_key
 NODE_KEY = generate_ssh_keypair("node").public_key
@@ -96,7 +96,8 @@ def test_a_way_in_that_keeps_failing_ends_the_wait_early_naming_the_setting() ->
     import asyncio
     import time
 
-    from hybridgrid.tasks.remote import SSHAccessError, wait_for_ssh
+    from hybridgrid.sshclient.connect import wait_for_ssh
+    from hybridgrid.sshclient.errors import SSHAccessError
 
     access = CloudAccess(proxy_command="false %h %p")
     target = front_door("198.51.100.7", [NODE_KEY], Key(), access, "gi")

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from keystoneauth1 import session as ks_session
 
-from hybridgrid.tasks.clouds import HTTP_POOL_SIZE, _widen_pool
+from hybridgrid.blocks.loading import HTTP_POOL_SIZE, _widen_pool
 
 
 class _Slow(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ import pytest
 from hybridgrid import desired
 from hybridgrid.model import MAX_ADDRESS_PAIRS, Topology, TopologyError
 from hybridgrid.registry_data import HomeEntry, RegistryData, SiteEntry
-from hybridgrid.tasks.wireguard import render_wg_conf
+from hybridgrid.wireguard.render import render_wg_conf
 
 WG, POOL, HOME_NET = (
     IPv4Network("10.0.0.0/24"),

@@ -9,7 +9,6 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from hybridgrid.blocks.registry import HomeEntry, RegistryData, SiteEntry
 from hybridgrid.changes import compare, findings, stale_rules
 from hybridgrid.cli_plan import exit_code
 from hybridgrid.desired import plan as resolve
@@ -32,8 +31,9 @@ from hybridgrid.drift import (
 )
 from hybridgrid.live_plan import LivePlan, judge, registry_as_planned
 from hybridgrid.model import RemoteSite, Topology
+from hybridgrid.registry_data import HomeEntry, RegistryData, SiteEntry
 from hybridgrid.rules import RuleSpec
-from hybridgrid.tasks.wgstate import WgInterfaceState, WgPeerState, WgState
+from hybridgrid.wgstate import WgInterfaceState, WgPeerState, WgState
 
 
 def key(n: int) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-from hybridgrid.blocks.registry import HomeEntry, RegistryData, SiteEntry
 from hybridgrid.desired import home_side, released_on_removal
+from hybridgrid.registry_data import HomeEntry, RegistryData, SiteEntry
 from hybridgrid.tasks.removal_tasks import route_del_command
 
 WG, POOL = IPv4Network("10.0.0.0/24"), IPv4Network("192.168.64.0/18")

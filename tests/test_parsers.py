@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncssh
 import pytest
 
-from hybridgrid.tasks.hostkeys import (
+from hybridgrid.retry.classify import is_transient
+from hybridgrid.sshclient.hostkeys import (
     HostKeyConsoleMismatch,
     HostKeysNotYetInConsole,
     parse_console_host_keys,
 )
-from hybridgrid.tasks.retry import is_transient
-from hybridgrid.tasks.wgstate import WgDumpParseError, parse_wg_dump
+from hybridgrid.wireguard.state import WgDumpParseError, parse_wg_dump
 
 # ---------------------------------------------------------------- console host keys
 
@@ -182,7 +182,7 @@ def _state(*, priv=True, pub=PUB, peers=None):
 
 
 def _expected(**kw):
-    from hybridgrid.tasks.wgstate import ExpectedPeer
+    from hybridgrid.wireguard.state import ExpectedPeer
 
     base = {
         "public_key": PEER,
@@ -194,7 +194,7 @@ def _expected(**kw):
 
 
 def _check(state, **kw):
-    from hybridgrid.tasks.wgstate import check_wg_state
+    from hybridgrid.wireguard.state import check_wg_state
 
     args = {"node": "hg-bielefeld-master", "public_key": PUB, "peers": _expected(), "now": NOW}
     return check_wg_state(state, **{**args, **kw})

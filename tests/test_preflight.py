@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from hybridgrid.tasks import clouds
-from hybridgrid.tasks.preflight import (
+from hybridgrid.blocks import loading
+from hybridgrid.cloudops.preflight import (
     Needs,
     PreflightError,
     PreflightRequest,
     pair_limit_problems,
     preflight,
 )
-from hybridgrid.tasks.retry import transient_options
+from hybridgrid.retry.policy import transient_options
 from localcloud import control as server
 from localcloud.clientconf import connect
 
@@ -134,14 +134,14 @@ def test_the_task_fails_at_once_with_every_problem(
 
     from hybridgrid.tasks.site_tasks import preflight_cloud
 
-    clouds.use_connection("plain", connect(lc.state_dir, "plain"))
+    loading.use_connection("plain", connect(lc.state_dir, "plain"))
     fast = preflight_cloud.with_options(**transient_options(retries=3, backoff=0.01))
-    clouds.use_connection("giessen-ok", connect(lc.state_dir, "giessen"))
+    loading.use_connection("giessen-ok", connect(lc.state_dir, "giessen"))
     report = asyncio.run(fast(req=GOOD.model_copy(update={"cloud": "giessen-ok"})))
     assert report.ok and report.cloud == "giessen-ok"
 
     bad = GOOD.model_copy(update={"image": "nope", "cloud": "plain"})
-    conn = clouds.connection("plain")
+    conn = loading.connection("plain")
     preflight(conn, bad)  # warm: discovery and token, as for the task below
     lc.reset_stats()
     preflight(conn, bad)
@@ -153,8 +153,8 @@ def test_the_task_fails_at_once_with_every_problem(
     assert isinstance(exc, PreflightError)
     assert len(exc.report.problems) == 3
     assert str(exc).startswith("pre-flight on cloud 'plain' failed:")
-    clouds.forget("plain")
-    clouds.forget("giessen-ok")
+    loading.forget("plain")
+    loading.forget("giessen-ok")
 
 
 def test_pair_limit_counts_only_pairs_the_port_lacks() -> None:

@@ -4,13 +4,8 @@ cost a 503 back-off)."""
 
 import asyncio
 
-from hybridgrid.blocks.registry import (
-    RegistryData,
-    SiteEntry,
-    load_registry,
-    lock_name,
-    update_registry,
-)
+from hybridgrid.blocks.registry import load_registry, lock_name, update_registry
+from hybridgrid.registry_data import RegistryData, SiteEntry
 
 
 def test_unchanged_registry_is_not_saved_again(prefect_harness):

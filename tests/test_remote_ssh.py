@@ -17,21 +17,20 @@ import asyncssh
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from hybridgrid.tasks import wireguard as wg
-from hybridgrid.tasks.remote import (
+from hybridgrid.retry.classify import is_transient
+from hybridgrid.shell import RemoteCommandError, RemoteCommandTimeout
+from hybridgrid.ssh_target import SSHTarget
+from hybridgrid.sshclient.connect import connect, wait_for_ssh
+from hybridgrid.sshclient.errors import (
     HostKeyMismatch,
-    RemoteCommandError,
-    RemoteCommandTimeout,
     SSHAuthError,
     SSHConnectError,
-    SSHTarget,
     SSHUnreachable,
-    as_root,
-    connect,
-    wait_for_ssh,
 )
-from hybridgrid.tasks.retry import is_transient
-from hybridgrid.tasks.sshkeys import SSHKeyError, generate_ssh_keypair, load_private_key
+from hybridgrid.sshclient.keys import SSHKeyError, generate_ssh_keypair, load_private_key
+from hybridgrid.sshclient.shell import as_root
+from hybridgrid.wireguard import node as wg_node
+from hybridgrid.wireguard.render import WgPaths
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(
@@ -289,11 +288,13 @@ def test_upload_is_atomic_mode_0600_and_errors_never_carry_content(servers, clie
 
 
 def test_node_side_wireguard_key_over_ssh(servers, client, tmp_path):
-    paths = wg.WgPaths(directory=str(tmp_path / "wg"))
+    paths = WgPaths(directory=str(tmp_path / "wg"))
 
     async def go():
         async with connect(target(servers["a"]), client.private_key) as host:
-            return await wg.ensure_wg_key(host, paths), await wg.ensure_wg_key(host, paths)
+            return await wg_node.ensure_wg_key(host, paths), await wg_node.ensure_wg_key(
+                host, paths
+            )
 
     first, second = run(go())
     assert first == second
@@ -476,12 +477,12 @@ def test_no_secret_in_logs(servers, client, tmp_path, caplog):
     import logging
 
     secret = "c2VjcmV0LWZvci10aGUtbG9nLXRlc3QtMTIzNDU2Nzg5MA=="
-    paths = wg.WgPaths(directory=str(tmp_path / "wg"))
+    paths = WgPaths(directory=str(tmp_path / "wg"))
 
     async def go():
         async with connect(target(servers["a"]), client.private_key) as host:
             await host.upload(str(tmp_path / "s"), f"PrivateKey = {secret}\n".encode())
-            await wg.ensure_wg_key(host, paths)
+            await wg_node.ensure_wg_key(host, paths)
             with contextlib.suppress(RemoteCommandError):
                 await host.upload("/proc/version/x", secret.encode())
 
@@ -590,7 +591,7 @@ def test_errors_survive_pickling(servers, client):
 
 def test_console_pins_make_a_target(servers, client):
     """Console log → pins → a connection that the real server accepts."""
-    from hybridgrid.tasks.hostkeys import parse_console_host_keys
+    from hybridgrid.sshclient.hostkeys import parse_console_host_keys
 
     a = servers["a"]
     console = (

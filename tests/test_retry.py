@@ -13,14 +13,9 @@ import pytest
 import requests
 from keystoneauth1 import session as ks_session
 
-from hybridgrid.tasks.retry import (
-    PermanentError,
-    TransientError,
-    friendly_error,
-    is_transient,
-    transient_options,
-    with_retries,
-)
+from hybridgrid.retry.classify import PermanentError, TransientError, is_transient
+from hybridgrid.retry.messages import friendly_error
+from hybridgrid.retry.policy import transient_options, with_retries
 
 
 def http_error(status: int, body: dict | None = None, url: str = "http://cloud/v2.1/servers"):

@@ -160,7 +160,8 @@ def test_plan_keeps_registered_allocations(prefect_harness):
 
     from prefect.settings import PREFECT_API_URL
 
-    from hybridgrid.blocks.registry import SiteEntry, update_registry
+    from hybridgrid.blocks.registry import update_registry
+    from hybridgrid.registry_data import SiteEntry
 
     def register(data):
         data.sites["heidelberg"] = SiteEntry(
@@ -223,7 +224,8 @@ def test_plan_live_needs_the_specs_home(prefect_harness):
 
     from prefect.settings import PREFECT_API_URL
 
-    from hybridgrid.blocks.registry import HomeEntry, update_registry
+    from hybridgrid.blocks.registry import update_registry
+    from hybridgrid.registry_data import HomeEntry
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
 

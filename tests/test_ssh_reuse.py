@@ -10,12 +10,10 @@ import pytest
 from pydantic import BaseModel
 from test_remote_ssh import SSHD, client, servers, target  # noqa: F401 (fixtures)
 
-from hybridgrid.tasks.remote import (
-    HostKeyMismatch,
-    SSHTarget,
-    connect,
-    reuse_connections,
-)
+from hybridgrid.ssh_target import SSHTarget
+from hybridgrid.sshclient.connect import connect
+from hybridgrid.sshclient.errors import HostKeyMismatch
+from hybridgrid.sshclient.pool import reuse_connections
 
 pytestmark = pytest.mark.skipif(
     not __import__("os").path.exists(SSHD) or __import__("os").geteuid() != 0,
@@ -123,7 +121,7 @@ def test_tasks_of_a_flow_share_the_scope(servers, client, prefect_harness):  # n
 def test_a_decorated_flow_keeps_its_parameters_and_shares(servers, client, prefect_harness):  # noqa: F811
     from prefect import flow, task
 
-    from hybridgrid.tasks.remote import sharing_connections
+    from hybridgrid.sshclient.pool import sharing_connections
 
     a = servers["a"]
     before = _logins(a)
@@ -148,7 +146,7 @@ def test_a_decorated_flow_keeps_its_parameters_and_shares(servers, client, prefe
 def test_no_connection_outlives_its_scope(servers, client):  # noqa: F811
     """A task still running when its flow returned (the sibling of a failed step) gets a
     clear error instead of a connection nobody would close."""
-    from hybridgrid.tasks.remote import SSHConnectError
+    from hybridgrid.sshclient.errors import SSHConnectError
 
     a = servers["a"]
     before = _logins(a)

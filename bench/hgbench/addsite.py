@@ -201,12 +201,12 @@ async def save_blocks(handle: server.Handle) -> None:
     flows make the SSH key blocks); the process-wide caches of connections and keys are
     dropped (an earlier part's clouds)."""
     from hybridgrid.access import CloudAccess
+    from hybridgrid.blocks import loading
     from hybridgrid.blocks.openstack import OpenStackCredentials
-    from hybridgrid.tasks import clouds, credentials
     from localcloud.dataplane.cli import proxy_command
 
-    clouds.forget()
-    credentials.forget_all()
+    loading.forget()
+    loading.forget_all_ssh_keys()
     access = CloudAccess(proxy_command=proxy_command(handle.state_dir))
     for cloud in handle.clouds:
         creds = OpenStackCredentials.from_clouds_yaml(cloud, handle.clouds_yaml, access)
@@ -337,10 +337,10 @@ async def ssh_costs(address: str, rounds: int = 5) -> tuple[list[float], list[fl
     """Seconds to open an SSH connection to the VPN node (ProxyCommand + key exchange + auth,
     host key pinned from the registry) and to run `true` on an open one."""
     from hybridgrid.access import front_door
+    from hybridgrid.blocks.loading import ssh_key
     from hybridgrid.blocks.registry import load_registry
-    from hybridgrid.tasks.credentials import ssh_key
-    from hybridgrid.tasks.remote import close_connection, open_connection
-    from hybridgrid.tasks.sshkeys import load_private_key
+    from hybridgrid.sshclient.client import close_connection, open_connection
+    from hybridgrid.sshclient.keys import load_private_key
 
     data = await load_registry(REGISTRY)
     entry = data.sites[SITE_CLOUD]
@@ -353,7 +353,7 @@ async def ssh_costs(address: str, rounds: int = 5) -> tuple[list[float], list[fl
         conn = await open_connection(target, client_key)
         opens.append(time.perf_counter() - t0)
         try:
-            from hybridgrid.tasks.remote import RemoteHost
+            from hybridgrid.sshclient.client import RemoteHost
 
             host = RemoteHost(target, conn)
             t0 = time.perf_counter()

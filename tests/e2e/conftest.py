@@ -124,7 +124,7 @@ async def _forget_key_block(name: str) -> None:
 def _forget_cached_clients() -> None:
     """Connections and SSH keys are cached per process by block name: every module's cloud
     and keys are new, so the previous module's must go."""
-    from hybridgrid.tasks import clouds, credentials
+    from hybridgrid.blocks import loading
 
-    clouds.forget()
-    credentials.forget_all()
+    loading.forget()
+    loading.forget_all_ssh_keys()

@@ -13,14 +13,14 @@ import ipaddress
 import pytest
 
 from hybridgrid.access import behind
+from hybridgrid.blocks import loading
 from hybridgrid.blocks.registry import load_registry
 from hybridgrid.flows.add_remote_site import AddSiteOptions, add_remote_site
 from hybridgrid.flows.bootstrap_home import HomeOptions, bootstrap_home
 from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import HomeSite, MasterSpec, RemoteSite
-from hybridgrid.tasks import clouds, credentials
 from hybridgrid.tasks import verify as vf
-from hybridgrid.tasks.wgstate import ExpectedPeer
+from hybridgrid.wireguard.state import ExpectedPeer
 
 pytestmark = pytest.mark.dataplane
 REGISTRY = "verify-layers"
@@ -28,8 +28,8 @@ REGISTRY = "verify-layers"
 
 @pytest.fixture(scope="module")
 def link(seed_clouds):
-    clouds.forget()
-    credentials.forget_all()
+    loading.forget()
+    loading.forget_all_ssh_keys()
     home = HomeSite(
         cloud="bielefeld",
         master=MasterSpec(create=True),
@@ -47,8 +47,8 @@ async def _expectations() -> dict:
     """The verification inputs, rebuilt from the registry as a later check would."""
     data = await load_registry(REGISTRY)
     home, site = data.home, data.sites["giessen"]
-    home_key = await credentials.ssh_key(home.ssh_key_block)
-    site_key = await credentials.ssh_key(site.ssh_key_block)
+    home_key = await loading.ssh_key(home.ssh_key_block)
+    site_key = await loading.ssh_key(site.ssh_key_block)
     master = door(home.cloud, str(home.public_ips["master"]), home.host_keys[home.master], home_key)
     vpn = door(site.cloud, str(site.public_ips["vpn"]), site.host_keys["hg-giessen-vpn"], site_key)
     worker = behind(

@@ -413,9 +413,11 @@ def test_cli_bastion_up_status_and_localcloud_down_remove_it(tmp_path):
 
 
 def test_hybridgrids_ssh_path_jumps_through_the_bastion(world):
-    """tasks.remote (the product's SSH path): a target whose `jump` is the bastion, reached
+    """hybridgrid.sshclient (the product's SSH path): a target whose `jump` is the bastion, reached
     through localcloud's proxy, both host keys pinned; a changed bastion key is refused."""
-    from tasks.remote import HostKeyMismatch, SSHTarget, connect
+    from hybridgrid.ssh_target import SSHTarget
+    from hybridgrid.sshclient.connect import connect
+    from hybridgrid.sshclient.errors import HostKeyMismatch
 
     b = world.bastion
     master_keys = [k.public for k in world.backend.state.servers[world.master.id].host_keys]

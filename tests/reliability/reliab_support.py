@@ -280,9 +280,9 @@ class Rel:
             await key.asave(name, overwrite=True)
 
         asyncio.run(save())
-        from hybridgrid.tasks import credentials
+        from hybridgrid.blocks import loading
 
-        credentials.forget_ssh_key(name)
+        loading.forget_ssh_key(name)
         return name
 
     def add_site(self, site: Any, timeout: float = 300, **options: Any) -> Any:
@@ -577,7 +577,7 @@ def _secret(value: str) -> Any:
 def _forget_cached_clients() -> None:
     """Connections and SSH keys are cached per process by block name; other test modules
     save blocks with the same names for their own clouds."""
-    from hybridgrid.tasks import clouds, credentials
+    from hybridgrid.blocks import loading
 
-    clouds.forget()
-    credentials.forget_all()
+    loading.forget()
+    loading.forget_all_ssh_keys()

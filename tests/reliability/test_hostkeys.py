@@ -4,7 +4,8 @@
    rerun of add_remote_site stops at SSH with one clear error naming the host and the two
    possible causes; nothing is run on the server.
 2. Man in the middle: the real sshd is stopped and a second sshd with its own host key answers
-   on the same address and port; hybridgrid's SSH (tasks.remote) refuses it before logging in.
+   on the same address and port; hybridgrid's SSH (`hybridgrid.sshclient`) refuses it before
+   logging in.
 The server's original keys and sshd are restored afterwards (finally).
 """
 
@@ -15,11 +16,12 @@ import asyncio
 import pytest
 from reliab_support import REGISTRY, SITE_CLOUD, SUMMARY
 
+from hybridgrid.blocks.loading import ssh_key
 from hybridgrid.blocks.registry import load_registry
 from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import RemoteSite
-from hybridgrid.tasks.credentials import ssh_key
-from hybridgrid.tasks.remote import HostKeyMismatch, wait_for_ssh
+from hybridgrid.sshclient.connect import wait_for_ssh
+from hybridgrid.sshclient.errors import HostKeyMismatch
 
 pytestmark = pytest.mark.dataplane
 

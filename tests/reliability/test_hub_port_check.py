@@ -5,7 +5,7 @@ own socket has a program; a kernel wg0's has none)."""
 
 from __future__ import annotations
 
-from hybridgrid.tasks.preflight import hub_port_command, hub_port_problems, parse_hub_port
+from hybridgrid.cloudops.preflight import hub_port_command, hub_port_problems, parse_hub_port
 
 WG_GO = (
     'ss: UNCONN 0      0      0.0.0.0:51820 0.0.0.0:* users:(("wireguard-go",pid=11963,fd=18))\n'

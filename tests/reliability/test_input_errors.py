@@ -136,13 +136,13 @@ def _key_block_exists(name: str) -> bool:
 def bad_input(rel):
     """Run every case once; (message, mutating calls, tagged resources, newly registered,
     new key block) per case."""
-    from hybridgrid.tasks import credentials
+    from hybridgrid.blocks import loading
 
     # marburg's floating-IP quota (1) is used up by an IP hybridgrid does not own
     marburg = rel.conn("marburg")
     fip = marburg.network.create_ip(floating_network_id=marburg.network.find_network("public").id)
     _save_bad_key_block("hg-bi-badkey-ssh")
-    credentials.forget_ssh_key("hg-bi-badkey-ssh")
+    loading.forget_ssh_key("hg-bi-badkey-ssh")
     for name in ("bi-overlap", "bi-wgcidr", "bi-image", "bi-flavor", "bi-extnet", "bi-quota"):
         rel.key_block(name)  # so the key block is never what fails
     out = {}

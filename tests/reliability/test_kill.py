@@ -14,7 +14,7 @@ Default (``make test``): 4 boundaries — ``network`` (site network only), ``spo
 ``routes`` (spoke, hub and routes run concurrently: the kill can cut the hub branch anywhere,
 the hub or registry lock held or not) and ``hub-applied`` (inside the hub lock).
 ``HYBRIDGRID_KILL_STEPS=all`` kills after every step of add_remote_site
-(``common.ADD_SITE_STEPS``), or give a comma list of step names.
+(``checkpoints.ADD_SITE_STEPS``), or give a comma list of step names.
 """
 
 from __future__ import annotations

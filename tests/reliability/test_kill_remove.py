@@ -1,4 +1,4 @@
-"""Kill remove_remote_site at its step boundaries (``common.REMOVE_SITE_STEPS``):
+"""Kill remove_remote_site at its step boundaries (``checkpoints.REMOVE_SITE_STEPS``):
 `hybridgrid site remove` runs in a child process with
 ``HYBRIDGRID_KILL_AFTER=remove-remote-site:<step>`` (the process exits 137 right after the
 step), then the removal runs again in this process. The rerun must succeed and leave none of

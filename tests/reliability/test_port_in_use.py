@@ -121,11 +121,11 @@ def test_nothing_tagged_after_the_error(rel, port_in_use):
 def test_wg0_holding_its_own_port_is_not_refused(rel, port_in_use):
     """With wg0 up on 51820 (after the restore; its socket owned by wireguard-go) the same
     check the pre-flight runs finds the port bound and reports no problem."""
+    from hybridgrid.blocks.loading import ssh_key
     from hybridgrid.blocks.registry import load_registry
+    from hybridgrid.cloudops.preflight import hub_port_problems
     from hybridgrid.flows.ssh_access import door
-    from hybridgrid.tasks.credentials import ssh_key
     from hybridgrid.tasks.node_tasks import udp_port_state
-    from hybridgrid.tasks.preflight import hub_port_problems
 
     data = asyncio.run(load_registry(REGISTRY))
     if not any(e.spoke_public_key for e in data.sites.values()):

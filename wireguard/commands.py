@@ -1,10 +1,10 @@
-"""WireGuard: render wg0.conf (pure) and the node-side shell that handles the private key.
+"""The node-side shell (pure: each function returns a POSIX sh script): the key made on the
+node, wg0.conf assembled there, wg0 brought up or synced, key rotation, forwarding, MSS
+clamping, the tools, routes via the hub/spoke.
 
-The private key is made on its node and never leaves it. The rendered config therefore has no
-`PrivateKey` line; the node joins it in from its key file (see `assemble_command`), so the key
-crosses no wire and never appears in a process argument. We deliberately do not load the key
-with `PostUp`: `wg syncconf` of a stripped config without `PrivateKey` wipes the key and drops
-every peer.
+Each script runs as root (the SSH client wraps it in `sudo -n sh -c`). None ever carries key
+material: keys are read from files by the tools themselves, so a key never appears in a
+process argument.
 """
 
 from __future__ import annotations
@@ -12,118 +12,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from functools import cache
 from ipaddress import IPv4Network
-from typing import TYPE_CHECKING, Literal
 
-import jinja2
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-if TYPE_CHECKING:
-    from hybridgrid.tasks.remote import RemoteShell
-
-# The config models moved to the core (hybridgrid/wgconfig.py); re-exported here.
-from hybridgrid.wgconfig import DEFAULT_PORT as DEFAULT_PORT
-from hybridgrid.wgconfig import KEEPALIVE as KEEPALIVE
-from hybridgrid.wgconfig import WgConfig as WgConfig
-from hybridgrid.wgconfig import WgInterface as WgInterface
-from hybridgrid.wgconfig import WgPeer as WgPeer
-from hybridgrid.wgconfig import WgPublicKey as WgPublicKey
-from hybridgrid.wgconfig import _check_wg_public_key
-
-
-def sorted_peers(peers: list[WgPeer]) -> list[WgPeer]:
-    """Stable order: by first AllowedIPs network (the peer's tunnel address), then key."""
-    return sorted(peers, key=lambda p: (min(p.allowed_ips), p.public_key))
-
-
-def with_peer(config: WgConfig, peer: WgPeer) -> WgConfig:
-    """Add `peer` or replace the one with the same public key or name."""
-    keep = [
-        p
-        for p in config.peers
-        if p.public_key != peer.public_key and (peer.name is None or p.name != peer.name)
-    ]
-    return WgConfig(interface=config.interface, peers=[*keep, peer])
-
-
-def without_peer(config: WgConfig, public_key: str) -> WgConfig:
-    return WgConfig(
-        interface=config.interface, peers=[p for p in config.peers if p.public_key != public_key]
-    )
-
-
-# ---------------------------------------------------------------- rendering (pure)
-
-
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hybridgrid.tasks", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 -- a WireGuard config, not HTML
-    )
-
-
-class WgPaths(BaseModel):
-    """Where the node keeps its WireGuard files (a temp dir in tests)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    directory: str = "/etc/wireguard"
-    iface: str = Field(default="wg0", pattern=r"^[A-Za-z0-9_=+.-]{1,15}$")
-
-    @field_validator("directory")
-    @classmethod
-    def _abs(cls, v: str) -> str:
-        if not re.fullmatch(r"/[A-Za-z0-9._/-]*", v):
-            raise ValueError("directory must be an absolute path of letters, digits, . _ - /")
-        return v.rstrip("/") or "/"
-
-    @property
-    def conf(self) -> str:
-        return f"{self.directory}/{self.iface}.conf"
-
-    @property
-    def body(self) -> str:
-        """The uploaded config without the PrivateKey line."""
-        return f"{self.directory}/{self.iface}.conf.body"
-
-    @property
-    def private_key(self) -> str:
-        return f"{self.directory}/privatekey"
-
-    @property
-    def staged_key(self) -> str:
-        """A new key made for rotation, not yet in use."""
-        return f"{self.directory}/privatekey.next"
-
-    @property
-    def previous_key(self) -> str:
-        """The key replaced by the last rotation, kept for rollback."""
-        return f"{self.directory}/privatekey.prev"
-
-
-def render_wg_conf(config: WgConfig, paths: WgPaths | None = None) -> str:
-    """The wg0.conf body: everything but PrivateKey. Pure and deterministic."""
-    paths = paths or WgPaths()
-    return (
-        _env()
-        .get_template("wg0.conf.j2")
-        .render(
-            interface=config.interface,
-            peers=sorted_peers(config.peers),
-            private_key_path=paths.private_key,
-        )
-    )
-
-
-# ---------------------------------------------------------------- node-side commands (pure)
-# Each returns a POSIX sh script. It is run as root (RemoteHost wraps it in `sudo -n sh -c`).
-# None of them ever carries key material: keys are read from files by the tools themselves.
+from hybridgrid.wireguard.render import WgPaths
 
 
 def genkey_command(paths: WgPaths | None = None) -> str:
@@ -271,18 +162,6 @@ def forget_previous_key_command(paths: WgPaths | None = None) -> str:
     return f"rm -f {shlex.quote(p.previous_key)} {shlex.quote(p.staged_key)}\n"
 
 
-def down_command(paths: WgPaths | None = None) -> str:
-    p = paths or WgPaths()
-    iface, conf = shlex.quote(p.iface), shlex.quote(p.conf)
-    return f"if ip link show dev {iface} >/dev/null 2>&1; then wg-quick down {conf} >&2; fi\n"
-
-
-def remove_peer_live_command(public_key: str, iface: str = "wg0") -> str:
-    """Drop one peer from the running interface (public key only; no restart)."""
-    _check_wg_public_key(public_key)
-    return f"wg set {shlex.quote(iface)} peer {shlex.quote(public_key)} remove\n"
-
-
 def ip_forward_command(persist_file: str = "/etc/sysctl.d/90-hybridgrid.conf") -> str:
     """Enable IPv4 forwarding now and, where the host has /etc/sysctl.d, after reboot.
 
@@ -319,59 +198,6 @@ nft 'add chain inet {table} forward {{ type filter hook forward priority mangle;
 nft list chain inet {table} forward | grep -q 'maxseg size set rt mtu' || \\
   nft add rule inet {table} forward tcp flags syn tcp option maxseg size set rt mtu
 """
-
-
-# ---------------------------------------------------------------- async edges
-
-
-class WgApplyResult(BaseModel):
-    iface: str
-    action: Literal["started", "synced"]
-    changed: bool  # wg0.conf content changed (False: a rerun with the same config)
-    peers: int
-
-
-def _last_line(text: str, allowed: tuple[str, ...], what: str) -> str:
-    lines = text.strip().splitlines()
-    if not lines or lines[-1] not in allowed:
-        raise ValueError(f"{what}: unexpected output, expected one of {', '.join(allowed)}")
-    return lines[-1]
-
-
-async def ensure_wg_key(host: RemoteShell, paths: WgPaths | None = None) -> str:
-    """Private key on the node (made once, reused); returns only the public key."""
-    res = await host.run(genkey_command(paths), name="wg-genkey", timeout=30)
-    return _check_wg_public_key(res.stdout.strip())
-
-
-async def apply_wg_config(
-    host: RemoteShell, config: WgConfig, paths: WgPaths | None = None
-) -> WgApplyResult:
-    """Upload the rendered body, join the key in on the node, then up or syncconf."""
-    p = paths or WgPaths()
-    body = render_wg_conf(config, p).encode()
-    await host.upload(p.body, body, mode=0o600, name=f"upload {p.iface}.conf.body")
-    asm = await host.run(assemble_command(p), name=f"assemble {p.iface}.conf", timeout=30)
-    changed = _last_line(asm.stdout, ("changed", "unchanged"), "assemble") == "changed"
-    res = await host.run(
-        bring_up_command(p, config.interface.mtu), name=f"bring up {p.iface}", timeout=60
-    )
-    action = _last_line(res.stdout, ("started", "synced"), f"bring up {p.iface}")
-    return WgApplyResult(
-        iface=p.iface,
-        action=action,  # type: ignore[arg-type]
-        changed=changed,
-        peers=len(config.peers),
-    )
-
-
-async def enable_forwarding(host: RemoteShell, *, clamp_mss: bool) -> None:
-    await host.run(ip_forward_command(), name="enable ip_forward", timeout=30)
-    if clamp_mss:
-        await host.run(mss_clamp_command(), name="nft mss clamp", timeout=30)
-
-
-# ---------------------------------------------------------------- host preparation and routes
 
 
 def install_tools_command() -> str:
@@ -437,41 +263,3 @@ else
   echo persist:skipped
 fi
 """
-
-
-async def ensure_wireguard_tools(host: RemoteShell) -> str:
-    """`present` or `installed`."""
-    res = await host.run(install_tools_command(), name="install wireguard-tools", timeout=600)
-    return res.stdout.strip().splitlines()[-1]
-
-
-async def ensure_routes(
-    host: RemoteShell,
-    routes: list[IPv4Network],
-    via: ipaddress.IPv4Address,
-    *,
-    name: str = "hybridgrid",
-) -> str:
-    """Routes via the local hub/spoke; returns how they were persisted."""
-    res = await host.run(routes_command(routes, via, name=name), name="ip route replace")
-    return res.stdout.strip().splitlines()[-1]
-
-
-async def stage_key(host: RemoteShell, paths: WgPaths | None = None) -> str:
-    res = await host.run(stage_key_command(paths), name="wg stage key", timeout=30)
-    return _check_wg_public_key(res.stdout.strip())
-
-
-async def activate_key(
-    host: RemoteShell, config: WgConfig, paths: WgPaths | None = None
-) -> tuple[str, WgApplyResult]:
-    """Switch to the staged key and apply `config` (syncconf): returns the new public key."""
-    res = await host.run(activate_key_command(paths), name="wg activate key", timeout=30)
-    return _check_wg_public_key(res.stdout.strip()), await apply_wg_config(host, config, paths)
-
-
-async def rollback_key(
-    host: RemoteShell, config: WgConfig, paths: WgPaths | None = None
-) -> tuple[str, WgApplyResult]:
-    res = await host.run(rollback_key_command(paths), name="wg rollback key", timeout=30)
-    return _check_wg_public_key(res.stdout.strip()), await apply_wg_config(host, config, paths)

@@ -9,65 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-import time
 from ipaddress import IPv4Network, IPv6Network
-from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from hybridgrid.tasks.remote import RemoteShell
+from hybridgrid.shell import RemoteCommandError, RemoteShell
+from hybridgrid.wgstate import HANDSHAKE_MAX_AGE, WgInterfaceState, WgPeerState, WgState
 
 NONE = "(none)"
 HIDDEN = "(hidden)"
-HANDSHAKE_MAX_AGE = 180  # s; WireGuard re-handshakes every 120 s while traffic flows
 
 
 class WgDumpParseError(ValueError):
     """Malformed dump. Names the line number only: a raw line could hold a private key."""
-
-
-class WgInterfaceState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    public_key: str | None
-    listen_port: int | None
-    fwmark: int | None
-    has_private_key: bool
-
-
-class WgPeerState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    public_key: str
-    has_preshared_key: bool
-    endpoint: str | None
-    allowed_ips: list[IPv4Network | IPv6Network] = Field(default_factory=list)
-    latest_handshake: int = Field(description="epoch seconds; 0 = never")
-    rx_bytes: int
-    tx_bytes: int
-    keepalive: int | None
-
-    def handshake_age(self, now: float | None = None) -> float | None:
-        """Seconds since the latest handshake, None if there never was one."""
-        if not self.latest_handshake:
-            return None
-        return max(0.0, (time.time() if now is None else now) - self.latest_handshake)
-
-    def handshake_fresh(self, now: float | None = None, max_age: float = HANDSHAKE_MAX_AGE) -> bool:
-        age = self.handshake_age(now)
-        return age is not None and age < max_age
-
-
-class WgState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    iface: str
-    interface: WgInterfaceState
-    peers: list[WgPeerState]
-
-    def peer(self, public_key: str) -> WgPeerState | None:
-        return next((p for p in self.peers if p.public_key == public_key), None)
 
 
 def _opt_int(value: str, what: str, lineno: int) -> int | None:
@@ -151,8 +105,6 @@ async def read_wg_state(
     if res.exit_status != 0:
         if res.exit_status == 3:
             return None
-        from hybridgrid.tasks.remote import RemoteCommandError
-
         raise RemoteCommandError(f"wg show {iface} dump", host.label, res.exit_status, res.stderr)
     return parse_wg_dump(res.stdout, iface)
 

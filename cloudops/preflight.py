@@ -17,8 +17,9 @@ from openstack import exceptions as osexc
 from openstack.connection import Connection
 from pydantic import BaseModel, Field
 
-from hybridgrid.tasks.openstack import find_or_none, read
-from hybridgrid.tasks.retry import PermanentError, friendly_error, is_transient
+from hybridgrid.cloudops.finder import find_or_none, read
+from hybridgrid.retry.classify import PermanentError, is_transient
+from hybridgrid.retry.messages import friendly_error
 
 REQUIRED_EXTENSIONS = {
     "allowed-address-pairs": "cross-site packets carry foreign source addresses",
@@ -69,92 +70,121 @@ class PreflightError(PermanentError):
 
 def preflight(conn: Connection, req: PreflightRequest) -> PreflightReport:
     """Check everything, collect every problem; raises only for transient errors (retry)."""
-    problems: list[str] = []
     rep = PreflightReport(cloud=req.cloud, ok=True)
+    refused = _credentials_problem(conn, req)
+    if refused is not None:
+        return PreflightReport(cloud=req.cloud, ok=False, problems=[refused])
+    with ThreadPoolExecutor(8, thread_name_prefix="preflight") as pool:
+        reads = _Reads(pool, conn, req)
+        problems = _image_problems(conn, req, reads, rep)
+        problems += _flavor_problems(conn, reads, rep)
+        problems += _network_problems(conn, req, reads, rep)
+        problems += _extension_problems(reads.aliases.result())
+        if reads.quota is not None:
+            problems += _quota_problems(req, reads.found_flavors(), *reads.quota.result())
+    rep.problems = problems
+    rep.ok = not problems
+    return rep
+
+
+def _credentials_problem(conn: Connection, req: PreflightRequest) -> str | None:
+    """Why the cloud refuses the credentials, or None when it accepts them."""
     try:
         conn.session.get_token()  # keystoneauth's own errors (conn.authorize() flattens them)
     except (ksexc.ClientException, osexc.SDKException) as exc:
         if is_transient(exc):
             raise
-        rep.ok = False
-        rep.problems.append(
+        return (
             friendly_error(exc, credentials_block=req.cloud or None)
             + " — nothing else on this cloud can be checked until the credentials work"
         )
-        return rep
+    return None
 
-    # The reads are independent: made at once (~100 ms each on a real cloud, a dozen of them
-    # were a second of every add-site's critical path). Each thread runs in a copy of this
-    # context, so the API call counting of the flow run sees them.
-    with ThreadPoolExecutor(8, thread_name_prefix="preflight") as pool:
 
-        def submit(fn: Any, *args: Any, **kwargs: Any) -> Future:
-            return pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+class _Reads:
+    """The pre-flight reads, all started at once: they are independent (~100 ms each on a real
+    cloud, a dozen of them were a second of every add-site's critical path). Each thread runs
+    in a copy of this context, so the API call counting of the flow run sees them."""
 
-        img_f = submit(find_or_none, conn.image.find_image, req.image) if req.image else None
-        flavor_fs = {
+    def __init__(self, pool: ThreadPoolExecutor, conn: Connection, req: PreflightRequest):
+        def submit(fn: Any, *args: Any) -> Future:
+            return pool.submit(contextvars.copy_context().run, fn, *args)
+
+        def find(finder: Any, name: str | None) -> Future | None:
+            return submit(find_or_none, finder, name) if name else None
+
+        self.image = find(conn.image.find_image, req.image)
+        self.flavors = {
             name: submit(find_or_none, conn.compute.find_flavor, name)
             for name in dict.fromkeys(req.flavors)
         }
-        ext_f = (
-            submit(find_or_none, conn.network.find_network, req.external_network)
-            if req.external_network
-            else None
-        )
-        net_f = (
-            submit(find_or_none, conn.network.find_network, req.network) if req.network else None
-        )
-        aliases_f = submit(lambda: {e.alias for e in read(conn.network.extensions)})
-        quota_f = submit(_quota_reads, conn) if _needs_quota(req) else None
+        self.external = find(conn.network.find_network, req.external_network)
+        self.network = find(conn.network.find_network, req.network)
+        self.aliases = submit(lambda: {e.alias for e in read(conn.network.extensions)})
+        self.quota = submit(_quota_reads, conn) if _needs_quota(req) else None
 
-        if img_f is not None:
-            img = img_f.result()
-            if img is None:
-                names = sorted(i.name for i in read(conn.image.images))
-                problems.append(f"image {req.image!r} does not exist: use one of {names}")
-            else:
-                rep.image_id = img.id
-        flavors: dict[str, Any] = {}
-        for name, fut in flavor_fs.items():
-            fl = fut.result()
-            if fl is None:
-                names = sorted(f.name for f in read(conn.compute.flavors))
-                problems.append(f"flavor {name!r} does not exist: use one of {names}")
-            else:
-                flavors[name] = fl
-                rep.flavor_ids[name] = fl.id
-        if ext_f is not None:
-            net = ext_f.result()
-            if net is None or not net.is_router_external:
-                names = sorted(n.name for n in read(conn.network.networks, is_router_external=True))
-                problems.append(
-                    f"external network {req.external_network!r} does not exist: use one of {names}"
-                )
-            else:
-                rep.external_network_id = net.id
-        if net_f is not None:
-            net = net_f.result()
-            if net is None:
-                problems.append(
-                    f"network {req.network!r} does not exist: give the name or id of the network "
-                    f"the master's port is on (openstack network list)"
-                )
-            else:
-                rep.network_mtu = net.mtu
+    def found_flavors(self) -> dict[str, Any]:
+        return {name: f.result() for name, f in self.flavors.items() if f.result() is not None}
 
-        aliases = aliases_f.result()
-        for alias, why in REQUIRED_EXTENSIONS.items():
-            if alias not in aliases:
-                problems.append(
-                    f"Neutron on this cloud lacks the {alias!r} extension ({why}): ask the "
-                    f"cloud's operators to enable it; hybridgrid cannot work around it"
-                )
 
-        if quota_f is not None:
-            problems += _quota_problems(req, flavors, *quota_f.result())
-    rep.problems = problems
-    rep.ok = not problems
-    return rep
+def _image_problems(
+    conn: Connection, req: PreflightRequest, reads: _Reads, rep: PreflightReport
+) -> list[str]:
+    if reads.image is None:
+        return []
+    img = reads.image.result()
+    if img is None:
+        names = sorted(i.name for i in read(conn.image.images))
+        return [f"image {req.image!r} does not exist: use one of {names}"]
+    rep.image_id = img.id
+    return []
+
+
+def _flavor_problems(conn: Connection, reads: _Reads, rep: PreflightReport) -> list[str]:
+    problems = []
+    for name, fut in reads.flavors.items():
+        fl = fut.result()
+        if fl is None:
+            names = sorted(f.name for f in read(conn.compute.flavors))
+            problems.append(f"flavor {name!r} does not exist: use one of {names}")
+        else:
+            rep.flavor_ids[name] = fl.id
+    return problems
+
+
+def _network_problems(
+    conn: Connection, req: PreflightRequest, reads: _Reads, rep: PreflightReport
+) -> list[str]:
+    """The external network (it must be one), and the master's network (for its MTU)."""
+    problems = []
+    if reads.external is not None:
+        net = reads.external.result()
+        if net is None or not net.is_router_external:
+            names = sorted(n.name for n in read(conn.network.networks, is_router_external=True))
+            problems.append(
+                f"external network {req.external_network!r} does not exist: use one of {names}"
+            )
+        else:
+            rep.external_network_id = net.id
+    if reads.network is not None:
+        net = reads.network.result()
+        if net is None:
+            problems.append(
+                f"network {req.network!r} does not exist: give the name or id of the network "
+                f"the master's port is on (openstack network list)"
+            )
+        else:
+            rep.network_mtu = net.mtu
+    return problems
+
+
+def _extension_problems(aliases: set[str]) -> list[str]:
+    return [
+        f"Neutron on this cloud lacks the {alias!r} extension ({why}): ask the "
+        f"cloud's operators to enable it; hybridgrid cannot work around it"
+        for alias, why in REQUIRED_EXTENSIONS.items()
+        if alias not in aliases
+    ]
 
 
 def _needs_quota(req: PreflightRequest) -> bool:

@@ -13,7 +13,7 @@ import re
 import asyncssh
 from pydantic import BaseModel, ConfigDict
 
-from hybridgrid.tasks.retry import TransientError
+from hybridgrid.retry.classify import TransientError
 
 _FP_BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
 _FP_END = "-----END SSH HOST KEY FINGERPRINTS-----"

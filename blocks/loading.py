@@ -1,5 +1,6 @@
-"""OpenStack connections by credentials-block name, cached per process, and a count of the
-mutating API calls each cloud received (benchmarks and the no-op-rerun check read it).
+"""Blocks loaded by name, cached per process: OpenStack connections (with how the cloud's
+servers are reached) and SSH identities; and a count of the API calls each cloud's connection
+received (benchmarks and the no-op-rerun check read it).
 
 Tasks take the block's *name* (a string is safe to log and to put in a task's parameters; the
 credentials never are) and call `connection(name)`. The first call loads the
@@ -9,6 +10,11 @@ the same process reuse it (openstacksdk connections are safe to share between th
 Without a Prefect server (tests, the demo, `hybridgrid` CLI helpers), register a connection
 built elsewhere, e.g. from a clouds.yaml entry, under a name with `use_connection(name, conn)`;
 tasks then find it by that name exactly as if it came from a block.
+
+SSH identities: tasks take the SSHKey block's *name* too and resolve it with `ssh_key(name)`,
+so a private key never travels as a task argument, result or cache key; `use_ssh_key(name, key)`
+registers one without a Prefect server. Importing this module also tells the SSH client how to
+load a bastion's login key by its block name (`hybridgrid.sshclient.client.use_hop_key_loader`).
 
 Counting: `api_calls()` / `mutating_calls(cloud)` are per process (since `reset_counts()`).
 For one flow run among several concurrent ones, wrap it in `with track() as calls:` — calls
@@ -25,9 +31,12 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from hybridgrid.access import CloudAccess
+from hybridgrid.blocks.openstack import OpenStackCredentials
+from hybridgrid.blocks.ssh import SSHKey
+from hybridgrid.sshclient.client import use_hop_key_loader
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -40,6 +49,7 @@ HTTP_POOL_SIZE = 64
 _lock = threading.Lock()
 _connections: dict[str, Connection] = {}
 _access: dict[str, CloudAccess] = {}
+_keys: dict[str, SSHKey] = {}
 _load_locks: dict[str, threading.Lock] = {}
 _counts: dict[str, CallCounts] = {}
 _trackers: ContextVar[tuple[Tracker, ...]] = ContextVar("hybridgrid_api_trackers", default=())
@@ -185,8 +195,6 @@ def connection(cloud: str) -> Connection:
             conn = _connections.get(cloud)
         if conn is not None:
             return conn
-        from hybridgrid.blocks.openstack import OpenStackCredentials
-
         try:
             creds = OpenStackCredentials.load(cloud, _sync=True)  # also from async code
         except ValueError as exc:
@@ -219,3 +227,59 @@ def reset_counts(cloud: str | None = None) -> None:
             _counts.clear()
         else:
             _counts.pop(cloud, None)
+
+
+# ---- SSH identities ------------------------------------------------------------------------
+
+
+def use_ssh_key(name: str, key: SSHKey) -> None:
+    """Register a key under a block name without a Prefect server (tests, the demo)."""
+    with _lock:
+        _keys[name] = key
+
+
+def forget_ssh_key(name: str) -> None:
+    with _lock:
+        _keys.pop(name, None)
+
+
+def forget_all_ssh_keys() -> None:
+    """Drop every cached key (after blocks were replaced, e.g. between test modules)."""
+    with _lock:
+        _keys.clear()
+
+
+class SSHKeyBlockError(ValueError):
+    """An SSHKey block that exists but does not hold a usable key (e.g. edited by hand)."""
+
+
+async def ssh_key(name: str) -> SSHKey:
+    with _lock:
+        if name in _keys:
+            return _keys[name]
+    try:
+        key = await SSHKey.aload(name)
+    except RuntimeError as exc:
+        # Prefect: "Unable to load ... due to failed validation"; the cause is the
+        # ValidationError, whose text never quotes the rejected value (hide_input_in_errors).
+        cause = exc.__cause__
+        if not isinstance(cause, ValidationError):
+            raise
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'block'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in cause.errors(include_url=False, include_input=False)
+        )
+        raise SSHKeyBlockError(
+            f"SSHKey block {name!r} does not hold a usable key ({reasons}). Fix: save an "
+            f"unencrypted OpenSSH or PEM private key in it, or delete the block so that "
+            f"add-remote-site makes a new ed25519 pair"
+        ) from None
+    with _lock:
+        return _keys.setdefault(name, key)
+
+
+async def _private_key(name: str) -> SecretStr:
+    return (await ssh_key(name)).private_key
+
+
+use_hop_key_loader(_private_key)
