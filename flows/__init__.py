@@ -8,8 +8,9 @@ registry's home: `ReadyHome`), `ssh_access.py` (SSH key blocks, host keys, front
 `hub.py` (the hub lock and the hub's apply), `verification.py` (the layered verification's
 wiring). `prefect.yaml` points at `flows/<module>.py:<flow>`.
 
-May import: everything below it — `hybridgrid.tasks`, `hybridgrid.blocks`, the core
-(`hybridgrid.model`, `.naming`, `.access`, `.drift`, `.report`), Prefect. Nothing imports
+May import: everything below it — `hybridgrid.tasks`, `hybridgrid.blocks`, the libraries
+(`hybridgrid.cloudops`, `.sshclient`, `.retry`, `.wireguard`), the core, Prefect
+(tests/test_import_contract.py checks it). Nothing imports
 the flows except the CLI, the deployments (by entrypoint) and other flows (check-drift's
 repair runs add-remote-site as a subflow).
 """
