@@ -191,3 +191,121 @@ def test_run_latency_summary_median_and_worst():
     assert Row(figure="x", value=s["total"], bound=BOUND).met == "NO"
     with pytest.raises(ValueError):
         summary([])
+
+
+# ---------------------------------------------------------------- the seed script baseline
+
+SEED_OUT = """== 100.0 step 1: network, subnet, router
+3f2c...
+== 107.5 step 2: security group and rules
+== 117.0 step 3: the VPN node and one worker
+VPN node 198.18.0.11 (192.168.200.2), worker 192.168.200.3
+== 160.0 step 4: the floating IP
+== 168.25 done
+"""
+
+
+def test_seed_steps_last_until_the_next_mark_or_done():
+    from hgbench.seedscript import parse_steps
+
+    steps = parse_steps(SEED_OUT, end=999.0)
+    assert [(s.number, s.name) for s in steps] == [
+        (1, "network, subnet, router"),
+        (2, "security group and rules"),
+        (3, "the VPN node and one worker"),
+        (4, "the floating IP"),
+    ]
+    assert [s.seconds for s in steps] == pytest.approx([7.5, 9.5, 43.0, 8.25])
+
+
+def test_seed_steps_of_a_failed_run_end_at_exit():
+    from hgbench.seedscript import parse_steps
+
+    steps = parse_steps("== 50.0 step 1: network, subnet, router\nabc\n", end=52.5)
+    assert len(steps) == 1 and steps[0].seconds == pytest.approx(2.5)
+    assert parse_steps("no marks at all\n", end=1.0) == []
+
+
+def _seed_run(rc: int, steps: list[tuple[int, str, float]], error: str = "", wall: float = 50.0):
+    from hgbench.seedscript import SeedRun, SeedStep
+
+    return SeedRun(
+        wall=wall,
+        returncode=rc,
+        steps=[SeedStep(number=n, name=name, seconds=sec) for n, name, sec in steps],
+        error=error,
+        calls={"bielefeld": (20, 3), "marburg": (123, 17)},
+    )
+
+
+def test_seed_error_is_the_last_stderr_line_and_grown_counts_only_increases():
+    from hgbench.seedscript import grown, last_error
+
+    err = "warning: something\nMore than one Network exists with the name 'marburg-net'.\n\n"
+    assert last_error(err) == "More than one Network exists with the name 'marburg-net'."
+    assert last_error("") == ""
+    before = {"networks": 1, "servers": 2, "home group rules": 9}
+    after = {"networks": 2, "servers": 2, "home group rules": 7}
+    assert grown(before, after) == {"networks": 1}
+
+
+def test_seed_rerun_outcome_says_fails_or_duplicates():
+    from hgbench.seedscript import rerun_outcome
+
+    dup = "More than one Network exists with the name 'marburg-net'."
+    failed = _seed_run(1, [(1, "network, subnet, router", 2.1)], error=dup)
+    assert rerun_outcome(failed, {"networks": 1}) == (
+        "fails at step 1 (network, subnet, router): More than one Network exists with the "
+        "name 'marburg-net'; duplicated before that: networks +1"
+    )
+    assert rerun_outcome(failed, {}).endswith("; no duplicate left")
+    assert rerun_outcome(_seed_run(2, []), {}).startswith("fails at before step 1: exit 2")
+    done = _seed_run(0, [(1, "network, subnet, router", 2.0)])
+    assert rerun_outcome(done, {"servers": 2, "floating IPs": 1}) == (
+        "completes again and duplicates: servers +2, floating IPs +1"
+    )
+    assert rerun_outcome(done, {}) == "completes again, no duplicate"
+
+
+def test_seed_rows_ratio_against_the_bound_and_the_rerun_note():
+    from hgbench.seedscript import RATIO_BOUND, rows
+
+    first = _seed_run(
+        0,
+        [
+            (1, "network, subnet, router", 7.5),
+            (3, "the VPN node and one worker", 45.0),
+            (8, "the allowed-address pairs", 4.2),
+        ],
+        wall=80.0,
+    )
+    second = _seed_run(1, [(1, "network, subnet, router", 2.0)], error="boom", wall=2.0)
+    wall, ratio, rerun = rows(first, second, {"networks": 1}, 32.0, 7.6, boot=20)
+    assert wall.value == 80.0 and "143 API calls (20 mutating)" in wall.note
+    assert "slowest non-boot step: 1 (network, subnet, router) 7.5 s" in wall.note
+    assert ratio.bound == RATIO_BOUND and ratio.ratio == pytest.approx(0.4 / 0.6)
+    assert ratio.met == "yes"
+    assert rerun.value == pytest.approx(7.6 / 80) and rerun.met == "-"
+    assert "fails at step 1 (network, subnet, router): boom" in rerun.note
+    slow = rows(first, second, {}, 60.0, 7.6, boot=20)[1]
+    assert slow.met == "NO"
+
+
+def test_seed_rows_of_a_failed_first_run_leave_the_ratio_pending():
+    from hgbench.seedscript import describe, rows
+
+    failed = _seed_run(1, [(3, "the VPN node and one worker", 9.0)], error="quota exceeded")
+    out = rows(failed, failed, {}, 32.0, 7.6, boot=20)
+    assert [r.figure for r in out] == ["seed script wall", "add-site wall ÷ seed script wall"]
+    assert out[0].value is None and out[1].met == "pending"
+    assert "failed at step 3: quota exceeded" in out[1].note
+    text = describe(failed, {"networks": 1}, {"networks": 0})
+    assert "FAILED (exit 1): quota exceeded" in text and "made: networks +1" in text
+
+
+def test_seed_script_parses_as_bash():
+    import subprocess
+
+    from hgbench.seedscript import SCRIPT
+
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True, timeout=30)

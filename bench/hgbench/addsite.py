@@ -334,10 +334,11 @@ def _gaps(spans: list[TaskSpan], flow_wall: float) -> list[tuple[float, str]]:
 
 
 async def ssh_costs(address: str, rounds: int = 5) -> tuple[list[float], list[float]]:
-    """Seconds to open an SSH connection to the VPN node (ProxyCommand + key exchange + auth,
-    host key pinned from the registry) and to run `true` on an open one."""
+    """Seconds to open an SSH connection to the VPN node (the cloud's ProxyCommand + key
+    exchange + auth, host key pinned from the registry) and to run `true` on an open one."""
     from hybridgrid.access import front_door
     from hybridgrid.blocks.loading import ssh_key
+    from hybridgrid.blocks.openstack import OpenStackCredentials
     from hybridgrid.blocks.registry import load_registry
     from hybridgrid.sshclient.client import close_connection, open_connection
     from hybridgrid.sshclient.keys import load_private_key
@@ -346,7 +347,11 @@ async def ssh_costs(address: str, rounds: int = 5) -> tuple[list[float], list[fl
     entry = data.sites[SITE_CLOUD]
     key = await ssh_key(entry.ssh_key_block or f"hg-{SITE_CLOUD}-ssh")
     client_key = load_private_key(key.private_key)
-    target = front_door(address, entry.host_keys[f"hg-{SITE_CLOUD}-vpn"], key)
+    # the cloud's way in (its credentials block), as the flows reach it
+    creds = await OpenStackCredentials.aload(SITE_CLOUD)
+    target = front_door(
+        address, entry.host_keys[f"hg-{SITE_CLOUD}-vpn"], key, creds.access, SITE_CLOUD
+    )
     opens, runs = [], []
     for _ in range(rounds):
         t0 = time.perf_counter()
