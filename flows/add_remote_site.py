@@ -4,7 +4,8 @@ validate → pre-flight both clouds → allocate (registry, locked) → site net
 group, key pair and home-side lookups, all at once → VPN node and workers launched together
 → floating IP → UDP 51820 from each peer's /32 → host keys from the console → SSH → the
 spoke's key → wg0 on the VPN node, the peer on the master (live, under the hub lock),
-allowed-address pairs and routes on workers, at once → layered verification → registry +
+allowed-address pairs and routes on workers, at once → with a Slurm home, the site's
+partition and its workers as nodes → layered verification (a job at the site last) → registry +
 artifacts. The steps are `flows.add_site_steps`; what they know, `flows.site_run`.
 """
 
@@ -64,6 +65,7 @@ async def add_remote_site(site: SiteForm, options: AddSiteOptions | None = None)
     logins = await step.log_in(run, net, servers, host_keys)
     spoke_pub = await step.spoke_key(run, logins)
     link = await step.link(run, net, servers, host_keys, logins, spoke_pub)
+    await step.scheduler(run, net, servers, logins)
     summary = await step.verify(run, net, servers, logins, link)
     summary.mutating_calls = runs.calls_since(calls_before)
     checkpoint("verified")

@@ -32,6 +32,7 @@ from hybridgrid.flows.checkpoints import checkpoint
 from hybridgrid.flows.forms import AddSiteOptions, SiteForm
 from hybridgrid.flows.home import master_with_floating_ip, require_home, topology_for
 from hybridgrid.flows.hub import apply_hub, hub_lock
+from hybridgrid.flows.scheduler import join_site, verify_site_jobs
 from hybridgrid.flows.site_run import (
     HostKeys,
     Link,
@@ -389,7 +390,24 @@ async def _pairs_and_routes(
     return port
 
 
-# ---------------------------------------------------------------- 10. verify
+# ---------------------------------------------------------------- 10. the scheduler
+
+
+async def scheduler(run: SiteRun, net: Network, servers: Servers, logins: Logins) -> None:
+    """With a Slurm home: the site's partition, name entries and workers as nodes."""
+    if run.home.scheduler != "slurm":
+        return
+    await join_site(
+        run.options.registry,
+        run.site.name,
+        net.master_target,
+        net.master.fixed_ip,
+        logins.workers,
+        run.key_block,
+    )
+
+
+# ---------------------------------------------------------------- 11. verify
 
 
 async def verify(
@@ -401,10 +419,17 @@ async def verify(
         hub, spoke = tunnel_ends(run, net, servers, logins, link)
         workers = workers_across(run, net, servers, logins)
         summary.layers = await verify_site(hub, spoke, servers.wiring.tunnel_mtu, workers)
+        if run.home.scheduler == "slurm":
+            workers = dict(zip([w.name for w in servers.workers], logins.workers, strict=True))
+            summary.layers.append(
+                await verify_site_jobs(
+                    run.site.name, net.master_target, run.home.ssh_key_block, workers, run.key_block
+                )
+            )
     return summary
 
 
-# ---------------------------------------------------------------- 11. record
+# ---------------------------------------------------------------- 12. record
 
 
 async def record(run: SiteRun, summary: SiteSummary) -> None:

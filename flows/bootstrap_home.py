@@ -25,6 +25,7 @@ from hybridgrid.flows import runs
 from hybridgrid.flows.checkpoints import checkpoint
 from hybridgrid.flows.forms import HomeForm, HomeOptions
 from hybridgrid.flows.home import home_workers
+from hybridgrid.flows.scheduler import home_scheduler
 from hybridgrid.flows.ssh_access import door, ensure_ssh_key
 from hybridgrid.model import Topology, TopologyError, WireGuardSettings
 from hybridgrid.records import FloatingIPRecord, Record
@@ -112,6 +113,9 @@ async def bootstrap_home(
     master = await _the_master(run, servers)
     ready = await _master_ready(run, master)
     await _record(run, master, ready)
+    if home.scheduler == "slurm":
+        master_target = door(home.cloud, str(master.floating_ip.address), ready.host_keys, run.key)
+        await home_scheduler(run.options.registry, master_target, run.key.user)
     return HomeResult(
         home=home.name,
         master=master.master.name,
@@ -327,6 +331,8 @@ def _home_entry(
         external_network=home.external_network,
         listen_port=home.listen_port or run.wireguard.port,
         network_mtu=master.network_mtu,
+        scheduler=home.scheduler,
+        node_addresses={n.name: n.fixed_ip for n in [master, *m.workers]},
         public_ips={"master": m.floating_ip.address},
         host_keys={master.name: ready.host_keys, **{w.name: k for w, k in worker_keys if k}},
         resource_ids={

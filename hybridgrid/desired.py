@@ -22,6 +22,7 @@ from hybridgrid.model import Allocation, Plan, ResolvedSite, Topology, TopologyE
 from hybridgrid.model import plan as resolve
 from hybridgrid.registry_data import HomeEntry, RegistryData, SiteEntry
 from hybridgrid.rules import RuleSpec
+from hybridgrid.scheduler import HostEntry, Partition, PartitionOptions
 from hybridgrid.wgconfig import WgConfig, WgInterface, WgPeer
 
 # ---------------------------------------------------------------- the model
@@ -315,6 +316,43 @@ def spoke_config(data: RegistryData, w: SiteWiring, hub_public_key: str) -> WgCo
             )
         ],
     )
+
+
+# ---------------------------------------------------------------- the scheduler
+
+
+def slurm_partitions(data: RegistryData) -> list[Partition]:
+    """The partitions of hybridgrid's managed Slurm file: one per registered site, named after
+    it, with the options it was added with."""
+    out = []
+    for name, entry in sorted(data.sites.items()):
+        options = entry.spec.partition if entry.spec else PartitionOptions()
+        out.append(Partition(name=name, max_time=options.max_time, default=options.default))
+    return out
+
+
+def site_worker_addresses(data: RegistryData, site: str) -> dict[str, IPv4Address]:
+    """The site's workers by server name (from the fixed IPs the registry recorded)."""
+    entry = data.sites[site]
+    return {
+        naming.resource_name(site, naming.WORKER, int(role.split("-")[1])): ip
+        for role, ip in sorted(entry.fixed_ips.items())
+        if role.startswith(f"{naming.WORKER}-")
+    }
+
+
+def slurm_hosts(data: RegistryData, site: str | None = None) -> list[HostEntry]:
+    """Name entries a node needs: on the master (`site` None) the home's nodes and every site's
+    workers; on a site's worker the master and that site's workers."""
+    home = _home(data)
+    entries = [HostEntry(address=ip, name=n) for n, ip in sorted(home.node_addresses.items())]
+    if site is not None:
+        entries = [e for e in entries if e.name == home.master]
+    for name in sorted(data.sites) if site is None else [site]:
+        entries += [
+            HostEntry(address=ip, name=n) for n, ip in site_worker_addresses(data, name).items()
+        ]
+    return entries
 
 
 # ---------------------------------------------------------------- the plan

@@ -1,6 +1,7 @@
 """The verification layers of a site's link and their verdicts (plain data): api objects →
-wg0 → handshake → overlay ping → worker ping → MTU. `hybridgrid.tasks.verify` computes them;
-the run summary (`hybridgrid.report`) shows them."""
+wg0 → handshake → overlay ping → worker ping → MTU → job (a Slurm job at the site, when the
+home runs Slurm). `hybridgrid.tasks.verify` and `.slurm_tasks` compute them; the run summary
+(`hybridgrid.report`) shows them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Layer = Literal["api", "wireguard", "handshake", "overlay ping", "worker ping", "mtu"]
+Layer = Literal["api", "wireguard", "handshake", "overlay ping", "worker ping", "mtu", "job"]
 
 
 class LayerResult(BaseModel):

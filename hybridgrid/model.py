@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hybridgrid.scheduler import PartitionOptions, Scheduler
+
 SITE_NAME_MAX = 20  # keeps hg-<site>-worker-50 and per-site lock/flow-run names short
 SITE_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
 BLOCK_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # Prefect block document names
@@ -129,6 +131,11 @@ class HomeSite(_Model):
     workers: int = Field(0, ge=0, le=MAX_WORKERS, description="workers when bootstrapping home")
     worker_flavor: str = "de.NBI small"
     image: str = "ubuntu-22.04"
+    scheduler: Scheduler = Field(
+        "none",
+        description="slurm: the master runs slurmctld (made or adopted) and every site's "
+        "workers join it as a partition named after the site",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -170,6 +177,10 @@ class RemoteSite(_Model):
     wg_address: IPv4Address | None = Field(None, description="default: next free overlay address")
     listen_port: int | None = Field(None, ge=1, le=65535, description="default: wireguard.port")
     ssh_user: str = "ubuntu"
+    partition: PartitionOptions = Field(
+        default_factory=PartitionOptions,
+        description="the site's Slurm partition, when the home runs Slurm",
+    )
     ssh_source: list[IPv4Network] = Field(
         default_factory=lambda: [IPv4Network("0.0.0.0/0")],
         description=(

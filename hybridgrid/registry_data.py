@@ -12,6 +12,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridgrid.model import Allocation, RemoteSite, WireGuardSettings
+from hybridgrid.scheduler import Scheduler
 
 
 class Verification(BaseModel):
@@ -48,6 +49,11 @@ class HomeEntry(_Entry):
     external_network: str = "public"
     listen_port: int = 51820
     network_mtu: int = Field(1450, description="MTU of the master's network")
+    scheduler: Scheduler = Field("none", description="slurm: the master runs slurmctld")
+    node_addresses: dict[str, IPv4Address] = Field(
+        default_factory=dict,
+        description="fixed IPs of the master and the home workers by server name",
+    )
 
 
 class SiteEntry(_Entry):

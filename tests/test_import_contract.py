@@ -36,10 +36,11 @@ LAYERS = {
     "sshclient": 6,
     "retry": 7,
     "wireguard": 8,
+    "slurm": 8,
     "core": 9,
 }
 CLI = re.compile(r"^hybridgrid\.(cli|cli_\w+|prefect_client|demo_profile)$")
-PURE = ("core", "wireguard")
+PURE = ("core", "wireguard", "slurm")
 IMPURE = ("prefect", "openstack", "keystoneauth1", "asyncssh")
 
 
