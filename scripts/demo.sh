@@ -14,7 +14,9 @@
 #      localcloud's proxy (the flows make the sites' SSH key blocks themselves)
 #   5. bootstrap-home and add-remote-site giessen as runs OF THE DEPLOYMENTS (made by the
 #      CLI, which follows them): each shows Retry and "Run again" in the UI
-#   6. the checks: `wg show` on both ends, a Bielefeld worker pinging a Gießen worker
+#   6. the checks: `wg show` on both ends, a Bielefeld worker pinging a Gießen worker, and
+#      Slurm from the master: `sinfo`, `srun -p giessen hostname`, a job that returns the
+#      checksum of a file only the Gießen worker has
 #
 # A second run finds everything in place (reuses server, worker and localcloud; the flows
 # converge without a mutating cloud API call) and is fast.
@@ -221,6 +223,14 @@ for s in info["clouds"]["giessen"]["servers"]:
 echo "hg-bielefeld-worker-1 → hg-giessen-worker-1 ($GIESSEN_WORKER)"
 localcloud exec --cloud bielefeld hg-bielefeld-worker-1 -- ping -c 3 -W 2 "$GIESSEN_WORKER"
 
+say "Slurm from the master: the partitions, then a job in partition giessen"
+localcloud exec --cloud bielefeld hg-bielefeld-master -- sinfo
+localcloud exec --cloud bielefeld hg-bielefeld-master -- srun -p giessen -t 1 hostname
+say "a job next to the data: a file only the Gießen worker has, its checksum back at the master"
+localcloud exec --cloud giessen hg-giessen-worker-1 -- sh -c \
+    'test -s /srv/giessen-sample.txt || seq 1 100000 > /srv/giessen-sample.txt; sha256sum /srv/giessen-sample.txt'
+localcloud exec --cloud bielefeld hg-bielefeld-master -- srun -p giessen -t 1 sha256sum /srv/giessen-sample.txt
+
 say "the registry"
 hybridgrid sites
 
@@ -270,7 +280,8 @@ Next steps:
   1. Open the UI: $UI
   2. Add a site from the UI: Deployments → add-remote-site → Run → Custom run;
      type site name heidelberg, pick cloud heidelberg from the dropdown → Submit
-     (tuebingen is a spare cloud too).
+     (tuebingen is a spare cloud too). Its workers join Slurm as partition heidelberg:
+     localcloud exec --cloud bielefeld hg-bielefeld-master -- srun -p heidelberg hostname
   3. Watch the drift schedule: Deployments → check-drift (every 15 minutes), or run
      \`hybridgrid drift\` now.
 
