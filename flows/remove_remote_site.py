@@ -1,6 +1,7 @@
-"""remove_remote_site (docs/architecture.md §5): the site's peer off the master live, then
-the home side (pairs, rules, routes), then the site's resources, key pair, SSH key block and
-registry entry.
+"""remove_remote_site (docs/architecture.md §5): with a Slurm home, the site's partition
+drained and its nodes out of Slurm first (jobs in other partitions go on); then the site's
+peer off the master live, the home side (pairs, rules, routes), the site's resources, key
+pair, SSH key block and registry entry.
 
 Order matters for reruns and for concurrent add-site runs: the site first leaves the hub
 config in the registry (its spoke key is cleared under the hub lock), so no other run
@@ -31,6 +32,7 @@ from hybridgrid.flows import runs
 from hybridgrid.flows.checkpoints import checkpoint
 from hybridgrid.flows.home import ReadyHome, master_with_floating_ip, require_home
 from hybridgrid.flows.hub import hub_lock
+from hybridgrid.flows.scheduler import leave_site
 from hybridgrid.flows.ssh_access import door
 from hybridgrid.model import tunnel_mtu
 from hybridgrid.records import KeypairRecord, PortRecord, Record
@@ -81,7 +83,18 @@ class _HubSide:
     description="Remove a remote site: peer off the hub live, home-side pairs/rules/routes, "
     "the site's resources, key pair, SSH key block and registry entry. Safe to rerun.",
 )
-async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> RemoveResult:
+async def remove_remote_site(
+    site: str, registry: str = DEFAULT_REGISTRY, force: bool = False, drain_timeout: float = 600
+) -> RemoveResult:
+    """Remove a site; the run is named after it.
+
+    Args:
+        site: the registered site's name
+        registry: the SiteRegistry block
+        force: with a Slurm home, cancel the jobs still running in the site's partition
+            instead of waiting for them
+        drain_timeout: seconds to wait for the partition's jobs (its new jobs are held)
+    """
     log = get_run_logger()
     await runs.tag_run("site", site)
     data = await load_registry(registry)
@@ -90,6 +103,8 @@ async def remove_remote_site(site: str, registry: str = DEFAULT_REGISTRY) -> Rem
         log.info("Site %s is not registered in %s: nothing to remove", site, registry)
         return RemoveResult(site=site, registered=False)
     removal = await _prepare(site, registry, data, entry)
+    if removal.home.scheduler == "slurm":
+        await leave_site(registry, site, removal.master_target, drain_timeout, force)
     hub = await _leave_hub(removal)
     rules, resources = await _remove_resources(removal, hub)
     key_block, keypair, block_deleted = await _remove_keys(removal)

@@ -102,3 +102,21 @@ async def verify_site_jobs(
     site's partition, and one that reads data only the first worker holds."""
     nodes = [sl.JobNode(name=n, target=t, key_block=key_block) for n, t in workers.items()]
     return await sl.verify_jobs(master, home_key_block, site, nodes)
+
+
+async def leave_site(
+    registry: str, site: str, master: SSHTarget, timeout: float, force: bool
+) -> sl.SiteLeft:
+    """The site out of Slurm before anything else of it goes: its partition drained and its
+    jobs done (or cancelled with `force`), its nodes deleted, then the partition out of the
+    managed file (under the hub lock, rendered from the registry without the site)."""
+    data = await load_registry(registry)
+    home = require_home(data, registry)
+    left = await sl.leave_slurm(master, home.ssh_key_block, site, timeout=timeout, force=force)
+    async with hub_lock(home.name):
+        data = await load_registry(registry)
+        without = data.model_copy(
+            update={"sites": {n: e for n, e in data.sites.items() if n != site}}
+        )
+        await sl.sync_partitions(master, home.ssh_key_block, _managed(without))
+    return left

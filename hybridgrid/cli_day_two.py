@@ -107,12 +107,19 @@ def drift(
 def site_remove(
     name: Annotated[str, typer.Argument(help="the registered site to remove")],
     registry: RegistryOption = "hybridgrid",
+    force: Annotated[
+        bool, typer.Option(help="Slurm: cancel the site's running jobs instead of waiting")
+    ] = False,
+    drain_timeout: Annotated[
+        float, typer.Option(help="Slurm: seconds to wait for the site's running jobs")
+    ] = 600,
 ) -> None:
-    """Remove a site: peer off the hub live, then its resources, key pair, key block, entry."""
+    """Remove a site: with Slurm, drain its partition first; then its peer off the hub live,
+    its resources, key pair, key block, entry."""
     from hybridgrid.cli_runs import remove_call
     from hybridgrid.flows.remove_remote_site import remove_remote_site
 
-    result, link = _run(remove_remote_site, remove_call(name, registry))
+    result, link = _run(remove_remote_site, remove_call(name, registry, force, drain_timeout))
     if isinstance(result, BaseException):
         _bad_input(result)
         typer.echo(f"error: remove-remote-site {name} failed: {result}", err=True)

@@ -53,10 +53,17 @@ def drift_call(repair: bool, sites: list[str] | None, registry: str) -> FlowCall
     )
 
 
-def remove_call(site: str, registry: str) -> FlowCall:
+def remove_call(
+    site: str, registry: str, force: bool = False, drain_timeout: float = 600
+) -> FlowCall:
     return FlowCall(
         deployment="remove-remote-site",
-        parameters={"site": site, "registry": registry},
+        parameters={
+            "site": site,
+            "registry": registry,
+            "force": force,
+            "drain_timeout": drain_timeout,
+        },
         run_name=site,
         tags=["hybridgrid", f"site:{site}"],
     )

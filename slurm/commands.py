@@ -286,3 +286,21 @@ def srun_command(partition: str, node: str, argv: list[str], timeout: int) -> st
         f"--nodelist={shlex.quote(node)} --nodes=1 --ntasks=1 --time={minutes} "
         f"--job-name=hybridgrid-verify --quiet {words}"
     )
+
+
+def drain_partition_command(partition: str) -> str:
+    """No new job starts in `partition` (running ones go on)."""
+    return f"scontrol update partitionname={shlex.quote(partition)} state=DRAIN"
+
+
+def partition_jobs_command(partition: str) -> str:
+    """`JOBID STATE` per line for the jobs of `partition` that are not finished."""
+    return f"squeue -h -p {shlex.quote(partition)} -o '%i %T'"
+
+
+def cancel_partition_command(partition: str) -> str:
+    return f"scancel --partition={shlex.quote(partition)}"
+
+
+def delete_node_command(node: str) -> str:
+    return f"scontrol delete nodename={shlex.quote(node)}"

@@ -230,3 +230,21 @@ async def slurmd_running(host: RemoteShell) -> bool:
 
 async def stop_slurmd(worker: RemoteShell) -> None:
     await worker.run(cmd.stop_slurmd_command(), name="stop slurmd", timeout=60)
+
+
+async def drain_partition(master: RemoteShell, partition: str) -> None:
+    await master.run(cmd.drain_partition_command(partition), name=f"drain {partition}")
+
+
+async def partition_jobs(master: RemoteShell, partition: str) -> list[str]:
+    """The unfinished jobs of `partition`, as `JOBID STATE`."""
+    res = await master.run(cmd.partition_jobs_command(partition), name=f"squeue -p {partition}")
+    return [line.strip() for line in res.stdout.splitlines() if line.strip()]
+
+
+async def cancel_partition_jobs(master: RemoteShell, partition: str) -> None:
+    await master.run(cmd.cancel_partition_command(partition), name=f"scancel -p {partition}")
+
+
+async def delete_node(master: RemoteShell, node: str) -> None:
+    await master.run(cmd.delete_node_command(node), name=f"delete node {node}")

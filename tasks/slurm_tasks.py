@@ -190,3 +190,73 @@ async def _data_stays(m: RemoteShell, partition: str, node: JobNode) -> list[str
     if here.stdout.strip() != "absent":
         return [f"{path} is on the master too: the job could have read the master's copy"]
     return []
+
+
+class SiteLeft(BaseModel):
+    """What taking a site out of Slurm did."""
+
+    partition_found: bool
+    jobs_waited_for: int = 0
+    jobs_cancelled: int = 0
+    nodes_deleted: list[str] = []
+
+
+class JobsStillRunning(RuntimeError):
+    """The site's partition still runs jobs after the drain timeout."""
+
+
+@task(task_run_name="take {partition} out of Slurm on {master.label}", **TRANSIENT)
+async def leave_slurm(
+    master: SSHTarget,
+    key_block: str,
+    partition: str,
+    timeout: float = 600,
+    force: bool = False,
+) -> SiteLeft:
+    """Drain the site's partition (no new job starts), wait for its jobs up to `timeout` (with
+    `force`: cancel them instead), delete its nodes. The partition itself leaves with the
+    partitions file (`sync_partitions`, under the hub lock). A rerun goes on from any step."""
+    log = get_run_logger()
+    async with session(master, key_block) as m:
+        if partition not in await slurm.partitions(m):
+            return SiteLeft(partition_found=False)
+        await slurm.drain_partition(m, partition)
+        jobs = await slurm.partition_jobs(m, partition)
+        waited, cancelled = len(jobs), 0
+        if jobs and force:
+            log.warning("force: cancelling %d job(s) in %s: %s", len(jobs), partition, jobs)
+            await slurm.cancel_partition_jobs(m, partition)
+            cancelled, waited = len(jobs), 0
+        jobs = await _until_no_jobs(m, partition, timeout if not force else 60)
+        if jobs:
+            raise JobsStillRunning(
+                f"partition {partition} still has {len(jobs)} job(s) after {timeout:g} s "
+                f"({', '.join(jobs)}); it is drained, so no new job starts. Fix: wait and "
+                "run remove-remote-site again, cancel them (scancel), or run it with force=true"
+            )
+        nodes = sorted(await slurm.node_states(m, partition))
+        for node in nodes:
+            await slurm.delete_node(m, node)
+    log.info("Slurm: partition %s drained, node(s) %s deleted", partition, ", ".join(nodes) or "-")
+    return SiteLeft(
+        partition_found=True,
+        jobs_waited_for=waited,
+        jobs_cancelled=cancelled,
+        nodes_deleted=nodes,
+    )
+
+
+async def _until_no_jobs(m: RemoteShell, partition: str, timeout: float) -> list[str]:
+    """The partition's jobs once there are none, or those left at the deadline."""
+    log, deadline, next_note = get_run_logger(), time.monotonic() + timeout, 0.0
+    while True:
+        jobs = await slurm.partition_jobs(m, partition)
+        if not jobs or time.monotonic() > deadline:
+            return jobs
+        if time.monotonic() > next_note:
+            left = deadline - time.monotonic()
+            log.info(
+                "waiting for %d job(s) in %s (%.0f s left): %s", len(jobs), partition, left, jobs
+            )
+            next_note = time.monotonic() + 15
+        await asyncio.sleep(1)

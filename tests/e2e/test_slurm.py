@@ -117,3 +117,41 @@ def test_the_operators_slurm_conf_is_untouched_by_a_rerun(cluster):
     assert "PartitionName=giessen " in _ok(
         seed, MASTER, "cat /etc/slurm/hybridgrid.conf", "bielefeld"
     )
+
+
+def _until(seed, server: str, cmd: str, cloud: str, want: str, timeout: float = 30) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        _, out = seed.exec(server, cmd, cloud)
+        if want in out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
+
+
+def test_removal_waits_for_the_sites_job_and_leaves_other_partitions_alone(cluster):
+    """Last in this module: giessen goes. A job running in giessen is waited for; a job in
+    bielefeld runs on; afterwards Slurm has neither the partition nor the node."""
+    from hybridgrid.flows.remove_remote_site import remove_remote_site
+
+    seed, _ = cluster
+    for partition, seconds, out in (
+        ("giessen", 6, "/tmp/site-job"),
+        ("bielefeld", 12, "/tmp/home-job"),
+    ):
+        job = f"srun -p {partition} -t 2 sh -c 'sleep {seconds}; echo done-{partition}' > {out}"
+        _ok(seed, MASTER, f'setsid sh -c "{job}" </dev/null >/dev/null 2>&1 &', "bielefeld")
+    running = _until(seed, MASTER, "squeue -h -t RUNNING -o '%P'", "bielefeld", "giessen")
+    assert "giessen" in running and "bielefeld" in running, running
+
+    result = asyncio.run(remove_remote_site("giessen", drain_timeout=60))
+    assert result.registered and result.peer_removed
+    # the site's job finished before its node went; the home's job was not disturbed
+    assert _ok(seed, MASTER, "cat /tmp/site-job", "bielefeld").strip() == "done-giessen"
+    assert "done-bielefeld" in _until(seed, MASTER, "cat /tmp/home-job", "bielefeld", "done-", 40)
+    partitions = _ok(seed, MASTER, "sinfo -h -o '%R'", "bielefeld").split()
+    assert partitions == ["bielefeld"]
+    rc, out = seed.exec(MASTER, f"scontrol show node {WORKER}", "bielefeld")
+    assert rc != 0 and "not found" in out.lower(), out
+    assert "giessen" not in _ok(seed, MASTER, "cat /etc/slurm/hybridgrid.conf", "bielefeld")
