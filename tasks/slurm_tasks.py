@@ -26,6 +26,11 @@ READY_STATES = ("idle", "mixed", "allocated", "completing")
 PROBE_DIR = "/srv/hybridgrid-probe"
 
 
+def _base_state(states: dict[str, str], node: str) -> str:
+    """A node's state without sinfo's flag suffixes (idle* = not responding, …)."""
+    return states.get(node, "").rstrip("*~#%$@+")
+
+
 @task(task_run_name="slurmctld on {target.label}", **TRANSIENT)
 async def ensure_controller(
     target: SSHTarget, key_block: str, base_conf: str | None, managed: str, install: bool = True
@@ -91,7 +96,7 @@ async def _wait_registered(
     log, deadline, next_note = get_run_logger(), time.monotonic() + timeout, time.monotonic() + 10
     while True:
         states = await slurm.node_states(master, partition)
-        waiting = [n for n in names if states.get(n, "").rstrip("*~#%$@+") not in READY_STATES]
+        waiting = [n for n in names if _base_state(states, n) not in READY_STATES]
         if not waiting or time.monotonic() > deadline:
             return states
         if time.monotonic() > next_note:
@@ -147,7 +152,7 @@ async def verify_jobs(
     async with session(master, master_key_block) as m:
         states = await _wait_registered(m, partition, [n.name for n in nodes], timeout=90)
         for n in nodes:
-            state = states.get(n.name, "").rstrip("*~#%$@+")
+            state = _base_state(states, n.name)
             if state not in READY_STATES:
                 problems.append(await _why_not_registered(m, n, state))
         if problems:
